@@ -1,0 +1,64 @@
+"""File writing that never leaves a half-written file behind.
+
+Forge renames a LoRA it fails to load to `*.corrupted`, and a crash mid-write would leave exactly
+such a file: everything we write goes to a temporary name in the same folder and is then moved into
+place with `os.replace`, which is atomic on POSIX and Windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+class OutputError(OSError):
+    """An output could not be written (disk full, read-only folder, ...); names the path."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success move it onto `target`."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(e.errno, f"cannot write into {target.parent}: {e.strerror}") from e
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except OSError as e:
+        raise OutputError(e.errno, f"cannot write {target}: {e.strerror or e}") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(target: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside `target` for writing; it replaces `target` when closed cleanly."""
+    if "b" in mode:
+        encoding = None
+    with atomic_path(target) as tmp:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> None:
+    with atomic_open(target, "w") as f:
+        f.write(text)
+
+
+def write_json_atomic(target: str | os.PathLike, data: Any) -> None:
+    with atomic_open(target, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
