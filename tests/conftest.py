@@ -20,3 +20,20 @@ def _private_home(tmp_path_factory):
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    """A tiny random-weight SDXL-shaped model, saved as a diffusers folder, as a single-file
+    checkpoint in the original (SGM) key layout, and with its local config folder."""
+    from lora_trainer.demo.tiny_sdxl import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture
+def character_dataset(tmp_path):
+    """A kohya-layout training folder `img/1_myLoRA/` of 8 captioned 64 px synthetic images."""
+    from lora_trainer.demo.synthetic import make_character_dataset
+
+    return make_character_dataset(tmp_path / "img", name="myLoRA", count=8, size=64, repeats=1, seed=0)
