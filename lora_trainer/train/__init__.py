@@ -1,0 +1,1 @@
+"""Training: model loading, LoRA, caches, the loop, kohya-format export."""
