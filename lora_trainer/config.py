@@ -1,0 +1,328 @@
+"""Training settings: one frozen, validated dataclass whose field names are the kohya_ss GUI's JSON keys.
+
+Using kohya's names means a user's kohya_ss JSON mostly reads as-is (see `kohya_import.py` for the
+tolerant import) and our own JSON files look familiar to anyone who has used that GUI. Our own format is
+strict: unknown keys and wrong types are errors that name the key, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_trainer.fsutil import write_json_atomic
+
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "Prodigy")
+LR_SCHEDULERS = (
+    "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial", "adafactor",
+)
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+SAVE_PRECISIONS = ("fp16", "bf16", "float")
+ATTENTIONS = ("none", "sdpa", "xformers")
+
+# SDXL's U-Net halves the latent twice (VAE factor 8 x 4): any other image side fails at the skip
+# connections, so sizes and bucket steps must be multiples of 32 (sd-scripts warns the same for SDXL).
+SIZE_MULTIPLE = 32
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- paths ---
+    pretrained_model_name_or_path: str = ""  # single-file .safetensors, diffusers folder or hub id
+    vae: str = ""  # optional VAE file; "" = the checkpoint's own VAE
+    train_data_dir: str = ""  # the folder holding `<repeats>_<name>/` subfolders
+    output_dir: str = ""
+    logging_dir: str = ""
+    output_name: str = "lora"
+    sdxl: bool = True  # kept so kohya files read as-is; only SDXL is supported
+    # --- network ---
+    network_dim: int = 32
+    network_alpha: float = 16.0
+    network_train_unet_only: bool = False
+    # --- learning ---
+    learning_rate: float = 1e-4
+    unet_lr: float | None = None  # None = learning_rate
+    text_encoder_lr: float | None = None  # None = learning_rate; 0 = do not train the text encoders
+    optimizer: str = "AdamW"
+    optimizer_args: str = ""  # kohya style "key=value key=value", values are Python literals
+    lr_scheduler: str = "constant"
+    lr_warmup: int = 0  # percent of the total steps (kohya GUI)
+    lr_warmup_steps: int = 0  # absolute; use this or lr_warmup, not both
+    lr_scheduler_num_cycles: int = 1
+    lr_scheduler_power: float = 1.0
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    # --- run ---
+    max_train_epochs: int = 10
+    max_train_steps: int = 0  # 0 = max_train_epochs decides
+    train_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    seed: int = 42
+    save_every_n_epochs: int = 1
+    mixed_precision: str = "bf16"
+    full_bf16: bool = False
+    full_fp16: bool = False
+    save_precision: str = "fp16"
+    gradient_checkpointing: bool = False
+    xformers: str = "sdpa"  # attention: none, sdpa, xformers (the trainer may run xformers as sdpa)
+    sdxl_no_half_vae: bool = True
+    noise_offset: float = 0.0
+    min_snr_gamma: float = 0.0
+    # --- data ---
+    caption_extension: str = ".txt"
+    shuffle_caption: bool = False
+    keep_tokens: int = 0
+    flip_aug: bool = False
+    cache_latents: bool = True
+    cache_latents_to_disk: bool = True
+    sdxl_cache_text_encoder_outputs: bool = False
+    enable_bucket: bool = True
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 2048
+    bucket_reso_steps: int = 64
+    bucket_no_upscale: bool = False
+    max_resolution: str = "1024,1024"  # "width,height" or one number for a square
+    max_token_length: int = 75
+    training_comment: str = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = _checked_type(f.name, f.type, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)  # ints given for floats become floats
+        for name, (is_ok, allowed) in _RULES.items():
+            value = getattr(self, name)
+            if value is not None and not is_ok(value):
+                raise ConfigError(f"{name} = {value!r}: must be {allowed}")
+        parse_resolution(self.max_resolution)
+        parse_optimizer_args(self.optimizer_args)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.sdxl, "sdxl = False: only SDXL is supported")
+        need(not self.full_bf16 or self.mixed_precision == "bf16",
+             f"full_bf16 = True needs mixed_precision 'bf16', not {self.mixed_precision!r}")
+        need(not self.full_fp16 or self.mixed_precision == "fp16",
+             f"full_fp16 = True needs mixed_precision 'fp16', not {self.mixed_precision!r}")
+        need(self.lr_scheduler != "adafactor" or self.optimizer == "Adafactor",
+             f"lr_scheduler 'adafactor' needs optimizer 'Adafactor', not {self.optimizer!r}")
+        need(not (self.lr_warmup and self.lr_warmup_steps),
+             f"lr_warmup = {self.lr_warmup} (percent) and lr_warmup_steps = {self.lr_warmup_steps}: set only one")
+        need(not (self.lr_scheduler in ("constant", "adafactor") and (self.lr_warmup or self.lr_warmup_steps)),
+             f"lr_scheduler {self.lr_scheduler!r} has no warmup: set lr_warmup/lr_warmup_steps to 0 "
+             "or use 'constant_with_warmup'")
+        self._check_text_encoder_cache()
+        self._check_buckets()
+
+    def _check_text_encoder_cache(self) -> None:
+        # Cached text-encoder outputs are computed once per caption: they cannot follow encoders that
+        # are being trained, nor captions whose tag order changes every step.
+        if not self.sdxl_cache_text_encoder_outputs:
+            return
+        if self.train_text_encoder:
+            raise ConfigError(
+                "sdxl_cache_text_encoder_outputs = True cannot be used while the text encoders are trained: "
+                "set network_train_unet_only = True (or text_encoder_lr = 0), or turn the cache off")
+        if self.shuffle_caption:
+            raise ConfigError(
+                "sdxl_cache_text_encoder_outputs = True cannot be used with shuffle_caption = True "
+                "(the cached outputs are for one fixed tag order): turn one of them off")
+
+    def _check_buckets(self) -> None:
+        if self.min_bucket_reso > self.max_bucket_reso:
+            raise ConfigError(
+                f"min_bucket_reso = {self.min_bucket_reso} is larger than max_bucket_reso = {self.max_bucket_reso}")
+        width, height = self.resolution
+        if self.enable_bucket and not self.min_bucket_reso <= min(width, height):
+            raise ConfigError(f"min_bucket_reso = {self.min_bucket_reso} is larger than the resolution's "
+                              f"smaller side {min(width, height)} (max_resolution {self.max_resolution!r})")
+        if self.enable_bucket and not max(width, height) <= self.max_bucket_reso:
+            raise ConfigError(f"max_bucket_reso = {self.max_bucket_reso} is smaller than the resolution's "
+                              f"larger side {max(width, height)} (max_resolution {self.max_resolution!r})")
+
+    # --- derived values ---
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(width, height) from max_resolution."""
+        return parse_resolution(self.max_resolution)
+
+    @property
+    def unet_learning_rate(self) -> float:
+        return self.learning_rate if self.unet_lr is None else self.unet_lr
+
+    @property
+    def text_encoder_learning_rate(self) -> float:
+        return self.learning_rate if self.text_encoder_lr is None else self.text_encoder_lr
+
+    @property
+    def train_text_encoder(self) -> bool:
+        # As kohya_ss: a text-encoder learning rate of 0 means "U-Net only".
+        return not self.network_train_unet_only and self.text_encoder_learning_rate != 0
+
+    @property
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """optimizer_args as keyword arguments for the optimizer (a new dict each time)."""
+        return parse_optimizer_args(self.optimizer_args)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Warmup length in optimizer steps: lr_warmup_steps, or lr_warmup percent of total_steps
+        (rounded, as the kohya_ss GUI computes it)."""
+        if self.lr_warmup_steps:
+            return self.lr_warmup_steps
+        return round(self.lr_warmup * total_steps / 100)
+
+    # --- our JSON format ---
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Strict: unknown keys are an error naming each; missing keys take their defaults."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a JSON object of settings, not {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hint = ""
+            if {"LoRA_type", "epoch", "clip_skip"} & set(unknown):
+                hint = " (this looks like a kohya_ss GUI file: import it with `python -m lora_trainer config --import-kohya`)"
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}{hint}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save_json(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some settings changed, validated again (unknown names are errors)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _checked_type(name: str, annotation: str, value: Any) -> Any:
+    """The value if it has the field's type (ints accepted for floats, as JSON writes 16 for 16.0)."""
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix("| None").strip()
+    if value is None and optional:
+        return None
+    if base == "bool" and isinstance(value, bool):
+        return value
+    if base == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base == "str" and isinstance(value, str):
+        return value
+    wanted = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[base]
+    if optional:
+        wanted += " or null"
+    raise ConfigError(f"{name} = {value!r}: must be {wanted}")
+
+
+def _choice(options: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in options), "one of " + ", ".join(repr(o) for o in options)
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def _above(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v > low), f"> {low}"
+
+
+def _multiple_of_size(v: int) -> bool:
+    return v > 0 and v % SIZE_MULTIPLE == 0
+
+
+# Per-field range and choice rules, checked after the types (None values of optional fields are skipped).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "output_name": ((lambda v: bool(v.strip()) and not any(c in v for c in '/\\:*?"<>|')),
+                    "a non-empty file name without / \\ : * ? \" < > |"),
+    "network_dim": _at_least(1),
+    "network_alpha": _above(0),
+    "learning_rate": _above(0),
+    "unet_lr": (lambda v: v > 0, "> 0, or null to use learning_rate"),
+    "text_encoder_lr": (lambda v: v >= 0, ">= 0 (0 = do not train the text encoders), or null to use learning_rate"),
+    "optimizer": _choice(OPTIMIZERS),
+    "lr_scheduler": _choice(LR_SCHEDULERS),
+    "lr_warmup": ((lambda v: 0 <= v <= 100), "a percentage from 0 to 100"),
+    "lr_warmup_steps": _at_least(0),
+    "lr_scheduler_num_cycles": _at_least(1),
+    "lr_scheduler_power": _above(0),
+    "max_grad_norm": _at_least(0),
+    "max_train_epochs": _at_least(1),
+    "max_train_steps": _at_least(0),
+    "train_batch_size": _at_least(1),
+    "gradient_accumulation_steps": _at_least(1),
+    "seed": _at_least(0),
+    "save_every_n_epochs": _at_least(1),
+    "mixed_precision": _choice(MIXED_PRECISIONS),
+    "save_precision": _choice(SAVE_PRECISIONS),
+    "xformers": _choice(ATTENTIONS),
+    "noise_offset": ((lambda v: 0 <= v <= 1), "from 0 to 1"),
+    "min_snr_gamma": _at_least(0),
+    "caption_extension": ((lambda v: len(v) > 1 and v.startswith(".")), "an extension starting with '.', e.g. '.txt'"),
+    "keep_tokens": _at_least(0),
+    "min_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),
+    "max_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),
+    "bucket_reso_steps": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE} (SDXL needs it; 64 is usual)"),
+    "max_token_length": ((lambda v: v == 75), "75 (longer prompts, kohya's 150/225, are not supported)"),
+}
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """"1024,1024" or "1024" -> (width, height)."""
+    parts = [p.strip() for p in text.split(",")]
+    allowed = f"'width,height' or one size, each a positive multiple of {SIZE_MULTIPLE}, e.g. '1024,1024'"
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"max_resolution = {text!r}: must be {allowed}")
+    sizes = [int(p) for p in parts]
+    if not all(_multiple_of_size(s) for s in sizes):
+        raise ConfigError(f"max_resolution = {text!r}: must be {allowed}")
+    return (sizes[0], sizes[-1])
+
+
+def parse_optimizer_args(text: str) -> dict[str, Any]:
+    """kohya's optimizer_args, "scale_parameter=False betas=0.9,0.99" -> {"scale_parameter": False,
+    "betas": (0.9, 0.99)}. Tokens may be quoted as the kohya GUI writes them ('"d0=1e-5" "decouple=True"')."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError as e:
+        raise ConfigError(f"optimizer_args = {text!r}: {e}") from e
+    kwargs: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, raw = token.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"optimizer_args = {text!r}: {token!r} is not key=value")
+        try:
+            kwargs[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError) as e:
+            raise ConfigError(
+                f"optimizer_args = {text!r}: the value of {key!r}, {raw!r}, is not a Python literal "
+                "(a number, True/False/None, a tuple like 0.9,0.99, or a quoted string)") from e
+    return kwargs
