@@ -1,1 +1,1 @@
-"""Built-in demo: a tiny SDXL-shaped model and a synthetic dataset, made locally with no download."""
+"""The built-in demo: a tiny model and a synthetic dataset, made locally with no download."""
