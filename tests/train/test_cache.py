@@ -69,7 +69,7 @@ def test_second_run_reads_the_disk_cache_and_a_changed_image_reencodes_once(vae,
     second = LatentCache(vae, "tiny-vae-v1", cache_dir)  # a new run
     assert second.prepare(planned) == 0
     assert second.encodes == 0 and second.hits == 8
-    for epoch in range(2):
+    for _epoch in range(2):  # two epochs
         for path, geometry in planned:
             second.get(path, geometry)
     assert second.encodes == 0
