@@ -12,6 +12,7 @@ import sys
 
 # module path -> it defines `register(subparsers)`; each parser sets `func(args) -> int`.
 COMMAND_MODULES = (
+    "lora_trainer.config_cli",
     "lora_trainer.train.cli",
     "lora_trainer.demo.cli",
 )

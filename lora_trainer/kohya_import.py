@@ -90,7 +90,7 @@ class KohyaImport:
 
 def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
     """Read a kohya_ss GUI JSON (a path or the loaded dict) into a TrainConfig plus the keys not applied."""
-    data = source if isinstance(source, dict) else _read_json(Path(source))
+    data = source if isinstance(source, dict) else read_kohya_json(Path(source))
     _refuse_other_models(data)
     values: dict[str, Any] = {}
     ignored: dict[str, str] = {}
@@ -118,7 +118,7 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
     return KohyaImport(config=config, ignored=dict(sorted(ignored.items())))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_kohya_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
