@@ -24,6 +24,8 @@ class Progress:
     global_step: int = 0  # optimizer steps done
     run_name: str = ""  # TensorBoard run folder, reused on resume so curves continue
     started_at: float = 0.0
+    epoch_loss_sum: float = 0.0  # this epoch's losses so far, so a resumed epoch averages right
+    epoch_loss_count: int = 0
 
 
 def state_dir_for(output_dir: str | Path, output_name: str) -> Path:

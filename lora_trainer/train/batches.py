@@ -1,0 +1,136 @@
+"""Everything the loop needs from the dataset: the scanned images, their buckets, cached latents and
+text embeddings, and each epoch's batches, reproducible from (seed, epoch) so a resumed run replays
+exactly the same order."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from lora_trainer.config import TrainConfig
+from lora_trainer.train.buckets import (
+    Bucketer,
+    Geometry,
+    batches_per_epoch,
+    bucket_info_json,
+    bucket_report,
+    epoch_batches,
+    rank_share,
+)
+from lora_trainer.train.cache import LatentCache
+from lora_trainer.train.data import TrainingSet, process_caption, scan_training_folder
+from lora_trainer.train.events import EventLog
+from lora_trainer.train.model import SDXLModel
+from lora_trainer.train.text import TextEmbeddingCache, encode_prompts
+
+
+@dataclass
+class Batch:
+    latents: torch.Tensor  # [B, 4, h/8, w/8]
+    captions: list[str]
+    time_ids: torch.Tensor  # [B, 6]
+
+
+def latent_cache_dir(cfg: TrainConfig) -> Path:
+    """`<project>/cache/latents` beside the project's `img/` folder (kohya's layout)."""
+    return Path(cfg.train_data_dir).resolve().parent / "cache" / "latents"
+
+
+def model_identity(path: str) -> str:
+    """Names a model file's exact contents cheaply (path, size, modification time): hashing a 7 GB
+    checkpoint on every run would cost more than the latents it protects."""
+    p = Path(path)
+    if p.is_file():
+        stat = p.stat()
+        return f"{p.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if p.is_dir():
+        weights = sorted((p / "vae").glob("*.safetensors")) or sorted((p / "vae").glob("*.bin"))
+        return "|".join(model_identity(str(w)) for w in weights) or str(p.resolve())
+    return path  # a hub id: the hub's files are immutable per revision
+
+
+class TrainingBatches:
+    def __init__(self, cfg: TrainConfig, training_set: TrainingSet, geometries: list[Geometry],
+                 latents: LatentCache, model_name: str, world_size: int):
+        self.cfg = cfg
+        self.items = training_set.items
+        self.geometries = geometries
+        self.latents = latents
+        self.model_name = model_name
+        self.sample_items = training_set.sample_indices()  # one entry per sample: its item index
+        self.sample_buckets = [geometries[i].bucket for i in self.sample_items]
+        self.num_images = training_set.num_images
+        self.num_samples = training_set.num_samples
+        self.tag_frequency = training_set.tag_frequency()
+        repeats = [item.repeats for item in self.items]
+        self.bucket_info = json.loads(bucket_info_json(geometries, repeats))
+        self.bucket_report = bucket_report(geometries, repeats)
+        self.batches_per_epoch = batches_per_epoch(self.sample_buckets, cfg.train_batch_size, world_size)
+        self.text_cache: TextEmbeddingCache | None = None
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, model: SDXLModel, accelerator: Accelerator,
+                events: EventLog) -> TrainingBatches:
+        """Scan and check the images, assign buckets, and encode every missing latent ahead of training."""
+        training_set = scan_training_folder(cfg.train_data_dir, cfg.caption_extension)
+        for warning in training_set.warnings:
+            events.emit("warning", message=warning)
+        bucketer = Bucketer(cfg.resolution, enable_bucket=cfg.enable_bucket, min_bucket_reso=cfg.min_bucket_reso,
+                            max_bucket_reso=cfg.max_bucket_reso, bucket_reso_steps=cfg.bucket_reso_steps,
+                            bucket_no_upscale=cfg.bucket_no_upscale)
+        geometries = [bucketer.assign(item.size) for item in training_set.items]
+        use_disk = cfg.cache_latents and cfg.cache_latents_to_disk
+        vae_id = model_identity(cfg.vae or cfg.pretrained_model_name_or_path)
+        model.vae.to(accelerator.device, torch.float32)  # fp32: the SDXL VAE overflows in fp16
+        cache = LatentCache(model.vae, vae_id, latent_cache_dir(cfg) if use_disk else None,
+                            flip_aug=cfg.flip_aug)
+        batches = cls(cfg, training_set, geometries, cache, Path(cfg.pretrained_model_name_or_path).name,
+                      accelerator.num_processes)
+        events.emit("buckets", report=batches.bucket_report, buckets=batches.bucket_info["buckets"])
+        jobs = [(item.path, geometry) for item, geometry in zip(training_set.items, geometries)]
+        # With a disk cache rank 0 encodes and the others then read its files.
+        with accelerator.main_process_first() if use_disk else contextlib.nullcontext():
+            encoded = cache.prepare(jobs, lambda done, total: events.emit("caching", done=done, total=total))
+        events.emit("latents", encoded=encoded, reused=cache.hits,
+                    cache_dir=str(cache.cache_dir) if cache.cache_dir else None)
+        model.vae.to("cpu")  # every latent is cached: free the accelerator for training
+        return batches
+
+    def build_text_cache(self, model: SDXLModel, train_text_encoder: bool) -> None:
+        """Frozen text encoders: encode every caption once; without caption shuffling no new caption
+        can appear, so the encoders leave the accelerator."""
+        if train_text_encoder:
+            return
+        encoders = [model.text_encoder_1, model.text_encoder_2]
+        self.text_cache = TextEmbeddingCache([model.tokenizer_1, model.tokenizer_2], encoders)
+        self.text_cache.prepare([item.caption for item in self.items])
+        if not self.cfg.shuffle_caption:
+            for encoder in encoders:
+                encoder.to("cpu")
+
+    def for_epoch(self, epoch: int, rank: int, world_size: int) -> list[list[int]]:
+        """This rank's batches for `epoch`, as lists of item indices."""
+        batches = epoch_batches(self.sample_buckets, self.cfg.train_batch_size, self.cfg.seed, epoch)
+        return [[self.sample_items[s] for s in batch] for batch in rank_share(batches, rank, world_size)]
+
+    def load(self, item_indices: list[int], rng, device: torch.device) -> Batch:
+        latents, captions, time_ids = [], [], []
+        for index in item_indices:
+            item, geometry = self.items[index], self.geometries[index]
+            flipped = self.cfg.flip_aug and rng.random() < 0.5
+            latents.append(self.latents.get(item.path, geometry, flipped))
+            captions.append(process_caption(item.caption, self.cfg.shuffle_caption, self.cfg.keep_tokens, rng))
+            time_ids.append(geometry.time_ids(flipped))
+        return Batch(latents=torch.stack(latents).to(device), captions=captions,
+                     time_ids=torch.tensor(time_ids, dtype=torch.float32, device=device))
+
+    def embed(self, captions: list[str], model: SDXLModel, text_encoders) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt_embeds, pooled): from the cache, or through the (trained) encoders with grad."""
+        if self.text_cache is not None:
+            return self.text_cache.get(captions, device=model.unet.device)
+        return encode_prompts([model.tokenizer_1, model.tokenizer_2], text_encoders, captions)

@@ -1,0 +1,410 @@
+"""The training run, top to bottom: prepare (data, model, caches, LoRA, optimizer), then the loop
+noise -> predict -> loss -> step -> log -> save, with stop and resume.
+
+Run it headless with `python -m lora_trainer train --config my.json`, under
+`accelerate launch --num_processes N` for several GPUs (only rank 0 writes files), or call
+`train(config)` from the UI.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.training_utils import compute_snr
+from peft import LoraConfig
+from tqdm.auto import tqdm
+
+from lora_trainer.config import TrainConfig
+from lora_trainer.fsutil import OutputError, atomic_path, write_json_atomic
+from lora_trainer.train import state as saved
+from lora_trainer.train.batches import TrainingBatches
+from lora_trainer.train.events import EventCallback, EventLog
+from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
+from lora_trainer.train.model import load_sdxl
+from lora_trainer.train.monitor import Monitor
+from lora_trainer.train.optim import adafactor_sets_own_lr, build_optimizer, build_scheduler
+from lora_trainer.train.sgm_names import TEXT_ENCODER_LORA_TARGETS, UNET_LORA_TARGETS, UNetLayout
+from lora_trainer.train.stop import StopSignal, stop_flag_path
+
+# Settings a resumed run must share with the run that wrote the state.
+RESUME_MUST_MATCH = ("network_dim", "network_alpha", "network_train_unet_only", "text_encoder_lr",
+                     "train_batch_size", "gradient_accumulation_steps", "seed", "optimizer",
+                     "lr_scheduler", "train_data_dir", "output_name")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message says why and what to try. Nothing written is lost."""
+
+
+@dataclass
+class TrainResult:
+    saved_files: list[Path] = field(default_factory=list)
+    final_file: Path | None = None
+    state_dir: Path | None = None
+    stopped: bool = False
+    epochs_done: int = 0
+    global_step: int = 0
+    run_dir: Path | None = None
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_config_dir: str | None = None,
+          on_event: EventCallback | None = None, stop: StopSignal | None = None) -> TrainResult:
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                              gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    is_main = accelerator.is_main_process
+    output_dir, logging_dir = Path(cfg.output_dir), Path(cfg.logging_dir)
+    if is_main:
+        _check_writable(output_dir, logging_dir)
+    stop = stop or StopSignal(stop_flag_path(output_dir, cfg.output_name))
+    if is_main and not resume_from:
+        stop.clear()  # a flag left from an earlier run must not stop this one at step 1
+    resumed = saved.load_state(resume_from, accelerator.process_index) if resume_from else None
+    if resumed:
+        _check_resume_fits(cfg, resumed.config, resume_from)
+    progress = resumed.progress if resumed else saved.Progress(
+        run_name=f"{cfg.output_name}{time.strftime('%Y%m%d%H%M%S')}", started_at=time.time())
+    run_dir = logging_dir / progress.run_name
+    events = EventLog(run_dir / "events.jsonl" if is_main else None, on_event if is_main else None)
+    try:
+        return _run(cfg, accelerator, events, stop, progress, resumed, run_dir, model_config_dir)
+    except torch.cuda.OutOfMemoryError as e:
+        raise _fail(events, "out_of_memory", (
+            f"out of GPU memory ({e}). Try: train_batch_size 1, gradient_checkpointing on, "
+            f"a lower network_dim (now {cfg.network_dim}), mixed_precision bf16 with full_bf16, "
+            "or caching text encoder outputs; close other programs using the GPU.")) from e
+    except OutputError as e:
+        raise _fail(events, "output", f"{e.strerror} (disk full or read-only? nothing else was changed)") from e
+    except TrainingError as e:
+        events.emit("error", kind="training", message=str(e))
+        raise
+    finally:
+        events.close()
+        stop.close()
+
+
+def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: StopSignal,
+         progress: saved.Progress, resumed: saved.SavedState | None, run_dir: Path,
+         model_config_dir: str | None) -> TrainResult:
+    device, is_main = accelerator.device, accelerator.is_main_process
+    torch.manual_seed(cfg.seed)
+    _note_attention_choice(cfg, events)
+
+    # --- data, model, caches -------------------------------------------------------------------
+    model = load_sdxl(cfg.pretrained_model_name_or_path, config_dir=model_config_dir, vae=cfg.vae,
+                      device="cpu")
+    batches = TrainingBatches.prepare(cfg, model, accelerator, events)
+    weight_dtype = _weight_dtype(cfg)
+    train_te = cfg.train_text_encoder
+    model.unet.requires_grad_(False).to(device, weight_dtype)
+    for te in (model.text_encoder_1, model.text_encoder_2):
+        te.requires_grad_(False).to(device, weight_dtype if train_te else torch.float32)
+
+    # --- LoRA ----------------------------------------------------------------------------------
+    trained = {"unet": model.unet}
+    _add_lora(model.unet, cfg, UNET_LORA_TARGETS)
+    if train_te:
+        trained.update(te1=model.text_encoder_1, te2=model.text_encoder_2)
+        _add_lora(model.text_encoder_1, cfg, TEXT_ENCODER_LORA_TARGETS)
+        _add_lora(model.text_encoder_2, cfg, TEXT_ENCODER_LORA_TARGETS)
+    lora_dtype = torch.bfloat16 if cfg.full_bf16 else torch.float16 if cfg.full_fp16 else torch.float32
+    for m in trained.values():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(lora_dtype)
+    if cfg.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+        if train_te:
+            model.text_encoder_1.gradient_checkpointing_enable()
+            model.text_encoder_2.gradient_checkpointing_enable()
+    batches.build_text_cache(model, train_te)
+
+    # --- optimizer, schedule -------------------------------------------------------------------
+    groups = [{"params": _trainable(model.unet), "lr": cfg.unet_learning_rate}]
+    if train_te:
+        te_params = _trainable(model.text_encoder_1) + _trainable(model.text_encoder_2)
+        groups.append({"params": te_params, "lr": cfg.text_encoder_learning_rate})
+    optimizer = build_optimizer(cfg.optimizer, groups, cfg.learning_rate, cfg.optimizer_kwargs)
+    steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.gradient_accumulation_steps)
+    epochs = cfg.max_train_epochs
+    total_steps = steps_per_epoch * epochs
+    if cfg.max_train_steps:
+        total_steps = min(total_steps, cfg.max_train_steps)
+    scheduler = build_scheduler(cfg.lr_scheduler, optimizer, warmup_steps=cfg.warmup_steps(total_steps),
+                                total_steps=total_steps, num_cycles=cfg.lr_scheduler_num_cycles,
+                                power=cfg.lr_scheduler_power, initial_lr=cfg.learning_rate)
+    prepared = accelerator.prepare(*trained.values(), optimizer)
+    wrapped = dict(zip(trained, prepared[:-1]))
+    optimizer = prepared[-1]
+
+    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + accelerator.process_index)
+    caption_rng = random.Random(cfg.seed + accelerator.process_index)
+    if resumed:
+        _restore(resumed, trained, optimizer, scheduler, noise_rng, caption_rng)
+
+    monitor = Monitor(run_dir if is_main else None, events, progress)
+    events.emit("start", total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                images=batches.num_images, samples_per_epoch=batches.num_samples,
+                resumed_at_step=progress.global_step if resumed else None, run_dir=str(run_dir),
+                processes=accelerator.num_processes, device=str(device))
+    result = TrainResult(global_step=progress.global_step, epochs_done=progress.epoch, run_dir=run_dir,
+                         state_dir=saved.state_dir_for(cfg.output_dir, cfg.output_name))
+    trained_encoders = [wrapped["te1"], wrapped["te2"]] if train_te else None
+    bar = tqdm(total=total_steps, initial=progress.global_step, disable=not is_main, unit="step",
+               desc=cfg.output_name, dynamic_ncols=True)
+
+    def save_everything(kind: str, name_suffix: str) -> None:
+        checksums = _rank_checksums(trained, accelerator)
+        path = _save_lora_file(cfg, accelerator, trained, batches, progress, name_suffix)
+        _save_state(cfg, accelerator, trained, optimizer, scheduler, progress, noise_rng, caption_rng)
+        if path:
+            result.saved_files.append(path)
+            events.emit("saved", kind=kind, path=str(path), epoch=progress.epoch, step=progress.global_step,
+                        rank_checksums=checksums)
+
+    # --- the loop ------------------------------------------------------------------------------
+    noise_scheduler = model.noise_scheduler
+    for epoch in range(progress.epoch, epochs):
+        for m in wrapped.values():
+            m.train()
+        epoch_batches = batches.for_epoch(epoch, accelerator.process_index, accelerator.num_processes)
+        for batch_index in range(progress.batch_in_epoch, len(epoch_batches)):
+            if progress.global_step >= total_steps:
+                break
+            batch = batches.load(epoch_batches[batch_index], caption_rng, device)
+            with accelerator.accumulate(*wrapped.values()):
+                prompt_embeds, pooled = batches.embed(batch.captions, model, trained_encoders)
+                loss = _diffusion_loss(wrapped["unet"], noise_scheduler, batch.latents, prompt_embeds,
+                                       pooled, batch.time_ids, noise_rng, cfg, weight_dtype)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            progress.batch_in_epoch = batch_index + 1
+            step_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item()
+            if not math.isfinite(step_loss):
+                raise TrainingError(_nan_message(cfg, progress, result))
+            if not accelerator.sync_gradients:
+                continue
+            progress.global_step += 1
+            monitor.step(progress.global_step, epoch + 1, step_loss, _learning_rates(scheduler, optimizer))
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
+            if _stop_requested(stop, accelerator):
+                save_everything("stop", f"-step{progress.global_step:08d}")
+                events.emit("stopped", step=progress.global_step, epoch=epoch + 1,
+                            resume_with=str(result.state_dir))
+                result.stopped = True
+                result.global_step, result.epochs_done = progress.global_step, progress.epoch
+                bar.close()
+                monitor.close()
+                return result
+        progress.epoch, progress.batch_in_epoch = epoch + 1, 0
+        result.epoch_losses.append(monitor.end_epoch(progress.epoch))
+        last = progress.epoch == epochs or progress.global_step >= total_steps
+        if last or progress.epoch % cfg.save_every_n_epochs == 0:
+            save_everything("epoch", f"-{progress.epoch:06d}")
+        if last:
+            break
+    bar.close()
+    monitor.close()
+    result.global_step, result.epochs_done = progress.global_step, progress.epoch
+    if is_main and result.saved_files:
+        result.final_file = _save_final_copy(cfg, result.saved_files[-1])
+        events.emit("finished", path=str(result.final_file), epochs=progress.epoch, steps=progress.global_step)
+    if is_main:
+        stop.clear()
+    return result
+
+
+# --- one training step ---------------------------------------------------------------------------
+
+def _diffusion_loss(unet, noise_scheduler, latents, prompt_embeds, pooled, time_ids, rng, cfg: TrainConfig,
+                    weight_dtype) -> torch.Tensor:
+    """Noise the latents at random timesteps, predict the noise, and return the (SNR-weighted) MSE."""
+    noise = torch.randn(latents.shape, generator=rng, device=latents.device)
+    if cfg.noise_offset:
+        # A per-channel shift lets the model learn overall brightness (very dark / light images).
+        noise += cfg.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=rng, device=latents.device)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=rng, device=latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    prediction = unet(noisy.to(weight_dtype), timesteps, prompt_embeds.to(weight_dtype),
+                      added_cond_kwargs={"text_embeds": pooled.to(weight_dtype),
+                                         "time_ids": time_ids.to(weight_dtype)}).sample
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if cfg.min_snr_gamma:
+        # Min-SNR weighting (Hang et al. 2023): low-noise steps stop dominating the loss.
+        snr = compute_snr(noise_scheduler, timesteps)
+        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            weight = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
+        loss = loss * weight
+    return loss.mean()
+
+
+# --- set-up helpers ------------------------------------------------------------------------------
+
+def _add_lora(model: torch.nn.Module, cfg: TrainConfig, targets: tuple[str, ...]) -> None:
+    model.add_adapter(LoraConfig(r=cfg.network_dim, lora_alpha=cfg.network_alpha,
+                                 target_modules=list(targets), init_lora_weights=True))
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _weight_dtype(cfg: TrainConfig) -> torch.dtype:
+    """Frozen base weights in the mixed-precision dtype save memory; LoRA weights stay fp32
+    unless full_bf16 / full_fp16 asks otherwise."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+
+
+def _note_attention_choice(cfg: TrainConfig, events: EventLog) -> None:
+    if cfg.xformers == "xformers":
+        events.emit("warning", message="xformers requested: using PyTorch's scaled-dot-product attention "
+                    "(SDPA), which has the same memory profile and needs no extra package")
+
+
+def _check_writable(*folders: Path) -> None:
+    """Fail before hours of work, not at the first save."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise TrainingError(f"cannot write to {folder}: {e.strerror or e}. Choose another output "
+                                "folder or free disk space.") from e
+
+
+def _check_resume_fits(cfg: TrainConfig, saved_config: dict, state_dir) -> None:
+    current = cfg.to_dict()
+    differ = [k for k in RESUME_MUST_MATCH if saved_config.get(k) != current[k]]
+    if differ:
+        details = ", ".join(f"{k}: {saved_config.get(k)!r} -> {current[k]!r}" for k in differ)
+        raise TrainingError(f"cannot resume from {state_dir}: these settings differ from the stopped "
+                            f"run ({details}); set them back or start a new run")
+
+
+def _restore(resumed: saved.SavedState, trained: dict, optimizer, scheduler, noise_rng, caption_rng) -> None:
+    params = _named_trainable(trained)
+    missing = set(params) - set(resumed.trainable)
+    if missing:
+        raise TrainingError(f"saved state lacks {len(missing)} LoRA weights (e.g. {sorted(missing)[0]}); "
+                            "it belongs to a different network")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(resumed.trainable[name].to(param.dtype))
+    optimizer.load_state_dict(resumed.optimizer)
+    scheduler.load_state_dict(resumed.scheduler)
+    saved.restore_rng(resumed.rng, noise_rng, caption_rng)
+
+
+def _named_trainable(trained: dict) -> dict[str, torch.nn.Parameter]:
+    return {f"{component}/{name}": p for component, m in trained.items()
+            for name, p in m.named_parameters() if p.requires_grad}
+
+
+def _stop_requested(stop: StopSignal, accelerator: Accelerator) -> bool:
+    """Every rank must stop at the same step: the flag is reduced across processes."""
+    flag = torch.tensor(1.0 if stop.requested() else 0.0, device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0
+
+
+def _learning_rates(scheduler, optimizer) -> dict[str, float]:
+    if adafactor_sets_own_lr(optimizer):
+        rates = scheduler.get_lr()
+    else:
+        rates = scheduler.get_last_lr()
+    names = ("unet", "textencoder")
+    return {names[i]: float(r) for i, r in enumerate(rates[:2])}
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, batches: TrainingBatches,
+                    progress: saved.Progress, name_suffix: str) -> Path | None:
+    if not accelerator.is_main_process:
+        return None
+    tensors = collect_lora_weights(trained, cfg.network_alpha, UNetLayout.from_config(trained["unet"].config))
+    metadata = lora_metadata(
+        output_name=cfg.output_name, network_dim=cfg.network_dim, network_alpha=cfg.network_alpha,
+        epoch=progress.epoch, steps=progress.global_step, num_train_images=batches.num_samples,
+        resolution=cfg.resolution, learning_rate=cfg.learning_rate, unet_lr=cfg.unet_learning_rate,
+        text_encoder_lr=cfg.text_encoder_learning_rate if cfg.train_text_encoder else None,
+        optimizer=cfg.optimizer, lr_scheduler=cfg.lr_scheduler, model_name=batches.model_name,
+        training_started_at=progress.started_at, tag_frequency=batches.tag_frequency,
+        bucket_info=batches.bucket_info,
+        extra={"seed": cfg.seed, "num_epochs": cfg.max_train_epochs, "batch_size_per_device": cfg.train_batch_size,
+               "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+               "mixed_precision": cfg.mixed_precision, "full_bf16": cfg.full_bf16,
+               "noise_offset": cfg.noise_offset, "min_snr_gamma": cfg.min_snr_gamma,
+               "caption_extension": cfg.caption_extension, "training_comment": cfg.training_comment,
+               "num_processes": accelerator.num_processes})
+    path = Path(cfg.output_dir) / f"{cfg.output_name}{name_suffix}.safetensors"
+    save_lora(path, tensors, metadata, cfg.save_precision)
+    write_json_atomic(Path(cfg.output_dir) / f"{cfg.output_name}.json", cfg.to_dict())
+    return path
+
+
+def _rank_checksums(trained: dict, accelerator: Accelerator) -> list[float]:
+    """Every rank must hold the same LoRA (DDP averages the gradients); a divergence would make the
+    saved file depend on which rank wrote it, so it stops the run instead."""
+    local = torch.stack([p.detach().double().sum() for p in _named_trainable(trained).values()]).sum()
+    checksums = accelerator.gather(local.reshape(1).to(accelerator.device)).tolist()
+    if any(abs(c - checksums[0]) > 1e-6 * max(1.0, abs(checksums[0])) for c in checksums):
+        raise TrainingError(f"the processes' LoRA weights differ (checksums {checksums}); "
+                            "this is a bug in the distributed set-up, please report it")
+    return checksums
+
+
+def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optimizer, scheduler,
+                progress: saved.Progress, noise_rng, caption_rng) -> None:
+    final_dir = saved.state_dir_for(cfg.output_dir, cfg.output_name)
+    tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
+    if accelerator.is_main_process:
+        saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer.state_dict(),
+                               scheduler=scheduler.state_dict(), progress=progress, config=cfg.to_dict())
+    accelerator.wait_for_everyone()
+    saved.write_rank_rng(tmp_dir, accelerator.process_index, saved.capture_rng(noise_rng, caption_rng))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        saved.commit_state(tmp_dir, final_dir)
+    accelerator.wait_for_everyone()
+
+
+def _save_final_copy(cfg: TrainConfig, last_epoch_file: Path) -> Path:
+    """The last epoch also as `<name>.safetensors`; epoch files themselves are never overwritten."""
+    final = Path(cfg.output_dir) / f"{cfg.output_name}.safetensors"
+    with atomic_path(final) as tmp:
+        shutil.copyfile(last_epoch_file, tmp)
+    return final
+
+
+def _nan_message(cfg: TrainConfig, progress: saved.Progress, result: TrainResult) -> str:
+    last = result.saved_files[-1] if result.saved_files else None
+    kept = f"the last good file is {last}" if last else "no epoch had finished, so no file was saved"
+    return (f"the loss became NaN/inf at step {progress.global_step + 1} (epoch {progress.epoch + 1}); "
+            f"training stopped and {kept}. Try a lower learning rate (now {cfg.unet_learning_rate}), "
+            "bf16 instead of fp16, or keep the VAE in fp32 (sdxl_no_half_vae).")
+
+
+def _fail(events: EventLog, kind: str, message: str) -> TrainingError:
+    events.emit("error", kind=kind, message=message)
+    return TrainingError(message)
