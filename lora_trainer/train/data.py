@@ -86,6 +86,8 @@ def scan_training_folder(img_root: str | Path, caption_extension: str = ".txt") 
     bad: list[tuple[Path, str]] = []
     transparent: list[Path] = []
     for entry in sorted(img_root.iterdir()):
+        if entry.name.startswith("."):  # .DS_Store, editor files
+            continue
         if entry.is_file():
             result.warnings.append(f"{entry}: a file directly in {img_root.name}/ is ignored; images "
                                    "belong in a <repeats>_<name>/ subfolder")

@@ -53,6 +53,7 @@ class TextEmbeddingCache:
 
     def get(self, captions: Sequence[str], device: torch.device | str | None = None,
             dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        captions = list(captions)
         missing = list(dict.fromkeys(c for c in captions if c not in self._store))
         self.hits += len(captions) - sum(captions.count(c) for c in missing)
         if missing:
