@@ -1,0 +1,166 @@
+"""kohya_ss GUI JSON import: the GUI's 18 real SDXL presets, string numbers, synonyms, ignored keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.kohya_import import import_kohya
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+PRESETS_DIR = SHARED / "kohya_ss_presets"
+needs_presets = pytest.mark.skipif(not PRESETS_DIR.is_dir(),
+                                   reason=f"kohya_ss presets not found at {PRESETS_DIR} (shared/ beside the clone)")
+PRESET_FILES = sorted(PRESETS_DIR.glob("*.json")) if PRESETS_DIR.is_dir() else []
+
+
+def _preset(name: str):
+    return import_kohya(PRESETS_DIR / f"SDXL - {name}.json")
+
+
+@needs_presets
+def test_all_eighteen_presets_are_there():
+    assert len(PRESET_FILES) == 18
+
+
+@needs_presets
+@pytest.mark.parametrize("path", PRESET_FILES, ids=lambda p: p.stem)
+def test_every_real_preset_imports(path):
+    data = json.loads(path.read_text())
+    result = import_kohya(path)
+    assert isinstance(result.config, TrainConfig)
+    assert result.ignored, "kohya presets always hold LyCORIS/launcher keys we do not use"
+    assert set(result.ignored) <= set(data), "ignored names only keys of the file"
+    # every key is either applied (a TrainConfig field or a handled synonym) or listed with a reason
+    for key, reason in result.ignored.items():
+        assert reason and reason != "unknown kohya_ss setting", (key, reason)
+    assert "conv_dim" not in data or result.ignored["conv_dim"] == "LoCon/LyCORIS only"
+    assert result.config.sdxl and result.config.max_token_length == 75
+
+
+@needs_presets
+def test_adafactor_preset_values_and_coerced_strings():
+    result = _preset("LoRA adafactor v1.0")
+    config = result.config
+    assert (config.optimizer, config.lr_scheduler) == ("Adafactor", "adafactor")
+    assert config.max_train_epochs == 30  # "max_train_epochs": "30"
+    assert config.seed == TrainConfig.seed  # "seed": "" -> default
+    assert config.lr_scheduler_num_cycles == 1  # "1"
+    assert config.lr_scheduler_power == TrainConfig.lr_scheduler_power  # ""
+    assert config.keep_tokens == 1 and config.gradient_accumulation_steps == 1  # 1.0 -> 1
+    assert (config.network_dim, config.network_alpha, config.train_batch_size) == (128, 128.0, 5)
+    assert (config.min_bucket_reso, config.bucket_reso_steps) == (64, 32)
+    assert config.noise_offset == 0.0357  # noise_offset_type "Original"
+    assert config.caption_extension == ".txt2" and config.save_precision == "bf16"
+    assert config.xformers == "xformers"  # "xformers": true
+    assert config.training_comment == "trigger: the white queen"
+    assert result.ignored["additional_parameters"] == "not supported: --log_prefix xl-loha"
+    assert result.ignored["clip_skip"] == "SD1/2 only"
+    assert result.ignored["conv_dim"] == "LoCon/LyCORIS only"
+    assert "LoRA_type" not in result.ignored  # "Standard" is what we train
+
+
+@needs_presets
+def test_lycoris_type_imports_the_rest():
+    result = _preset("LoHA AI_Characters v1.0")
+    assert result.ignored["LoRA_type"].startswith("not supported: LoRA_type 'LyCORIS/LoHa'")
+    assert result.config.max_train_epochs == 100  # "max_train_epochs": "100" wins over "epoch": 1
+    assert "max_train_epochs is set" in result.ignored["epoch"]
+    assert result.config.optimizer == "AdamW8bit"
+
+
+@needs_presets
+def test_epoch_steps_prodigy_args_and_multires_noise():
+    result = _preset("1 image LoRA v1.0")
+    config = result.config
+    assert (config.max_train_epochs, config.max_train_steps) == (100, 160)  # "epoch": 100, "max_train_steps": "160"
+    assert config.optimizer == "Prodigy"
+    assert config.optimizer_kwargs == {"d0": 1e-5, "d_coef": 1.0, "weight_decay": 0.4, "decouple": True,
+                                       "safeguard_warmup": True, "use_bias_correction": True}
+    assert config.lr_scheduler == "cosine"
+    assert config.noise_offset == 0.0  # kohya does not use noise_offset with Multires noise
+    assert "Multires" in result.ignored["noise_offset_type"]
+    assert "--lr_scheduler_type CosineAnnealingLR" in result.ignored["additional_parameters"]
+
+
+@needs_presets
+def test_dadaptation_becomes_prodigy_and_long_captions_are_reported():
+    result = _preset("LoRA kudou-reira dadaptadam v1.1")
+    config = result.config
+    assert config.optimizer == "Prodigy"
+    assert "DAdaptAdam" in result.ignored["optimizer"]
+    assert config.optimizer_kwargs == {"decouple": True, "weight_decay": 0.1, "betas": (0.9, 0.91)}
+    assert config.network_train_unet_only and not config.train_text_encoder  # from additional_parameters
+    assert "additional_parameters" not in result.ignored
+    assert (config.lr_scheduler, config.lr_warmup) == ("cosine", 5)
+    assert config.warmup_steps(1000) == 50
+    assert "225" in result.ignored["max_token_length"]
+    assert config.shuffle_caption and config.keep_tokens == 2
+
+
+@needs_presets
+def test_max_grad_norm_from_additional_parameters():
+    result = _preset("edgLoRAXL")
+    assert result.config.max_grad_norm == 0.0  # "--max_grad_norm=0" after "max_grad_norm": 1
+    assert "additional_parameters" not in result.ignored
+
+
+def test_tolerant_values_and_synonyms():
+    result = import_kohya({
+        "LoRA_type": "Standard", "sdxl": True, "epoch": "12", "max_train_epochs": "", "max_train_steps": "0",
+        "seed": "1234", "network_dim": "16", "network_alpha": "8", "learning_rate": "0.0002",
+        "unet_lr": "", "text_encoder_lr": 0, "xformers": "sdpa", "lr_scheduler": "constant", "lr_warmup": 10,
+        "cache_latents": "true", "optimizer": "adamw", "optimizer_args": "weight_decay=0.1",
+        "some_new_gui_key": 3,
+    })
+    config = result.config
+    assert (config.max_train_epochs, config.max_train_steps, config.seed) == (12, 0, 1234)
+    assert (config.network_dim, config.network_alpha, config.learning_rate) == (16, 8.0, 2e-4)
+    assert config.unet_lr is None and config.text_encoder_lr == 0 and not config.train_text_encoder
+    assert config.xformers == "sdpa" and config.optimizer == "AdamW"
+    assert config.optimizer_kwargs == {"weight_decay": 0.1}
+    assert config.lr_warmup == 0 and "no warmup" in result.ignored["lr_warmup"]
+    assert result.ignored["some_new_gui_key"] == "unknown kohya_ss setting"
+
+
+@pytest.mark.parametrize(("raw", "attention"), [(True, "xformers"), (False, "none"), ("xformers", "xformers"),
+                                                 ("sdpa", "sdpa"), ("none", "none")])
+def test_xformers_synonyms(raw, attention):
+    assert import_kohya({"xformers": raw}).config.xformers == attention
+
+
+def test_unknown_optimizer_falls_back_to_adamw_without_its_args():
+    result = import_kohya({"optimizer": "Lion", "optimizer_args": "betas=0.95,0.98", "learning_rate": 3e-5})
+    assert result.config.optimizer == "AdamW" and result.config.optimizer_args == ""
+    assert "Lion" in result.ignored["optimizer"] and "Lion" in result.ignored["optimizer_args"]
+
+
+def test_unsupported_scheduler_and_adafactor_schedule_without_adafactor():
+    result = import_kohya({"lr_scheduler": "piecewise_constant"})
+    assert result.config.lr_scheduler == "constant" and "piecewise_constant" in result.ignored["lr_scheduler"]
+    result = import_kohya({"optimizer": "AdamW", "lr_scheduler": "adafactor"})
+    assert result.config.lr_scheduler == "constant" and "Adafactor" in result.ignored["lr_scheduler"]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"sdxl": False}, "not for SDXL"),
+    ({"sdxl": True, "v2": True}, "v2 = true"),
+    ({"network_dim": "lots"}, "kohya_ss key 'network_dim' = 'lots': expected an integer"),
+    ({"max_resolution": "1000,1000"}, "kohya_ss settings: max_resolution = '1000,1000'"),
+])
+def test_what_cannot_be_imported_is_an_error(data, expected):
+    with pytest.raises(ConfigError) as error:
+        import_kohya(data)
+    assert expected in str(error.value)
+
+
+def test_import_from_path_and_broken_file(tmp_path):
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"network_dim": 8, "LoRA_type": "LyCORIS/LoKr"}))
+    assert import_kohya(path).config.network_dim == 8
+    path.write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        import_kohya(path)
