@@ -1,0 +1,187 @@
+"""End-to-end training on the tiny SDXL model: files, keys, metadata, logs, learning, stop/resume and
+failures. CPU only, no network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lora_trainer.presets import load_preset
+from lora_trainer.train import trainer as trainer_module
+from lora_trainer.train.events import read_events
+from lora_trainer.train.model import load_sdxl
+from lora_trainer.train.sgm_names import TEXT_ENCODER_LORA_TARGETS, UNET_LORA_TARGETS, lora_target_names
+from lora_trainer.train.stop import request_stop
+from lora_trainer.train.trainer import TrainingError, train
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(tiny_sdxl, img_root: Path, out: Path, **changes):
+    settings = {"network_train_unet_only": True, **changes}
+    return load_preset("CPU smoke test", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
+                       train_data_dir=str(img_root), output_dir=str(out / "model"),
+                       logging_dir=str(out / "log"), output_name="myLoRA", **settings)
+
+
+def run(cfg, tiny_sdxl, **kwargs):
+    return train(cfg, model_config_dir=str(tiny_sdxl.config_dir), **kwargs)
+
+
+def test_two_epochs_write_kohya_files_logs_and_events(tiny_sdxl, character_dataset, tmp_path):
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path)
+    result = run(cfg, tiny_sdxl)
+
+    model_dir = tmp_path / "model"
+    assert [p.name for p in result.saved_files] == ["myLoRA-000001.safetensors", "myLoRA-000002.safetensors"]
+    assert result.final_file == model_dir / "myLoRA.safetensors"
+    assert load_file(result.final_file).keys() == load_file(result.saved_files[-1]).keys()
+    assert json.loads((model_dir / "myLoRA.json").read_text())["network_dim"] == 4
+    assert not list(model_dir.glob("*.tmp")), "no temporary file may be left behind"
+    assert result.global_step == 16 and result.epochs_done == 2  # 8 images x 1 repeat / batch 1
+
+    # keys: every U-Net transformer target, kohya names, alpha as set (2.0 with rank 4)
+    tensors = load_file(result.final_file)
+    unet = load_sdxl(str(tiny_sdxl.single_file), config_dir=str(tiny_sdxl.config_dir)).unet
+    expected_modules = len(lora_target_names(unet, UNET_LORA_TARGETS))
+    stems = {k.rsplit(".", 2)[0] if k.endswith("weight") else k.rsplit(".", 1)[0] for k in tensors}
+    assert len(stems) == expected_modules and all(s.startswith("lora_unet_") for s in stems)
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight" in tensors
+    assert "lora_unet_middle_block_1_proj_in.lora_up.weight" in tensors
+    down = tensors["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight"]
+    assert down.shape[0] == 4 and down.dtype == torch.float16
+    assert tensors["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.alpha"].item() == 2.0
+    up = tensors["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight"]
+    assert up.abs().sum() > 0, "lora_up starts at zero: non-zero means it trained"
+
+    # metadata Forge uses to classify and show the LoRA
+    with safe_open(str(result.saved_files[0]), "pt") as f:
+        meta = f.metadata()
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert meta["ss_network_module"] == "networks.lora"
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_epoch"]) == ("4", "2.0", "1")
+    assert meta["ss_steps"] == "8" and meta["ss_num_train_images"] == "8"
+    assert json.loads(meta["ss_tag_frequency"])["1_myLoRA"]["myLoRA"] == 8
+    assert json.loads(meta["ss_bucket_info"])["buckets"]
+    assert len(meta["sshs_model_hash"]) == 64 and len(meta["sshs_legacy_hash"]) == 8
+    assert all(isinstance(v, str) for v in meta.values())
+
+    # TensorBoard scalars under kohya's names, in log/<name><timestamp>/
+    run_dir = result.run_dir
+    assert run_dir.parent == tmp_path / "log" and run_dir.name.startswith("myLoRA")
+    scalars = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    assert {"loss/current", "loss/average", "loss/epoch", "lr/unet"} <= set(scalars)
+    steps = [e.step for e in EventAccumulator(str(run_dir)).Reload().Scalars("loss/current")]
+    assert steps == list(range(1, 17))
+
+    events = read_events(run_dir / "events.jsonl")
+    kinds = [e["event"] for e in events]
+    assert kinds[0] != "error" and "start" in kinds and kinds[-1] == "finished"
+    assert kinds.count("step") == 16 and kinds.count("epoch") == 2 and kinds.count("saved") == 2
+
+
+def test_text_encoder_training_adds_every_te_module(tiny_sdxl, character_dataset, tmp_path):
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1, text_encoder_lr=1e-3,
+                      network_train_unet_only=False)
+    assert cfg.train_text_encoder
+    tensors = load_file(run(cfg, tiny_sdxl).final_file)
+    model = load_sdxl(str(tiny_sdxl.single_file), config_dir=str(tiny_sdxl.config_dir))
+    for prefix, encoder in (("lora_te1_", model.text_encoder_1), ("lora_te2_", model.text_encoder_2)):
+        names = lora_target_names(encoder, TEXT_ENCODER_LORA_TARGETS)
+        got = {k.split(".")[0] for k in tensors if k.startswith(prefix)}
+        assert len(got) == len(names) > 0
+        assert f"{prefix}text_model_encoder_layers_0_self_attn_q_proj" in got
+        assert f"{prefix}text_model_encoder_layers_0_mlp_fc2" in got
+
+
+def test_latents_are_cached_across_runs(tiny_sdxl, character_dataset, tmp_path):
+    first = tiny_config(tiny_sdxl, character_dataset, tmp_path / "a", max_train_epochs=1)
+    run(first, tiny_sdxl)
+    second = tiny_config(tiny_sdxl, character_dataset, tmp_path / "b", max_train_epochs=1)
+    result = run(second, tiny_sdxl)
+    latents = next(e for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "latents")
+    assert (latents["encoded"], latents["reused"]) == (0, 8)
+
+
+def test_loss_falls_over_epochs(tiny_sdxl, tmp_path):
+    from lora_trainer.demo.synthetic import make_character_dataset
+
+    img = make_character_dataset(tmp_path / "img", count=8, size=64, repeats=4, seed=1)
+    cfg = tiny_config(tiny_sdxl, img, tmp_path, max_train_epochs=4, train_batch_size=4, learning_rate=3e-3)
+    losses = run(cfg, tiny_sdxl).epoch_losses
+    assert len(losses) == 4
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_stop_then_resume_matches_an_uninterrupted_run(tiny_sdxl, character_dataset, tmp_path):
+    common = {"max_train_epochs": 2, "save_precision": "float", "train_batch_size": 2}
+    straight = run(tiny_config(tiny_sdxl, character_dataset, tmp_path / "straight", **common), tiny_sdxl)
+
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path / "stopped", **common)
+
+    def stop_at_step_3(event):
+        if event["event"] == "step" and event["step"] == 3:  # mid-epoch: 4 steps per epoch
+            request_stop(cfg.output_dir, cfg.output_name)
+
+    stopped = run(cfg, tiny_sdxl, on_event=stop_at_step_3)
+    assert stopped.stopped and stopped.global_step == 3
+    assert [p.name for p in stopped.saved_files] == ["myLoRA-step00000003.safetensors"]
+    assert (stopped.state_dir / "state.pt").is_file()
+
+    resumed = run(cfg, tiny_sdxl, resume_from=stopped.state_dir)
+    assert not resumed.stopped and resumed.global_step == 8
+    a, b = load_file(straight.final_file), load_file(resumed.final_file)
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, f"resumed weights differ from the uninterrupted run by {worst}"
+    steps = [e.step for e in EventAccumulator(str(resumed.run_dir)).Reload().Scalars("loss/current")]
+    assert steps == list(range(1, 9)), "TensorBoard continues the same curve without duplicates"
+
+
+def test_resume_refuses_a_changed_network(tiny_sdxl, character_dataset, tmp_path):
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1)
+    result = run(cfg, tiny_sdxl)
+    with pytest.raises(TrainingError, match="network_dim: 4 -> 8"):
+        run(cfg.replace(network_dim=8), tiny_sdxl, resume_from=result.state_dir)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_epoch(tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    real_loss = trainer_module._diffusion_loss
+    calls = {"n": 0}
+
+    def loss_that_explodes_in_epoch_2(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 11 else loss
+
+    monkeypatch.setattr(trainer_module, "_diffusion_loss", loss_that_explodes_in_epoch_2)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path)
+    with pytest.raises(TrainingError, match=r"NaN.*step 11.*myLoRA-000001\.safetensors"):
+        run(cfg, tiny_sdxl)
+    assert sorted(p.name for p in (tmp_path / "model").glob("*.safetensors")) == ["myLoRA-000001.safetensors"]
+    events = read_events(next((tmp_path / "log").iterdir()) / "events.jsonl")
+    assert events[-1]["event"] == "error" and "NaN" in events[-1]["message"]
+
+
+def test_out_of_memory_suggests_what_to_change(tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_module, "_diffusion_loss", no_memory)
+    with pytest.raises(TrainingError, match="train_batch_size 1.*gradient_checkpointing.*network_dim"):
+        run(tiny_config(tiny_sdxl, character_dataset, tmp_path), tiny_sdxl)
+
+
+def test_unwritable_output_fails_before_any_work(tiny_sdxl, character_dataset, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path).replace(output_dir=str(blocker / "model"))
+    with pytest.raises(TrainingError, match="cannot write to .*not-a-folder"):
+        run(cfg, tiny_sdxl)
