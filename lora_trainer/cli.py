@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "lora_trainer.config_cli",
     "lora_trainer.train.cli",
     "lora_trainer.demo.cli",
+    "lora_trainer.captions.cli",
 )
 
 
