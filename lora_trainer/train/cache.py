@@ -64,11 +64,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_identity(path: str | Path) -> str:
+    """A cheap VAE identity for a multi-GB model file: name, size and modification time (hashing it
+    would take a minute). Replacing the file changes it, so the cache misses."""
+    stat = Path(path).stat()
+    return f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 class LatentCache:
     """`prepare(items)` encodes what is missing ahead of training; `get` returns a latent.
 
     `items` are (image path, Geometry) pairs; with `flip_aug` the mirrored latent is cached too.
-    `hits` and `encodes` count lookups served from the cache and VAE encodes, for tests and the log."""
+    `hits` counts latents served from the cache, `misses` the VAE encodes, for tests and the log."""
 
     def __init__(self, vae: torch.nn.Module, vae_id: str, cache_dir: str | Path | None = None, *,
                  flip_aug: bool = False, vae_batch_size: int = 1):
@@ -78,7 +85,7 @@ class LatentCache:
         self.flip_aug = flip_aug
         self.vae_batch_size = vae_batch_size
         self.hits = 0
-        self.encodes = 0
+        self.misses = 0
         self._memory: dict[str, torch.Tensor] = {}
         self._hashes: dict[Path, str] = {}
 
@@ -152,7 +159,7 @@ class LatentCache:
     def _encode_and_store(self, jobs: Sequence[tuple[str, Path, Geometry, bool]]) -> None:
         pixels = torch.stack([load_training_pixels(path, geometry, flipped) for _, path, geometry, flipped in jobs])
         latents = self._encode(pixels)
-        self.encodes += len(jobs)
+        self.misses += len(jobs)
         for (key, path, geometry, flipped), latent in zip(jobs, latents):
             if not torch.isfinite(latent).all():
                 raise LatentError(f"the VAE produced NaN/inf latents for {path}: use an fp32 VAE or the "

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from lora_trainer.train.buckets import Bucketer
-from lora_trainer.train.cache import LatentCache, LatentError, load_training_pixels
+from lora_trainer.train.cache import LatentCache, LatentError, file_identity, load_training_pixels
 from lora_trainer.train.data import scan_training_folder
 
 
@@ -61,27 +61,27 @@ def test_second_run_reads_the_disk_cache_and_a_changed_image_reencodes_once(vae,
     first = LatentCache(vae, "tiny-vae-v1", cache_dir)
     progress = []
     assert first.prepare(planned, progress_callback=lambda done, total: progress.append((done, total))) == 8
-    assert first.encodes == 8 and progress[0] == (0, 8) and progress[-1] == (8, 8)
+    assert first.misses == 8 and progress[0] == (0, 8) and progress[-1] == (8, 8)
     assert len(list(cache_dir.glob("*.safetensors"))) == 8
     latent = first.get(*planned[0])
     assert latent.shape == (4, 8, 8) and latent.dtype == torch.float32 and torch.isfinite(latent).all()
 
     second = LatentCache(vae, "tiny-vae-v1", cache_dir)  # a new run
     assert second.prepare(planned) == 0
-    assert second.encodes == 0 and second.hits == 8
+    assert second.misses == 0 and second.hits == 8
     for _epoch in range(2):  # two epochs
         for path, geometry in planned:
             second.get(path, geometry)
-    assert second.encodes == 0
+    assert second.misses == 0
     torch.testing.assert_close(second.get(*planned[0]), latent)
 
     changed_path, geometry = planned[3]
     Image.new("RGB", (64, 64), (0, 200, 0)).save(changed_path)
     third = LatentCache(vae, "tiny-vae-v1", cache_dir)
     assert third.prepare(planned) == 1
-    assert third.encodes == 1 and third.hits == 7
+    assert third.misses == 1 and third.hits == 7
     third.get(changed_path, geometry)
-    assert third.encodes == 1
+    assert third.misses == 1
 
 
 def test_cached_latents_equal_a_direct_encode(vae, planned, tmp_path):
@@ -110,7 +110,7 @@ def test_flip_aug_caches_both_and_renamed_files_still_hit(vae, planned, tmp_path
     assert cache.prepare(planned[:3]) == 6
     path, geometry = planned[0]
     plain, mirrored = cache.get(path, geometry), cache.get(path, geometry, flipped=True)
-    assert cache.encodes == 6 and not torch.equal(plain, mirrored)
+    assert cache.misses == 6 and not torch.equal(plain, mirrored)
     moved = tmp_path / "renamed.png"
     moved.write_bytes(path.read_bytes())
     assert LatentCache(vae, "tiny", tmp_path / "c", flip_aug=True).prepare([(moved, geometry)]) == 0
@@ -120,7 +120,7 @@ def test_memory_mode_and_a_damaged_file(vae, planned, tmp_path):
     memory = LatentCache(vae, "tiny", None)
     memory.prepare(planned[:2])
     memory.get(*planned[0])
-    assert memory.encodes == 2 and memory.hits == 1
+    assert memory.misses == 2 and memory.hits == 1
     disk = LatentCache(vae, "tiny", tmp_path)
     disk.prepare(planned[:1])
     damaged = next(tmp_path.glob("*.safetensors"))
@@ -153,3 +153,12 @@ def test_fp16_vae_runs_in_fp32_and_nan_names_the_image(vae, planned, tmp_path):
 
     with pytest.raises(LatentError, match=f"NaN/inf latents for {planned[0][0]}"):
         LatentCache(NaNVae(), "broken", None).prepare(planned[:1])
+
+
+def test_file_identity_changes_when_the_model_file_is_replaced(tmp_path):
+    model = tmp_path / "sdxl.safetensors"
+    model.write_bytes(b"x" * 10)
+    before = file_identity(model)
+    assert before.startswith("sdxl.safetensors:10:") and file_identity(model) == before
+    model.write_bytes(b"y" * 11)
+    assert file_identity(model) != before
