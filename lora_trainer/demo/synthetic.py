@@ -61,7 +61,7 @@ def _render(size: int, framing: str, pose: str, background: str, rng: random.Ran
 def _background(canvas: int, kind: str, rng: random.Random) -> Image.Image:
     if kind == "white background":
         return Image.new("RGB", (canvas, canvas), (255, 255, 255))
-    # Muted colours, never the character's own red/purple, so the character stays the constant.
+    # Muted mid-tones, unlike the character's saturated colours, so the character stays the constant.
     color = tuple(rng.randint(90, 210) for _ in range(3))
     image = Image.new("RGB", (canvas, canvas), color)
     draw = ImageDraw.Draw(image)
