@@ -6,11 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.fsutil import OutputError
-from lora_trainer.kohya_import import import_kohya, read_kohya_json
+from lora_trainer.kohya_import import import_kohya, is_inactive, read_kohya_json
 from lora_trainer.presets import load_preset, preset_names
 
 
@@ -57,7 +56,7 @@ def _emit(config: TrainConfig, output: Path | None) -> None:
 def _import(source: Path, output: Path | None) -> None:
     data = read_kohya_json(source)
     result = import_kohya(data)
-    active = {k: r for k, r in result.ignored.items() if not _is_off(data[k])}
+    active = {k: r for k, r in result.ignored.items() if not is_inactive(k, data[k])}
     off = sorted(set(result.ignored) - set(active))
     # stderr, so that the JSON on stdout (without -o) stays clean
     if active:
@@ -65,15 +64,8 @@ def _import(source: Path, output: Path | None) -> None:
         for key, reason in active.items():
             print(f"  {key} = {data[key]!r}: {reason}", file=sys.stderr)
     if off:
-        print(f"Also not applied (empty or off in the file): {', '.join(off)}", file=sys.stderr)
+        print(f"Also not applied (empty, off or kohya's default in the file): {', '.join(off)}", file=sys.stderr)
     _emit(result.config, output)
-
-
-def _is_off(value: Any) -> bool:
-    """kohya's way of saying "not used": blank, false, zero."""
-    if isinstance(value, str):
-        return value.strip() in ("", "0", "0.0", "false", "False")
-    return value is None or value is False or value == 0
 
 
 def _summary(config: TrainConfig) -> str:

@@ -79,6 +79,12 @@ _SPECIAL_KEYS = {
     "noise_offset", "unet_lr", "text_encoder_lr", "additional_parameters",
 }
 
+# Values that leave a kohya feature unused (besides blank, false and 0): a UI can list these keys apart
+# from the ones whose settings really are lost.
+_NEUTRAL_VALUES = {"clip_skip": 1, "max_timestep": 1000, "prior_loss_weight": 1, "factor": -1, "unit": 1,
+                   "num_cpu_threads_per_process": 2, "num_processes": 1, "num_machines": 1,
+                   "LoRA_type": "Standard", "noise_offset_type": "Original", "log_with": "tensorboard"}
+
 _KNOWN_KEYS = _SPECIAL_KEYS | set(_FIELD_TYPES) | set(_IGNORED_REASONS)
 
 
@@ -116,6 +122,19 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
     except ConfigError as e:
         raise ConfigError(f"kohya_ss settings: {e}") from e
     return KohyaImport(config=config, ignored=dict(sorted(ignored.items())))
+
+
+def is_inactive(key: str, value: Any) -> bool:
+    """True when a kohya value means "feature not used": blank, false, zero or the feature's neutral value."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lower() in ("", "false", "none"):
+            return True
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return value is None or value is False or value == 0 or (key in _NEUTRAL_VALUES and value == _NEUTRAL_VALUES[key])
 
 
 def read_kohya_json(path: Path) -> dict[str, Any]:

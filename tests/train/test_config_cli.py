@@ -52,7 +52,7 @@ def test_import_kohya_lists_what_was_not_applied(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "LoRA_type = 'LyCORIS/LoHa': not supported" in err
     assert "conv_dim = 8: LoCon/LyCORIS only" in err
-    assert "(empty or off in the file): color_aug" in err
+    assert "(empty, off or kohya's default in the file): color_aug" in err
     config = TrainConfig.from_json(out)
     assert (config.max_train_epochs, config.network_dim, config.xformers) == (20, 64, "xformers")
 
