@@ -292,9 +292,13 @@ def _load_single_file(path: Path, config_dir: str | None, vae: str, allow_downlo
     folder = find_config_dir(config_dir, allow_download=allow_download)
     _require_fit(path, shapes, folder, has_user_vae=bool(vae))
     replacements = {"vae": load_vae(vae, str(folder), "vae")} if vae else {}
-    pipe = StableDiffusionXLPipeline.from_single_file(
-        str(path), config=str(folder), local_files_only=True, add_watermarker=False, **replacements
-    )
+    try:
+        pipe = StableDiffusionXLPipeline.from_single_file(
+            str(path), config=str(folder), local_files_only=True, add_watermarker=False, **replacements
+        )
+    except Exception as e:  # diffusers' own errors do not name the file
+        raise ModelLoadError(f"could not load {path} with the config folder {folder}: "
+                             f"{type(e).__name__}: {e}") from e
     return _from_pipeline_parts(pipe, source=str(path), model_name=path.name)
 
 
