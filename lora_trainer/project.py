@@ -4,6 +4,8 @@
 <root>/
   sources/               imported originals, byte-for-byte copies with safe names
   img/<repeats>_<name>/  training images (PNG) with their .txt captions
+  masks/                 background-removal masks, one per training image (same name; outside img/
+                         so the trainer never takes a mask for a training image)
   log/                   TensorBoard runs
   model/                 LoRA files
   cache/                 cached latents / text embeddings
@@ -46,6 +48,10 @@ class Project:
     def train_images(self) -> Path:
         """`img/<repeats>_<name>/`: the folder the trainer reads."""
         return self.img / f"{self.repeats}_{self.name}"
+
+    @property
+    def masks(self) -> Path:
+        return self.root / "masks"
 
     @property
     def log(self) -> Path:
