@@ -59,7 +59,7 @@ class TagGroups:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"tag group {f.name!r} must be a list of tags")
             object.__setattr__(self, f.name, tuple(v.strip() for v in value if v.strip()))
 
@@ -80,7 +80,7 @@ class TagGroups:
             raise ValueError(f"tag groups {path}: unknown key(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         try:
-            return cls(**{k: tuple(v) for k, v in data.items()})
+            return cls(**data)
         except (TypeError, ValueError) as e:
             raise ValueError(f"tag groups {path}: {e}") from e
 
