@@ -19,16 +19,16 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     """A sharp, colourful synthetic photo: a gradient, random shapes and fine noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height) + 64], -1)
+    base = np.stack([x * 160 / width + 48, y * 160 / height + 48, (x + y) * 80 / (width + height) + 88], -1)
     im = Image.fromarray(base.astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for _ in range(40):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
         r = int(rng.integers(10, max(11, width // 6)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        colour = tuple(int(128 + (c - 128) * 0.6) for c in rng.integers(0, 256, 3))
         draw.rectangle((x0 - r, y0 - r, x0 + r, y0 + r // 2), fill=colour) if rng.random() < 0.5 else \
             draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour)
-    noise = rng.integers(-12, 13, (height, width, 3))
+    noise = rng.integers(-20, 21, (height, width, 1))
     return Image.fromarray(np.clip(np.asarray(im).astype(int) + noise, 0, 255).astype(np.uint8))
 
 
@@ -120,7 +120,7 @@ def corpus(tmp_path) -> Path:
 @pytest.fixture
 def audit_set(tmp_path) -> dict[str, Path]:
     """Synthetic photos for the audit: good ones, one blurry, one desaturated, one near-duplicate,
-    one small, one dark."""
+    one small, one dark, one with a yellow cast."""
     d = tmp_path / "audit"
     d.mkdir()
     for i in range(4):
@@ -130,6 +130,8 @@ def audit_set(tmp_path) -> dict[str, Path]:
     photo(1024, 1024, 100).resize((1100, 1100)).save(d / "good_0_resized.jpg", quality=85)
     photo(600, 600, 202).save(d / "small.png")
     Image.fromarray((np.asarray(photo(1024, 1024, 203)) * 0.12).astype(np.uint8)).save(d / "dark.png")
+    tinted = np.asarray(photo(1024, 1024, 204)).astype(np.float64) * [1.0, 0.8, 0.5]
+    Image.fromarray(tinted.astype(np.uint8)).save(d / "tinted.png")
     return {"folder": d}
 
 
@@ -145,3 +147,25 @@ class Helpers:
 @pytest.fixture
 def h() -> type[Helpers]:
     return Helpers
+
+
+def face_image(width: int, height: int, cx: int, cy: int, s: int, background=(90, 110, 140)) -> Image.Image:
+    """A drawn face (hair, skin, brows, eyes, nose, mouth) of about `s` px, centred at (cx, cy), that
+    OpenCV's frontal Haar cascade does detect."""
+    im = Image.new("RGB", (width, height), background)
+    d = ImageDraw.Draw(im)
+    d.rectangle((cx - s * 0.6, cy + s * 0.6, cx + s * 0.6, height), fill=(60, 90, 160))  # a body
+    d.ellipse((cx - s * 0.55, cy - s * 0.75, cx + s * 0.55, cy + s * 0.5), fill=(50, 35, 25))
+    d.ellipse((cx - s * 0.45, cy - s * 0.55, cx + s * 0.45, cy + s * 0.65), fill=(225, 185, 155))
+    for side in (-1, 1):
+        x = cx + side * s * 0.18
+        d.ellipse((x - s * 0.12, cy - s * 0.27, x + s * 0.12, cy - s * 0.23), fill=(90, 60, 45))
+        d.ellipse((x - s * 0.09, cy - s * 0.16, x + s * 0.09, cy - s * 0.06), fill=(255, 255, 255))
+        d.ellipse((x - s * 0.045, cy - s * 0.155, x + s * 0.045, cy - s * 0.065), fill=(40, 30, 20))
+    d.polygon([(cx, cy - s * 0.05), (cx - s * 0.06, cy + s * 0.15), (cx + s * 0.06, cy + s * 0.15)],
+              fill=(200, 150, 125))
+    d.ellipse((cx - s * 0.15, cy + s * 0.27, cx + s * 0.15, cy + s * 0.35), fill=(160, 70, 70))
+    return im.filter(ImageFilter.GaussianBlur(max(1, s / 80)))
+
+
+Helpers.face_image = staticmethod(face_image)
