@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "lora_trainer.train.cli",
     "lora_trainer.demo.cli",
     "lora_trainer.captions.cli",
+    "lora_trainer.dataset.cli",
 )
 
 
