@@ -16,9 +16,11 @@ The `onnx` package does not install beside Forge's protobuf 3.20.0, so this runs
     python3 -m venv /tmp/onnx-venv && /tmp/onnx-venv/bin/pip install onnx numpy
     /tmp/onnx-venv/bin/python tools/make_tiny_wd14_tagger.py
 
-It writes lora_trainer/demo/assets/tiny-wd14-tagger/{model.onnx,selected_tags.csv} (dynamic batch) and
+It writes lora_trainer/demo/assets/tiny-wd14-tagger/{model.onnx,selected_tags.csv} (dynamic batch),
 tests/assets/captions/tiny-wd14-fixed-batch.onnx (the same model with its batch dimension fixed at 1,
-as some exported taggers have).
+as some exported taggers have), and benchmarks/assets/bench-wd14-tagger/ (same interface and tags at the
+real 448 px input, with three seeded random convolutions so that a call costs real work: for
+benchmarks/bench_tagging.py; its scores mean nothing).
 """
 
 from __future__ import annotations
@@ -82,6 +84,41 @@ def build(batch: int | str, path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def build_bench(path: Path, size: int = 448) -> None:
+    """NHWC input -> NCHW -> conv 3->16 /4 -> conv 16->32 /2 -> conv 32->64 /2 -> mean -> tags."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    convs = [(3, 16, 4, 4, 0), (16, 32, 3, 2, 1), (32, 64, 3, 2, 1)]  # in, out, kernel, stride, pad
+    nodes = [helper.make_node("Transpose", ["input"], ["x0"], perm=[0, 3, 1, 2]),
+             helper.make_node("Mul", ["x0", "scale"], ["c0"])]
+    inits = [numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale")]
+    for i, (cin, cout, k, stride, pad) in enumerate(convs):
+        w = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("Conv", [f"c{i}", f"w{i}"], [f"r{i}"], kernel_shape=[k, k],
+                                   strides=[stride, stride], pads=[pad] * 4),
+                  helper.make_node("Relu", [f"r{i}"], [f"c{i + 1}"])]
+    head = (rng.standard_normal((64, len(TAGS))) / 8).astype(np.float32)
+    inits.append(numpy_helper.from_array(head, "head"))
+    n = len(convs)
+    nodes += [helper.make_node("ReduceMean", [f"c{n}"], ["pooled"], axes=[2, 3], keepdims=0),
+              helper.make_node("MatMul", ["pooled", "head"], ["logits"]),
+              helper.make_node("Sigmoid", ["logits"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "bench_wd14_tagger",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", len(TAGS)])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="lora_trainer")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
 def write_tags(path: Path) -> None:
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -96,7 +133,10 @@ def main() -> None:
     build("batch", folder / "model.onnx")
     write_tags(folder / "selected_tags.csv")
     build(1, root / "tests" / "assets" / "captions" / "tiny-wd14-fixed-batch.onnx")
-    print(f"wrote {folder} and tests/assets/captions/tiny-wd14-fixed-batch.onnx")
+    bench = root / "benchmarks" / "assets" / "bench-wd14-tagger"
+    build_bench(bench / "model.onnx")
+    write_tags(bench / "selected_tags.csv")
+    print(f"wrote {folder}, tests/assets/captions/tiny-wd14-fixed-batch.onnx and {bench}")
 
 
 if __name__ == "__main__":

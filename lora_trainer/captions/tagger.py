@@ -110,6 +110,8 @@ class Tagger:
         self.labels = Labels.from_csv(model.tags_path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: no warnings about unused providers
+        # Threads that spin-wait after a call would take the CPU from decoding the next images.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
                 str(model.model_path), sess_options=options, providers=choose_providers(device))
