@@ -13,9 +13,9 @@ from lora_trainer.train.state import Progress
 
 class Monitor:
     def __init__(self, run_dir: Path | None, events: EventLog, progress: Progress):
-        # purge_step drops points a stopped run logged after its last saved state.
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=progress.global_step or None) \
-            if run_dir else None
+        # On resume, purge_step drops points a stopped run logged after its last saved state.
+        first_step = progress.global_step + 1 if progress.global_step else None
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=first_step) if run_dir else None
         self.events = events
         self.progress = progress
 

@@ -65,7 +65,7 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
     if is_main:
         _check_writable(output_dir, logging_dir)
     stop = stop or StopSignal(stop_flag_path(output_dir, cfg.output_name))
-    if is_main and not resume_from:
+    if is_main:
         stop.clear()  # a flag left from an earlier run must not stop this one at step 1
     resumed = saved.load_state(resume_from, accelerator.process_index) if resume_from else None
     if resumed:
@@ -205,6 +205,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
                 events.emit("stopped", step=progress.global_step, epoch=epoch + 1,
                             resume_with=str(result.state_dir))
                 result.stopped = True
+                if is_main:
+                    stop.clear()  # consumed: `--resume` must not stop again at once
                 result.global_step, result.epochs_done = progress.global_step, progress.epoch
                 bar.close()
                 monitor.close()
@@ -379,8 +381,8 @@ def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optim
     final_dir = saved.state_dir_for(cfg.output_dir, cfg.output_name)
     tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
     if accelerator.is_main_process:
-        saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer.state_dict(),
-                               scheduler=scheduler.state_dict(), progress=progress, config=cfg.to_dict())
+        saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer,
+                               scheduler=scheduler, progress=progress, config=cfg.to_dict())
     accelerator.wait_for_everyone()
     saved.write_rank_rng(tmp_dir, accelerator.process_index, saved.capture_rng(noise_rng, caption_rng))
     accelerator.wait_for_everyone()
