@@ -24,7 +24,8 @@ def encode_prompts(tokenizers: Sequence, text_encoders: Sequence[torch.nn.Module
     for tokenizer, encoder in zip(tokenizers, text_encoders):
         ids = tokenizer(list(captions), padding="max_length", max_length=MAX_LENGTH, truncation=True,
                         return_tensors="pt").input_ids
-        out = encoder(ids.to(encoder.device), output_hidden_states=True)
+        # parameters() also works through a DistributedDataParallel wrapper, which has no .device
+        out = encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=True)
         hidden_states.append(out.hidden_states[-2])
         pooled = out[0]  # for CLIPTextModelWithProjection (the second encoder): text_embeds
     return torch.cat(hidden_states, dim=-1), pooled

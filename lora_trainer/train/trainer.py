@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers.training_utils import compute_snr
 from peft import LoraConfig
 from tqdm.auto import tqdm
@@ -58,7 +58,10 @@ class TrainResult:
 
 def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_config_dir: str | None = None,
           on_event: EventCallback | None = None, stop: StopSignal | None = None) -> TrainResult:
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+    # The first text encoder's last layer feeds nothing (SDXL uses its penultimate state), so its
+    # LoRA gets no gradient; multi-process training must be told that this is expected.
+    ddp_options = DistributedDataParallelKwargs(find_unused_parameters=cfg.train_text_encoder)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp_options],
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     is_main = accelerator.is_main_process
     output_dir, logging_dir = Path(cfg.output_dir), Path(cfg.logging_dir)
