@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted(
-    p for d in ("lora_trainer", "scripts", "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")
+    p for d in ("lora_trainer", "scripts", "tests", "benchmarks", "tools") for p in (ROOT / d).rglob("*.py")
 ) + [ROOT / "install.py", ROOT / "preload.py"]
 NEW_MODULES = {"tomllib", "wsgiref.types"}
 
