@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..fsutil import atomic_path, write_json_atomic, write_text_atomic
 from ..project import Project
-from .background import BackgroundRemover, save_png
+from .background import BackgroundRemover, random_fill_color, save_png
 from .closeups import DEFAULT_MARGIN, closeup_box, pick_closeups
 from .edits import Edits, apply_edits
 from .faces import FaceDetector, HaarFaceDetector, classify_shot
@@ -280,7 +280,7 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
         remover = BackgroundRemover.create(options.background_model, allow_download=options.allow_download)
     if remover is not None:
         rng = random.Random(options.background_seed)
-        jobs = [_Job(j.item, j.name, j.copy_to, j.box, color=_colour(rng)) for j in jobs]
+        jobs = [_Job(j.item, j.name, j.copy_to, j.box, color=random_fill_color(rng)) for j in jobs]
     worker = _Worker(project, options, detector, remover)
     results = _run(worker, jobs, options, progress)
     entries.extend(entry for entry, _ in results)
@@ -297,12 +297,6 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
                            options=_options_dict(options), entries=entries)
     write_json_atomic(project.root / REPORT_NAME, report.to_dict())
     return report
-
-
-def _colour(rng: random.Random) -> tuple[int, int, int]:
-    from .background import random_fill_color
-
-    return random_fill_color(rng)
 
 
 def _options_dict(options: PrepareOptions) -> dict:
