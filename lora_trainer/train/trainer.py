@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import compute_snr
 from peft import LoraConfig
 from tqdm.auto import tqdm
@@ -99,11 +100,11 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
          model_config_dir: str | None) -> TrainResult:
     device, is_main = accelerator.device, accelerator.is_main_process
     torch.manual_seed(cfg.seed)
-    _note_attention_choice(cfg, events)
 
     # --- data, model, caches -------------------------------------------------------------------
     model = load_sdxl(cfg.pretrained_model_name_or_path, config_dir=model_config_dir, vae=cfg.vae,
                       device="cpu")
+    _set_attention(model.unet, cfg, events)
     batches = TrainingBatches.prepare(cfg, model, accelerator, events)
     weight_dtype = _weight_dtype(cfg)
     train_te = cfg.train_text_encoder
@@ -118,7 +119,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         trained.update(te1=model.text_encoder_1, te2=model.text_encoder_2)
         _add_lora(model.text_encoder_1, cfg, TEXT_ENCODER_LORA_TARGETS)
         _add_lora(model.text_encoder_2, cfg, TEXT_ENCODER_LORA_TARGETS)
-    lora_dtype = torch.bfloat16 if cfg.full_bf16 else torch.float16 if cfg.full_fp16 else torch.float32
+    # full_fp16 keeps the LoRA weights in fp32: the fp16 gradient scaler cannot unscale fp16 weights.
+    lora_dtype = torch.bfloat16 if cfg.full_bf16 else torch.float32
     for m in trained.values():
         for p in m.parameters():
             if p.requires_grad:
@@ -190,8 +192,9 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                optimizer.step()  # accelerate's wrapper skips it between accumulation boundaries
+                if accelerator.sync_gradients:
+                    scheduler.step()  # the schedule counts optimizer steps, not micro-batches
                 optimizer.zero_grad(set_to_none=True)
             progress.batch_in_epoch = batch_index + 1
             step_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item()
@@ -279,8 +282,12 @@ def _weight_dtype(cfg: TrainConfig) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
 
 
-def _note_attention_choice(cfg: TrainConfig, events: EventLog) -> None:
-    if cfg.xformers == "xformers":
+def _set_attention(unet, cfg: TrainConfig, events: EventLog) -> None:
+    """diffusers uses PyTorch's scaled-dot-product attention (SDPA) by default; "none" asks for the
+    plain matmul attention (what the guide's Apple settings use)."""
+    if cfg.xformers == "none":
+        unet.set_attn_processor(AttnProcessor())
+    elif cfg.xformers == "xformers":
         events.emit("warning", message="xformers requested: using PyTorch's scaled-dot-product attention "
                     "(SDPA), which has the same memory profile and needs no extra package")
 

@@ -175,3 +175,42 @@ def test_unwritable_output_fails_before_any_work(tiny_sdxl, character_dataset, t
     cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path).replace(output_dir=str(blocker / "model"))
     with pytest.raises(TrainingError, match="cannot write to .*not-a-folder"):
         run(cfg, tiny_sdxl)
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tiny_sdxl, character_dataset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=50)
+    cfg.save_json(tmp_path / "run.json")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lora_trainer", "train", "--config", str(tmp_path / "run.json"),
+         "--model-config-dir", str(tiny_sdxl.config_dir)],
+        env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "log").glob("*/events.jsonl")):
+        time.sleep(0.2)
+    events_file = next((tmp_path / "log").glob("*/events.jsonl"))
+    while time.time() < deadline and '"event": "step"' not in events_file.read_text():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-2000:]
+    assert "resume with" in output
+    kinds = [e["event"] for e in read_events(events_file)]
+    assert kinds[-1] == "stopped"
+    assert list((tmp_path / "model").glob("myLoRA-step*.safetensors"))
+    assert (tmp_path / "model" / "myLoRA-state" / "state.pt").is_file()
+
+
+def test_plain_attention_and_gradient_checkpointing_train(tiny_sdxl, character_dataset, tmp_path):
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1, xformers="none",
+                      gradient_checkpointing=True, gradient_accumulation_steps=2, min_snr_gamma=5.0,
+                      noise_offset=0.05, flip_aug=True, shuffle_caption=True, keep_tokens=1)
+    result = run(cfg, tiny_sdxl)
+    assert result.global_step == 4  # 8 batches, 2 per optimizer step
+    assert all(v.isfinite().all() for v in load_file(result.final_file).values())
