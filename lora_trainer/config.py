@@ -201,12 +201,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except ConfigError as e:
@@ -293,6 +288,16 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bucket_reso_steps": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE} (SDXL needs it; 64 is usual)"),
     "max_token_length": ((lambda v: v == 75), "75 (longer prompts, kohya's 150/225, are not supported)"),
 }
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or a ConfigError naming the file and what is wrong with it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
 
 
 def parse_resolution(text: str) -> tuple[int, int]:

@@ -9,13 +9,12 @@ is listed in `KohyaImport.ignored` with a short reason, so nothing is dropped si
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_trainer.config import ATTENTIONS, LR_SCHEDULERS, OPTIMIZERS, ConfigError, TrainConfig
+from lora_trainer.config import ATTENTIONS, LR_SCHEDULERS, OPTIMIZERS, ConfigError, TrainConfig, read_json
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
@@ -138,12 +137,7 @@ def is_inactive(key: str, value: Any) -> bool:
 
 
 def read_kohya_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a kohya_ss config is a JSON object, not {type(data).__name__}")
     return data
