@@ -147,13 +147,16 @@ class LatentCache:
         return latent
 
     def _load(self, key: str) -> torch.Tensor | None:
-        if self.cache_dir is None:
+        # Disk-backed latents are also kept in memory once read: the loop asks for each one every
+        # epoch, and a latent is small (256 KiB at 1024 px).
+        if key in self._memory or self.cache_dir is None:
             return self._memory.get(key)
         try:
             with safe_open(self._file(key), framework="pt") as f:
-                return f.get_tensor("latents")
+                self._memory[key] = f.get_tensor("latents")
         except Exception:  # missing or damaged file: encode again rather than fail the run
             return None
+        return self._memory[key]
 
     # ----- encode
     def _encode_and_store(self, jobs: Sequence[tuple[str, Path, Geometry, bool]]) -> None:
