@@ -62,3 +62,12 @@ def write_json_atomic(target: str | os.PathLike, data: Any) -> None:
     with atomic_open(target, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
+
+
+def png_beside(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """`<out_dir>/<source stem>.png`, refusing the one case that would overwrite the source itself."""
+    source = Path(source)
+    target = Path(out_dir) / f"{source.stem}.png"
+    if target.resolve() == source.resolve():
+        raise ValueError(f"{source}: the output would overwrite the input; choose another folder")
+    return target

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, png_beside
 from .loading import ImageProblem, decode
 
 RELEASES = "https://github.com/danielgatis/rembg/releases/tag/v0.0.0"
@@ -131,9 +131,7 @@ def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net"
     records = []
     for path in paths:
         path = Path(path)
-        target = out_dir / f"{path.stem}.png"
-        if target.resolve() == path.resolve():
-            raise ValueError(f"{path}: the output would overwrite the input; choose another folder")
+        target = png_beside(path, out_dir)
         color = random_fill_color(rng)
         try:
             image = decode(path).image

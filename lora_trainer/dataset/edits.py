@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, png_beside
 from .loading import ImageProblem, decode
 
 
@@ -70,9 +70,7 @@ def edit_files(paths: list[Path], edits: Edits, out_dir: Path) -> list[Path]:
     written = []
     for path in paths:
         path = Path(path)
-        target = out_dir / f"{path.stem}.png"
-        if target.resolve() == path.resolve():
-            raise ValueError(f"{path}: the output would overwrite the input; choose another folder")
+        target = png_beside(path, out_dir)
         try:
             result = apply_edits(decode(path).image, edits)
         except ImageProblem as e:
