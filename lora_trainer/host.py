@@ -1,0 +1,92 @@
+"""What the package needs from the program it runs in, and the standalone implementation.
+
+Forge implements `Host` in `scripts/lora_trainer_tab.py` with its own APIs (its models folder, its
+LoRA list, its VRAM management); `StandaloneHost` is the same contract without a WebUI, for
+`python -m lora_trainer ui` and for tests. Nothing outside `ui/` and `scripts/` knows which it has.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # the folder that holds `lora_trainer/`
+
+
+@runtime_checkable
+class Host(Protocol):
+    name: str  # shown in the UI: "Forge" or "standalone"
+
+    def workspace(self) -> Path:
+        """The folder that holds the training projects (one sub-folder each)."""
+
+    def checkpoints(self) -> list[Path]:
+        """Model files the user already has, for the base-model list (may be empty)."""
+
+    def sdxl_config_dir(self) -> Path | None:
+        """A local diffusers SDXL config folder, so single-file checkpoints load offline."""
+
+    def free_memory(self) -> None:
+        """Release the host's own models from GPU memory before a training process starts."""
+
+    def publish_lora(self, lora_file: Path) -> str:
+        """Make a saved LoRA usable by the host; returns the name a prompt uses: `<lora:NAME:1>`."""
+
+    def trainer_command(self) -> list[str]:
+        """The command that starts `python -m lora_trainer` in a new process with the host's Python."""
+
+
+def python_module_command(python: str | None = None) -> list[str]:
+    return [python or sys.executable, "-m", "lora_trainer"]
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a trainer process: our package importable even when the host's working
+    folder is elsewhere (Forge runs from its own root, our package lives in extensions/)."""
+    env = dict(os.environ)
+    paths = [str(PACKAGE_PARENT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def find_checkpoints(*folders: Path) -> list[Path]:
+    """Checkpoint files under the folders (recursively), sorted by name; missing folders are skipped."""
+    found: list[Path] = []
+    for folder in folders:
+        if folder.is_dir():
+            found += [p for p in folder.rglob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: (p.name.lower(), str(p)))
+
+
+@dataclass
+class StandaloneHost:
+    """No WebUI around us: the workspace and model folders come from the command line."""
+
+    workspace_dir: Path
+    model_dirs: list[Path] = field(default_factory=list)
+    config_dir: Path | None = None
+    name: str = "standalone"
+
+    def workspace(self) -> Path:
+        return Path(self.workspace_dir)
+
+    def checkpoints(self) -> list[Path]:
+        return find_checkpoints(*[Path(d) for d in self.model_dirs])
+
+    def sdxl_config_dir(self) -> Path | None:
+        return Path(self.config_dir) if self.config_dir else None
+
+    def free_memory(self) -> None:
+        """Nothing of ours is on the GPU in the UI process: training runs in its own process."""
+
+    def publish_lora(self, lora_file: Path) -> str:
+        return Path(lora_file).stem
+
+    def trainer_command(self) -> list[str]:
+        return python_module_command()
