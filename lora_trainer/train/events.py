@@ -6,6 +6,7 @@ and "time"; writes are flushed at once so `tail -f` and the UI see them live.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -27,8 +28,13 @@ class EventLog:
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         if self._file:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps(record) + "\n")
+                self._file.flush()
+            except OSError:  # e.g. the disk filled up: the run's own error must still reach the caller
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
         if self.callback:
             self.callback(record)
         return record

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 from peft.tuners.lora import LoraLayer
-from safetensors.torch import save, save_file
+from safetensors.torch import save
 
-from lora_trainer.fsutil import atomic_path
+from lora_trainer.fsutil import atomic_open
 from lora_trainer.train.sgm_names import SDXL_UNET_LAYOUT, UNetLayout, kohya_lora_name
 
 ADAPTER = "default"
@@ -60,8 +60,10 @@ def save_lora(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict
     cast = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     metadata = {**metadata, **file_hashes(cast, metadata)}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(cast, str(tmp), metadata=metadata)
+    # Serialised in memory and written through a Python file, so a full disk raises OSError (ENOSPC)
+    # naming the file rather than safetensors' own error type.
+    with atomic_open(path, "wb") as f:
+        f.write(save(cast, metadata=metadata))
     return path
 
 

@@ -53,15 +53,21 @@ def write_main_state(tmp_dir: Path, *, trainable: dict[str, torch.Tensor], optim
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)
-    torch.save({"trainable": {k: v.detach().float().cpu() for k, v in trainable.items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               tmp_dir / STATE_FILE)
+    _save_torch({"trainable": {k: v.detach().float().cpu() for k, v in trainable.items()},
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                tmp_dir / STATE_FILE)
     (tmp_dir / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
     (tmp_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def write_rank_rng(tmp_dir: Path, rank: int, rng: dict) -> None:
-    torch.save(rng, tmp_dir / rng_file(rank))
+    _save_torch(rng, tmp_dir / rng_file(rank))
+
+
+def _save_torch(obj, path: Path) -> None:
+    # Through a Python file: a full disk then raises OSError (ENOSPC), not torch's opaque RuntimeError.
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def commit_state(tmp_dir: Path, final_dir: Path) -> None:

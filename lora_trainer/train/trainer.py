@@ -8,6 +8,7 @@ Run it headless with `python -m lora_trainer train --config my.json`, under
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 import shutil
@@ -86,7 +87,7 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
             f"a lower network_dim (now {cfg.network_dim}), mixed_precision bf16 with full_bf16, "
             "or caching text encoder outputs; close other programs using the GPU.")) from e
     except OutputError as e:
-        raise _fail(events, "output", f"{e.strerror} (disk full or read-only? nothing else was changed)") from e
+        raise _fail(events, "output", _output_message(cfg, e)) from e
     except TrainingError as e:
         events.emit("error", kind="training", message=str(e))
         raise
@@ -390,11 +391,15 @@ def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optim
                 progress: saved.Progress, noise_rng, caption_rng) -> None:
     final_dir = saved.state_dir_for(cfg.output_dir, cfg.output_name)
     tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
-    if accelerator.is_main_process:
-        saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer,
-                               scheduler=scheduler, progress=progress, config=cfg.to_dict())
-    accelerator.wait_for_everyone()
-    saved.write_rank_rng(tmp_dir, accelerator.process_index, saved.capture_rng(noise_rng, caption_rng))
+    try:
+        if accelerator.is_main_process:
+            saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer,
+                                   scheduler=scheduler, progress=progress, config=cfg.to_dict())
+        accelerator.wait_for_everyone()
+        saved.write_rank_rng(tmp_dir, accelerator.process_index, saved.capture_rng(noise_rng, caption_rng))
+    except OSError as e:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # give the space back; the previous state is untouched
+        raise OutputError(e.errno, f"cannot write the training state into {tmp_dir}: {e.strerror or e}") from e
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         saved.commit_state(tmp_dir, final_dir)
@@ -407,6 +412,14 @@ def _save_final_copy(cfg: TrainConfig, last_epoch_file: Path) -> Path:
     with atomic_path(final) as tmp:
         shutil.copyfile(last_epoch_file, tmp)
     return final
+
+
+def _output_message(cfg: TrainConfig, error: OutputError) -> str:
+    state_dir = saved.state_dir_for(cfg.output_dir, cfg.output_name)
+    cause = "the disk is full" if error.errno == errno.ENOSPC else "the folder cannot be written"
+    resume = (f"; free some space, then continue from the last saved state with --resume ({state_dir})"
+              if (state_dir / saved.STATE_FILE).is_file() else "")
+    return f"{error.strerror} ({cause}). Files saved before this one are intact{resume}."
 
 
 def _nan_message(cfg: TrainConfig, progress: saved.Progress, result: TrainResult) -> str:

@@ -214,3 +214,64 @@ def test_plain_attention_and_gradient_checkpointing_train(tiny_sdxl, character_d
     result = run(cfg, tiny_sdxl)
     assert result.global_step == 4  # 8 batches, 2 per optimizer step
     assert all(v.isfinite().all() for v in load_file(result.final_file).values())
+
+
+def _full_disk_for(monkeypatch, module, name_part: str) -> None:
+    """Make `module`'s writes of files whose name contains `name_part` hit a full disk: they go to
+    /dev/full, where the kernel answers ENOSPC exactly as on a disk that has filled up."""
+    real_open = open
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        if "w" in mode and name_part in Path(path).name:
+            return real_open("/dev/full", "wb" if "b" in mode else "w")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", open_on_full_disk, raising=False)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to simulate a full disk")
+def test_disk_full_while_saving_an_epoch_keeps_earlier_files_and_resumes(tiny_sdxl, character_dataset,
+                                                                         tmp_path, monkeypatch):
+    from lora_trainer import fsutil
+
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=2)
+    _full_disk_for(monkeypatch, fsutil, "myLoRA-000002")
+    with pytest.raises(TrainingError, match=r"myLoRA-000002\.safetensors: No space left on device.*"
+                                            r"disk is full.*--resume"):
+        run(cfg, tiny_sdxl)
+    model_dir = tmp_path / "model"
+    first_epoch = (model_dir / "myLoRA-000001.safetensors").read_bytes()
+    assert sorted(p.name for p in model_dir.iterdir()) == ["myLoRA-000001.safetensors", "myLoRA-state",
+                                                          "myLoRA.json"], "no half-written file is left"
+    events = read_events(next((tmp_path / "log").iterdir()) / "events.jsonl")
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "output"
+
+    monkeypatch.undo()  # space freed
+    resumed = run(cfg, tiny_sdxl, resume_from=model_dir / "myLoRA-state")
+    assert resumed.epochs_done == 2 and resumed.final_file.name == "myLoRA.safetensors"
+    assert (model_dir / "myLoRA-000001.safetensors").read_bytes() == first_epoch
+    assert load_file(model_dir / "myLoRA-000002.safetensors").keys() == load_file(
+        model_dir / "myLoRA-000001.safetensors").keys()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to simulate a full disk")
+def test_disk_full_while_saving_the_state_keeps_the_previous_state(tiny_sdxl, character_dataset, tmp_path,
+                                                                    monkeypatch):
+    from lora_trainer.train import state as state_module
+
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=2)
+    calls = {"n": 0}
+    real_write = state_module.write_main_state
+
+    def second_save_on_full_disk(tmp_dir, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            _full_disk_for(monkeypatch, state_module, "state.pt")
+        return real_write(tmp_dir, **kwargs)
+
+    monkeypatch.setattr(state_module, "write_main_state", second_save_on_full_disk)
+    with pytest.raises(TrainingError, match=r"cannot write the training state.*No space left on device"):
+        run(cfg, tiny_sdxl)
+    state_dir = tmp_path / "model" / "myLoRA-state"
+    assert json.loads((state_dir / "progress.json").read_text())["epoch"] == 1, "epoch 1's state is kept"
+    assert not (tmp_path / "model" / "myLoRA-state.tmp").exists(), "the partial state is removed"
