@@ -1,0 +1,103 @@
+"""Make a saved LoRA visible in the WebUI's LoRA folder without a second copy on disk.
+
+Why not train straight into `models/Lora`: a run's `<name>-state/` folder holds `.pt` files, which
+the WebUI would list as LoRAs. So the trainer writes into the project, and each file the user wants
+to use is published: hard-linked into `<lora_root>/<subfolder>/` (no extra disk space, and the
+link keeps its content when the trainer later replaces the project's file), or copied atomically
+where a hard link is impossible (another drive, a filesystem without links).
+
+Forge knows a LoRA by its file stem, wherever it lies under the LoRA folder, and keeps what it has
+loaded by that name and path until it restarts. So publishing never replaces a different file:
+a different file with the same stem anywhere under `lora_root` is refused with an error naming
+both. Publishing a file that is already there (the same link, or an identical copy anywhere under
+`lora_root`) is a no-op that returns where it already is.
+"""
+
+from __future__ import annotations
+
+import errno
+import filecmp
+import os
+import shutil
+from pathlib import Path
+
+from lora_trainer.fsutil import atomic_path
+
+# What Forge lists as a LoRA (extensions-builtin/sd_forge_lora/networks.py walks these).
+LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+# errno values that mean "this filesystem pair cannot hard-link", so a copy is the answer.
+_NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+
+
+class PublishError(FileExistsError):
+    """Publishing would make a LoRA name ambiguous or replace a different file; names both files."""
+
+
+def publish_lora(lora_file: str | os.PathLike, lora_root: str | os.PathLike, subfolder: str = "") -> Path:
+    """Link (or copy) `lora_file` to `<lora_root>/<subfolder>/<file name>` and return that path.
+
+    The name a prompt uses is the returned path's stem: `<lora:STEM:1>`.
+    """
+    source = Path(lora_file)
+    if not source.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no LoRA file to publish", str(source))
+    if source.suffix.lower() not in LORA_SUFFIXES:
+        raise ValueError(f"{source}: not a LoRA file ({', '.join(LORA_SUFFIXES)})")
+    if Path(subfolder).is_absolute() or ".." in Path(subfolder).parts:
+        raise ValueError(f"subfolder {subfolder!r} must be a relative path inside the LoRA folder")
+    root = Path(lora_root)
+    folder = root / subfolder
+    target = folder / source.name
+
+    for other in same_name_files(root, source.stem):
+        if _same_file(source, other):
+            return other  # already published (here or elsewhere): the name gives this very LoRA
+        raise PublishError(
+            errno.EEXIST,
+            f"the LoRA name {source.stem!r} is taken in the WebUI's LoRA folder by {other}, a different "
+            f"file from {source}. The WebUI knows LoRAs by name and keeps one it has loaded until it "
+            "restarts, so it is not replaced: give the training another output name, or delete or "
+            "rename the other file (then refresh the LoRA list)",
+            str(other),
+        )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        # created between the check and the link: judge it as above
+        if _same_file(source, target):
+            return target
+        raise PublishError(errno.EEXIST, f"{target} appeared while publishing {source} and differs from it",
+                           str(target)) from None
+    except OSError as e:
+        if e.errno not in _NO_LINK_ERRNOS:
+            raise
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    return target
+
+
+def same_name_files(lora_root: str | os.PathLike, stem: str) -> list[Path]:
+    """Files under `lora_root` (recursively, following links as Forge does) that the WebUI would
+    list under the name `stem`."""
+    root = Path(lora_root)
+    found = []
+    for folder, _dirs, files in os.walk(root, followlinks=True):
+        for name in files:
+            path = Path(folder, name)
+            if path.stem == stem and path.suffix.lower() in LORA_SUFFIXES:
+                found.append(path)
+    return sorted(found)
+
+
+def _samefile(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same inode (a hard link), or byte-identical content (a copy)."""
+    return _samefile(a, b) or (b.is_file() and filecmp.cmp(a, b, shallow=False))

@@ -1,0 +1,144 @@
+"""Publishing a LoRA into the WebUI's LoRA folder: a hard link, a copy where links are impossible,
+and never a second, different file under a name the WebUI already knows."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from lora_trainer import publish
+from lora_trainer.fsutil import write_text_atomic
+from lora_trainer.publish import PublishError, publish_lora, same_name_files
+
+
+@pytest.fixture
+def lora(tmp_path):
+    path = tmp_path / "project" / "model" / "myLoRA-000002.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"epoch two weights")
+    return path
+
+
+@pytest.fixture
+def lora_root(tmp_path):
+    root = tmp_path / "models" / "Lora"
+    root.mkdir(parents=True)
+    return root
+
+
+def test_hard_link_into_the_subfolder(lora, lora_root):
+    published = publish_lora(lora, lora_root, "lora_trainer/myproject")
+
+    assert published == lora_root / "lora_trainer" / "myproject" / "myLoRA-000002.safetensors"
+    assert os.path.samefile(published, lora)  # no second copy on disk
+    assert lora.stat().st_nlink == 2
+
+
+def test_publishing_again_is_a_no_op(lora, lora_root):
+    first = publish_lora(lora, lora_root, "lora_trainer/p")
+    second = publish_lora(lora, lora_root, "lora_trainer/p")
+
+    assert second == first
+    assert sorted(p.name for p in first.parent.iterdir()) == ["myLoRA-000002.safetensors"]
+
+
+def test_an_identical_file_already_in_the_lora_folder_is_reused(lora, lora_root):
+    (lora_root / "old").mkdir()
+    copy = lora_root / "old" / lora.name
+    copy.write_bytes(lora.read_bytes())
+
+    assert publish_lora(lora, lora_root, "lora_trainer/p") == copy
+    assert not (lora_root / "lora_trainer").exists()
+
+
+def test_a_different_file_of_the_same_name_is_never_replaced(lora, lora_root):
+    target = lora_root / "lora_trainer" / "p" / lora.name
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"an older run's weights")
+
+    with pytest.raises(PublishError) as caught:
+        publish_lora(lora, lora_root, "lora_trainer/p")
+
+    message = str(caught.value)
+    assert str(target) in message and str(lora) in message
+    assert "output name" in message
+    assert target.read_bytes() == b"an older run's weights"
+
+
+@pytest.mark.parametrize("other", ["myLoRA-000002.pt", "someone/else/myLoRA-000002.safetensors",
+                                   "MYLORA/myLoRA-000002.ckpt"])
+def test_the_same_name_anywhere_in_the_lora_folder_is_refused(lora, lora_root, other):
+    """The WebUI lists LoRAs by file stem across all sub-folders: one name, one file."""
+    clash = lora_root / other
+    clash.parent.mkdir(parents=True, exist_ok=True)
+    clash.write_bytes(b"not ours")
+
+    with pytest.raises(PublishError, match="myLoRA-000002"):
+        publish_lora(lora, lora_root, "lora_trainer/p")
+    assert not (lora_root / "lora_trainer").exists()
+
+
+def test_other_names_and_non_lora_files_do_not_clash(lora, lora_root):
+    (lora_root / "myLoRA-000002.txt").write_text("notes")
+    (lora_root / "myLoRA-000003.safetensors").write_bytes(b"another epoch")
+
+    published = publish_lora(lora, lora_root, "lora_trainer/p")
+
+    assert os.path.samefile(published, lora)
+    assert same_name_files(lora_root, "myLoRA-000002") == [published]
+
+
+def test_the_published_link_keeps_its_content_when_the_project_file_is_rewritten(lora, lora_root):
+    """The trainer replaces files with os.replace (a new inode): the published LoRA stays as it
+    was, and publishing the new content under the old name is refused rather than done silently."""
+    published = publish_lora(lora, lora_root, "lora_trainer/p")
+    write_text_atomic(lora, "a new run's weights")
+
+    assert published.read_bytes() == b"epoch two weights"
+    with pytest.raises(PublishError):
+        publish_lora(lora, lora_root, "lora_trainer/p")
+
+
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.EPERM, errno.ENOTSUP])
+def test_copies_where_a_hard_link_is_impossible(lora, lora_root, monkeypatch, code):
+    def no_link(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(publish.os, "link", no_link)
+    published = publish_lora(lora, lora_root, "lora_trainer/p")
+
+    assert published.read_bytes() == lora.read_bytes()
+    assert not os.path.samefile(published, lora)
+    assert sorted(p.name for p in published.parent.iterdir()) == [lora.name]  # no temp file left
+    assert publish_lora(lora, lora_root, "lora_trainer/p") == published  # identical copy: no-op
+
+
+def test_other_link_errors_are_not_hidden(lora, lora_root, monkeypatch):
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(publish.os, "link", disk_full)
+    with pytest.raises(OSError) as caught:
+        publish_lora(lora, lora_root, "p")
+    assert caught.value.errno == errno.ENOSPC
+
+
+def test_the_subfolder_may_be_empty(lora, lora_root):
+    assert publish_lora(lora, lora_root, "") == lora_root / lora.name
+
+
+@pytest.mark.parametrize("subfolder", ["../outside", "/abs/path", "a/../../b"])
+def test_the_subfolder_stays_inside_the_lora_folder(lora, lora_root, subfolder):
+    with pytest.raises(ValueError, match="inside the LoRA folder"):
+        publish_lora(lora, lora_root, subfolder)
+
+
+def test_missing_or_non_lora_files_are_refused(tmp_path, lora_root):
+    with pytest.raises(FileNotFoundError):
+        publish_lora(tmp_path / "gone.safetensors", lora_root, "p")
+    state = tmp_path / "optimizer.json"
+    state.write_text("{}")
+    with pytest.raises(ValueError, match="not a LoRA file"):
+        publish_lora(state, lora_root, "p")
