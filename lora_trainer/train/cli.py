@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     train.add_argument("--config", required=True, type=Path, help="our JSON config (see `config --preset`)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. --set max_train_epochs=4 (repeatable)")
-    train.add_argument("--resume", type=Path, nargs="?", const="auto", default=None,
+    # const is not a string: argparse would pass a string const through `type` (Path("auto")).
+    train.add_argument("--resume", type=Path, nargs="?", const=True, default=None,
                        help="continue a stopped run from its '<output_name>-state' folder "
                        "(no value: the one in output_dir)")
     train.add_argument("--model-config-dir", default=None,
@@ -56,7 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, args.set)
-        resume = state_dir_for(cfg.output_dir, cfg.output_name) if args.resume == "auto" else args.resume
+        resume = state_dir_for(cfg.output_dir, cfg.output_name) if args.resume is True else args.resume
         result = train(cfg, resume_from=resume, model_config_dir=args.model_config_dir, on_event=print_event)
     except (ConfigError, DatasetError, ModelLoadError, ResumeError, TrainingError, OptimizerUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
