@@ -9,6 +9,7 @@
   log/                   TensorBoard runs
   model/                 LoRA files
   cache/                 cached latents / text embeddings
+  <name>.json            the training settings the UI saves and starts from
 ```
 The only place that builds these paths.
 """
@@ -65,7 +66,47 @@ class Project:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def config_file(self) -> Path:
+        """The training settings the UI saves, loads and starts a run from."""
+        return self.root / f"{self.name}.json"
+
+    @property
+    def trainer_log(self) -> Path:
+        """Console output of the training processes started from the UI (appended, one block a run)."""
+        return self.log / "trainer.log"
+
     def create(self) -> Project:
         for path in (self.sources, self.train_images, self.log, self.model, self.cache):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def list_projects(workspace: Path) -> list[str]:
+    """Names of the workspace's sub-folders that hold a project (an `img/` folder), sorted."""
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        return []
+    return sorted((p.name for p in workspace.iterdir() if (p / "img").is_dir() and _NAME.match(p.name)),
+                  key=str.lower)
+
+
+def open_project(workspace: Path, name: str, repeats: int | None = None) -> Project:
+    """The project `<workspace>/<name>`; `repeats=None` takes it from an existing `img/<repeats>_<name>/`
+    folder (1 when there is none). Raises ValueError for a bad name or repeats."""
+    project = Project(Path(workspace) / name, name, 1 if repeats is None else repeats)
+    if repeats is None:
+        found = existing_repeats(project)
+        if found:
+            project = Project(project.root, name, found)
+    return project
+
+
+def existing_repeats(project: Project) -> int | None:
+    """The repeats of an existing `img/<repeats>_<name>/` folder (the smallest if several), or None."""
+    if not project.img.is_dir():
+        return None
+    found = [int(p.name.split("_", 1)[0]) for p in project.img.iterdir()
+             if p.is_dir() and re.fullmatch(rf"\d+_{re.escape(project.name)}", p.name)]
+    found = [r for r in found if r >= 1]
+    return min(found) if found else None

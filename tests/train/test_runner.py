@@ -1,0 +1,150 @@
+"""The UI's training runner: real trainer subprocesses on the tiny model (CPU), followed through
+events.jsonl; saved LoRAs handed to the host; stop, resume and failures as the user sees them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lora_trainer.config import ConfigError
+from lora_trainer.host import StandaloneHost
+from lora_trainer.presets import PRESETS
+from lora_trainer.project import Project
+from lora_trainer.train.runner import RunnerError, TrainRunner, config_for_project, load_project_settings
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class RecordingHost(StandaloneHost):
+    """The standalone host, recording what the runner asks of it."""
+
+    published: list[Path] = field(default_factory=list)
+    memory_freed: int = 0
+
+    def publish_lora(self, lora_file: Path) -> str:
+        self.published.append(Path(lora_file))
+        return f"pub-{Path(lora_file).stem}"
+
+    def free_memory(self) -> None:
+        self.memory_freed += 1
+
+
+@pytest.fixture
+def host(tmp_path, tiny_sdxl):
+    return RecordingHost(workspace_dir=tmp_path, config_dir=tiny_sdxl.config_dir)
+
+
+@pytest.fixture
+def runner(host):
+    runner = TrainRunner(host, poll_interval=0.2)
+    yield runner
+    runner.kill()  # a failed test must not leave a trainer running
+
+
+@pytest.fixture
+def project(character_dataset):
+    return Project(character_dataset.parent, "myLoRA", repeats=1)  # img/1_myLoRA/ from the fixture
+
+
+def smoke_config(project, tiny_sdxl, **changes):
+    settings = {**PRESETS["CPU smoke test"], "output_name": "myLoRA", "network_train_unet_only": True, **changes}
+    return config_for_project(project, settings, str(tiny_sdxl.single_file))
+
+
+def wait_for(runner, condition, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = runner.status()
+        if condition(status):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last status: {status.state} {status.message}\n{status.log_tail}")
+
+
+def test_run_to_the_end_publishes_every_saved_lora(runner, host, project, tiny_sdxl):
+    status = runner.start(project, smoke_config(project, tiny_sdxl))
+    assert status.state == "running" and host.memory_freed == 1
+    with pytest.raises(RunnerError, match="already in progress"):
+        runner.start(project, smoke_config(project, tiny_sdxl))
+
+    status = wait_for(runner, lambda s: not s.active)
+    assert status.state == "finished", status.log_tail
+    assert status.message == f"finished: 2 LoRA file(s) saved in {project.model.resolve()}"
+    names = ["myLoRA-000001", "myLoRA-000002", "myLoRA"]
+    assert [s.path.name for s in status.saved] == [f"{n}.safetensors" for n in names]
+    assert all(s.path.is_file() for s in status.saved)
+    assert [p.stem for p in host.published] == names
+    assert [s.prompt for s in status.saved] == [f"<lora:pub-{n}:1>" for n in names]
+    assert [(s.kind, s.epoch) for s in status.saved] == [("epoch", 1), ("epoch", 2), ("final", 2)]
+    assert (status.epoch, status.epochs, status.step, status.total_steps) == (2, 2, 16, 16)
+    assert [p[0] for p in status.losses] == list(range(1, 17)) and status.loss is not None
+    assert status.run_dir.parent == project.log.resolve() and status.error == ""
+    assert load_project_settings(project)["pretrained_model_name_or_path"] == str(tiny_sdxl.single_file)
+    assert "finished:" in project.trainer_log.read_text()  # the trainer's console output is kept
+
+
+def test_stop_then_resume_finishes_the_same_run(runner, host, project, tiny_sdxl):
+    config = smoke_config(project, tiny_sdxl, max_train_epochs=6, save_every_n_epochs=3)
+    runner.start(project, config)
+    wait_for(runner, lambda s: s.step >= 1 or not s.active)
+    assert runner.stop().state == "stopping"
+    stopped = wait_for(runner, lambda s: not s.active)
+    assert stopped.state == "stopped", stopped.log_tail
+    assert 1 <= stopped.step < 48 and "Resume continues" in stopped.message
+    step_file = project.model / f"myLoRA-step{stopped.step:08d}.safetensors"
+    assert step_file.is_file() and host.published[-1] == step_file.resolve()
+    assert not (project.model / "myLoRA.stop").exists()
+
+    runner.start(project, config, resume=True)
+    status = wait_for(runner, lambda s: not s.active)
+    assert status.state == "finished", status.log_tail
+    assert (status.step, status.total_steps) == (48, 48)
+    assert status.run_dir == stopped.run_dir  # the curve continues in the same log folder
+    assert [p[0] for p in status.losses] == list(range(1, 49))
+    epochs_left = [f"myLoRA-{e:06d}.safetensors" for e in (3, 6) if e * 8 > stopped.step]
+    assert [s.path.name for s in status.saved] == epochs_left + ["myLoRA.safetensors"]
+    assert (project.model / "myLoRA.safetensors").is_file()
+
+
+def test_trainer_error_shows_in_the_status(runner, host, project, tiny_sdxl, tmp_path):
+    missing = tmp_path / "no-such-model.safetensors"
+    config = smoke_config(project, tiny_sdxl).replace(pretrained_model_name_or_path=str(missing))
+    runner.start(project, config)
+    status = wait_for(runner, lambda s: not s.active)
+    assert status.state == "failed"
+    assert status.error == f"model not found: {missing} (no such file or folder)"
+    assert status.message == f"failed: {status.error}"
+    assert host.published == [] and status.saved == []
+    assert "model not found" in status.log_tail
+
+
+def test_killed_process_is_reported_and_a_new_run_may_start(runner, project, tiny_sdxl):
+    runner.start(project, smoke_config(project, tiny_sdxl))
+    runner.kill()
+    status = runner.status()
+    assert status.state == "failed" and status.error.startswith("the training process was killed by SIGKILL")
+    with pytest.raises(RunnerError, match="no training is running"):
+        runner.stop()
+
+
+def test_config_errors_name_the_key_before_anything_starts(runner, host, project, tiny_sdxl):
+    with pytest.raises(ConfigError, match="network_dim = 0: must be >= 1"):
+        smoke_config(project, tiny_sdxl, network_dim=0)
+    with pytest.raises(ConfigError, match="pretrained_model_name_or_path is empty"):
+        config_for_project(project, dict(PRESETS["CPU smoke test"]), "  ")
+    with pytest.raises(RunnerError, match="nothing to resume for 'myLoRA'"):
+        runner.start(project, smoke_config(project, tiny_sdxl), resume=True)
+    assert runner.status().state == "idle" and host.memory_freed == 0
+
+
+def test_bare_resume_flag_means_the_state_folder_in_output_dir():
+    from lora_trainer.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--config", "x.json", "--resume"]).resume is True
+    assert parser.parse_args(["train", "--config", "x.json", "--resume", "s"]).resume == Path("s")
+    assert parser.parse_args(["train", "--config", "x.json"]).resume is None
