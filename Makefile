@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt constr
 venv: $(VENV)/.installed
 
 test: venv
-	$(PY) -m ruff check lora_trainer tests benchmarks tools install.py preload.py
+	$(PY) -m ruff check lora_trainer tests benchmarks tools scripts install.py preload.py
 	$(PY) -m pytest
 
 demo: venv

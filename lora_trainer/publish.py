@@ -75,7 +75,17 @@ def publish_lora(lora_file: str | os.PathLike, lora_root: str | os.PathLike, sub
             raise
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
+            shutil.copymode(source, tmp)  # the temporary file was private (0600)
     return target
+
+
+def project_subfolder(lora_file: str | os.PathLike, root: str = "lora_trainer") -> str:
+    """Where a project's LoRAs go under the LoRA folder: `lora_trainer/<project>` for a file in a
+    project's `model/` folder (see `project.Project`), else `lora_trainer`."""
+    path = Path(lora_file)
+    if path.parent.name == "model" and path.parent.parent.name:
+        return f"{root}/{path.parent.parent.name}"
+    return root
 
 
 def same_name_files(lora_root: str | os.PathLike, stem: str) -> list[Path]:

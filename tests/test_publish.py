@@ -10,7 +10,7 @@ import pytest
 
 from lora_trainer import publish
 from lora_trainer.fsutil import write_text_atomic
-from lora_trainer.publish import PublishError, publish_lora, same_name_files
+from lora_trainer.publish import PublishError, project_subfolder, publish_lora, same_name_files
 
 
 @pytest.fixture
@@ -142,3 +142,9 @@ def test_missing_or_non_lora_files_are_refused(tmp_path, lora_root):
     state.write_text("{}")
     with pytest.raises(ValueError, match="not a LoRA file"):
         publish_lora(state, lora_root, "p")
+
+
+def test_project_subfolder(tmp_path):
+    assert project_subfolder(tmp_path / "ws" / "anna" / "model" / "anna-000001.safetensors") == "lora_trainer/anna"
+    assert project_subfolder(tmp_path / "loose" / "x.safetensors") == "lora_trainer"
+    assert project_subfolder("model/x.safetensors", root="ours") == "ours"

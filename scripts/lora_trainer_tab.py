@@ -1,0 +1,84 @@
+"""LoRA Trainer in Forge: the "LoRA Trainer" tab, its setting, and `ForgeHost`, the Host contract
+(lora_trainer/host.py) made of Forge's own APIs. The only module that imports Forge; no logic here.
+
+Forge puts every extension's root on sys.path before it loads the extension's scripts
+(modules/scripts.py, load_scripts), so `import lora_trainer` finds our package.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+from modules import call_queue, script_callbacks, sd_models, shared, shared_items
+from modules.paths_internal import data_path, script_path
+
+from lora_trainer.host import CHECKPOINT_SUFFIXES, python_module_command
+from lora_trainer.publish import project_subfolder, publish_lora
+from lora_trainer.train.model import FORGE_CONFIG_SUBDIR
+from lora_trainer.ui import build_ui
+
+WORKSPACE_OPTION = "lora_trainer_workspace"
+
+
+class ForgeHost:
+    name = "Forge"
+
+    def workspace(self) -> Path:
+        """--lora-trainer-dir, else the setting, else <webui data folder>/lora_trainer_workspace."""
+        chosen = shared.cmd_opts.lora_trainer_dir or shared.opts.data.get(WORKSPACE_OPTION)
+        return Path(chosen or os.path.join(data_path, "lora_trainer_workspace")).expanduser()
+
+    def checkpoints(self) -> list[Path]:
+        shared_items.refresh_checkpoints()  # what Forge's own refresh button does
+        files = {Path(info.filename) for info in sd_models.checkpoints_list.values()}
+        return sorted((f for f in files if f.suffix.lower() in CHECKPOINT_SUFFIXES), key=lambda p: p.name.lower())
+
+    def sdxl_config_dir(self) -> Path | None:
+        folder = Path(script_path) / FORGE_CONFIG_SUBDIR
+        return folder if folder.is_dir() else None
+
+    def free_memory(self) -> None:
+        from backend import memory_management
+
+        with call_queue.queue_lock:  # waits for a generation in progress; Forge reloads lazily
+            memory_management.unload_all_models()
+            gc.collect()
+            memory_management.soft_empty_cache(force=True)
+
+    def publish_lora(self, lora_file: Path) -> str:
+        published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(lora_file))
+        listed = _refresh_lora_list()
+        if listed is not None and published.stem not in listed:
+            raise RuntimeError(f"Forge does not list {published} after refreshing its LoRA list")
+        return published.stem
+
+    def trainer_command(self) -> list[str]:
+        return python_module_command()  # Forge's own Python (its venv)
+
+
+def _refresh_lora_list() -> dict | None:
+    """Forge's built-in Lora extension (extensions-builtin/sd_forge_lora) owns the top-level module
+    `networks`; None when it is disabled."""
+    try:
+        import networks
+    except ImportError:
+        return None
+    networks.list_available_networks()
+    return networks.available_networks
+
+
+HOST = ForgeHost()
+
+
+def on_ui_settings():
+    shared.opts.add_option(WORKSPACE_OPTION, shared.OptionInfo(
+        "", "Workspace folder for training projects (empty: lora_trainer_workspace in the WebUI folder; "
+        "the --lora-trainer-dir flag overrides this)", section=("lora_trainer", "LoRA Trainer"),
+        category_id="training",
+    ).needs_reload_ui())
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_ui_tabs(lambda: [(build_ui(HOST), "LoRA Trainer", "lora_trainer")])
