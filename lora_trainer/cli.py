@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "lora_trainer.demo.cli",
     "lora_trainer.captions.cli",
     "lora_trainer.dataset.cli",
+    "lora_trainer.ui.cli",
 )
 
 

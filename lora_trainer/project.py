@@ -76,6 +76,14 @@ class Project:
         """Console output of the training processes started from the UI (appended, one block a run)."""
         return self.log / "trainer.log"
 
+    def count_training_images(self) -> int:
+        """Images under img/ (every <repeats>_<name> folder), as the trainer would find them."""
+        from lora_trainer.train.data import IMAGE_EXTENSIONS
+
+        if not self.img.is_dir():
+            return 0
+        return sum(1 for p in self.img.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
     def create(self) -> Project:
         for path in (self.sources, self.train_images, self.log, self.model, self.cache):
             path.mkdir(parents=True, exist_ok=True)

@@ -197,7 +197,10 @@ class TrainRunner:
             config.save_json(project.config_file)
             run_dir = self._resume_run_dir(config) if resume else None
             self.host.free_memory()
-            self._run = self._launch(project, config, resume, run_dir)
+            previous, self._run = self._run, self._launch(project, config, resume, run_dir)
+            if resume and previous and (previous.project.root, previous.config.output_name) == \
+                    (project.root, config.output_name):
+                self._run.saved, self._run.handled = list(previous.saved), set(previous.handled)
             threading.Thread(target=self._watch, args=(self._run,), daemon=True,
                              name="lora-trainer-run-watch").start()
             return self._status()

@@ -105,8 +105,10 @@ def test_stop_then_resume_finishes_the_same_run(runner, host, project, tiny_sdxl
     assert (status.step, status.total_steps) == (48, 48)
     assert status.run_dir == stopped.run_dir  # the curve continues in the same log folder
     assert [p[0] for p in status.losses] == list(range(1, 49))
-    epochs_left = [f"myLoRA-{e:06d}.safetensors" for e in (3, 6) if e * 8 > stopped.step]
-    assert [s.path.name for s in status.saved] == epochs_left + ["myLoRA.safetensors"]
+    before = [f"myLoRA-{e:06d}.safetensors" for e in (3, 6) if e * 8 < stopped.step]
+    after = [f"myLoRA-{e:06d}.safetensors" for e in (3, 6) if e * 8 >= stopped.step]
+    # The resumed run's list goes on from the stopped one's.
+    assert [s.path.name for s in status.saved] == before + [step_file.name] + after + ["myLoRA.safetensors"]
     assert (project.model / "myLoRA.safetensors").is_file()
 
 

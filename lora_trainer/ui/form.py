@@ -1,0 +1,73 @@
+"""The Train panel's settings form: which TrainConfig keys it shows, and the conversions between the
+form's values and a settings dict. No gradio here, so the mapping is easy to read and to test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lora_trainer.config import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, TrainConfig
+
+
+@dataclass(frozen=True)
+class FormField:
+    key: str  # the TrainConfig field (also the element id: lora_trainer_<key>)
+    label: str
+    kind: str  # "text", "int", "float", "bool" or "choice"
+    choices: tuple[str, ...] = ()
+    info: str = ""
+    advanced: bool = False  # shown under "More settings"
+    step: float = 1  # the number box's arrow step
+
+    @property
+    def elem_id(self) -> str:
+        return f"lora_trainer_{self.key}"
+
+    @property
+    def title(self) -> str:
+        """The label with the config key, so an error that names the key points at its field."""
+        return f"{self.label} ({self.key})"
+
+
+FIELDS: tuple[FormField, ...] = (
+    FormField("output_name", "Output name", "text", info="LoRA file name; the prompt uses it"),
+    FormField("max_train_epochs", "Epochs", "int"),
+    FormField("train_batch_size", "Batch size", "int"),
+    FormField("save_every_n_epochs", "Save every N epochs", "int"),
+    FormField("network_dim", "Network rank", "int"),
+    FormField("network_alpha", "Network alpha", "float"),
+    FormField("unet_lr", "U-Net learning rate", "float", step=1e-5),
+    FormField("text_encoder_lr", "Text encoder learning rate", "float", info="0 = U-Net only", step=1e-5),
+    FormField("network_train_unet_only", "Train U-Net only", "bool"),
+    FormField("optimizer", "Optimizer", "choice", OPTIMIZERS),
+    FormField("lr_scheduler", "LR scheduler", "choice", LR_SCHEDULERS),
+    FormField("max_resolution", "Resolution", "text", info="width,height, e.g. 1024,1024"),
+    FormField("mixed_precision", "Mixed precision", "choice", MIXED_PRECISIONS),
+    FormField("full_bf16", "Full bf16", "bool"),
+    FormField("gradient_checkpointing", "Gradient checkpointing", "bool"),
+    FormField("seed", "Seed", "int", advanced=True),
+    FormField("optimizer_args", "Optimizer arguments", "text", advanced=True,
+              info="key=value pairs, e.g. scale_parameter=False relative_step=False"),
+)
+
+
+def form_values(settings: dict[str, Any]) -> list[Any]:
+    """The form's values for a settings dict, in FIELDS order (learning rates as they take effect)."""
+    config = TrainConfig.from_dict(settings)
+    effective = {"unet_lr": config.unet_learning_rate, "text_encoder_lr": config.text_encoder_learning_rate}
+    return [effective.get(f.key, getattr(config, f.key)) for f in FIELDS]
+
+
+def settings_from_form(base: dict[str, Any], values: list[Any]) -> dict[str, Any]:
+    """`base` (a preset or a loaded config) with the form's values on top; not validated here."""
+    if len(values) != len(FIELDS):
+        raise ValueError(f"expected {len(FIELDS)} form values, got {len(values)}")
+    return {**base, **{f.key: _clean(f, v) for f, v in zip(FIELDS, values)}}
+
+
+def _clean(field: FormField, value: Any) -> Any:
+    if field.kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if field.kind == "text" and isinstance(value, str):
+        return value.strip()
+    return value

@@ -1,0 +1,75 @@
+"""HTML for the Train panel's read-only parts (status, saved files, project, messages). Every text from
+a file name, a config or the trainer is escaped."""
+
+from __future__ import annotations
+
+from html import escape
+
+from lora_trainer.train.runner import RunStatus, SavedLora
+
+STATE_LABELS = {"idle": "Idle", "running": "Running", "stopping": "Stopping", "stopped": "Stopped",
+                "finished": "Finished", "failed": "Failed"}
+
+
+def message(text: str, error: bool = False) -> str:
+    if not text:
+        return ""
+    kind = "error" if error else "info"
+    return f'<div class="lora-trainer-message lora-trainer-{kind}">{escape(text)}</div>'
+
+
+def status(s: RunStatus) -> str:
+    parts = [f'<div class="lora-trainer-status lora-trainer-state-{s.state}">',
+             f"<b>{STATE_LABELS.get(s.state, s.state)}</b> &mdash; {escape(s.message)}"]
+    if s.total_steps:
+        parts.append(f'<br><progress max="{s.total_steps}" value="{s.step}" style="width:100%"></progress>')
+    details = _details(s)
+    if details:
+        parts.append("<br>" + " &middot; ".join(escape(d) for d in details))
+    if s.error:
+        parts.append(f'<pre class="lora-trainer-error">{escape(s.error)}</pre>')
+    if s.warnings:
+        items = "".join(f"<li>{escape(w)}</li>" for w in s.warnings)
+        parts.append(f'<details><summary>{len(s.warnings)} warning(s)</summary><ul>{items}</ul></details>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _details(s: RunStatus) -> list[str]:
+    details = []
+    if s.project:
+        details.append(f"project {s.project}")
+    if s.loss is not None:
+        details.append(f"loss {s.loss:.4f} (epoch average {s.average_loss:.4f})")
+    details += [f"lr {name} {rate:.2e}" for name, rate in s.learning_rates.items()]
+    if s.state != "idle":
+        details.append(f"elapsed {duration(s.elapsed_s)}")
+    if s.eta_s is not None:
+        details.append(f"about {duration(s.eta_s)} left")
+    return details
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def saved_files(saved: list[SavedLora]) -> str:
+    if not saved:
+        return '<p class="lora-trainer-empty">No LoRA saved in this run yet.</p>'
+    kinds = {"epoch": "epoch {epoch}", "stop": "stopped at step {step}", "final": "final (epoch {epoch})"}
+    rows = "".join(
+        f"<tr><td>{escape(kinds.get(s.kind, s.kind).format(epoch=s.epoch, step=s.step))}</td>"
+        f"<td>{escape(s.path.name)}</td><td><code>{escape(s.prompt)}</code></td></tr>" for s in saved)
+    folder = escape(str(saved[0].path.parent))
+    return (f'<table class="lora-trainer-saved"><thead><tr><th>Saved</th><th>File</th>'
+            f"<th>Use in a prompt</th></tr></thead><tbody>{rows}</tbody></table><p>In {folder}</p>")
+
+
+def project_info(train_images: str, images: int, exists: bool) -> str:
+    if not exists:
+        return (f"New project: <b>Create project</b> (or Save config / Start) makes its folders. "
+                f"Training images then go in <code>{escape(train_images)}</code>.")
+    hint = "" if images else " Put images and their .txt captions there."
+    return f"Training images: <code>{escape(train_images)}</code> &mdash; {images} image(s).{hint}"
