@@ -1,0 +1,74 @@
+"""Fast checks of the UI's pieces without a browser: the `ui` command, the settings form mapping and
+the HTML the panel shows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.host import subprocess_env
+from lora_trainer.presets import PRESETS, load_preset
+from lora_trainer.train.runner import RunStatus, SavedLora
+from lora_trainer.ui import render
+from lora_trainer.ui.form import FIELDS, form_values, settings_from_form
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_other_commands_do_not_import_gradio():
+    code = ("import sys; from lora_trainer.cli import build_parser; build_parser(); "
+            "import lora_trainer.ui; print('gradio' in sys.modules)")
+    assert run_python(code).strip() == "False"
+
+
+def test_ui_command_help_lists_its_options():
+    out = run_python("from lora_trainer.cli import main; main(['ui', '--help'])")
+    for option in ("--dir", "--models", "--model-config-dir", "--host", "--port"):
+        assert option in out
+
+
+def test_every_form_field_is_a_config_key_with_a_lora_trainer_id():
+    keys = set(load_preset("CPU smoke test").to_dict())
+    assert all(f.key in keys and f.elem_id == f"lora_trainer_{f.key}" for f in FIELDS)
+    assert len({f.key for f in FIELDS}) == len(FIELDS)
+
+
+def test_form_round_trip_keeps_the_base_and_applies_changes():
+    base = load_preset("Realistic character (guide) - NVIDIA").to_dict()
+    values = form_values(base)
+    by_key = dict(zip((f.key for f in FIELDS), values))
+    assert by_key["unet_lr"] == 1e-4 and by_key["text_encoder_lr"] == 5e-5  # as they take effect
+    by_key.update(max_train_epochs=12.0, output_name="  hero ", network_dim=64)
+    settings = settings_from_form(base, [by_key[f.key] for f in FIELDS])
+    assert settings["max_train_epochs"] == 12 and isinstance(settings["max_train_epochs"], int)
+    assert settings["output_name"] == "hero" and settings["network_dim"] == 64
+    assert settings["optimizer_args"] == PRESETS["Realistic character (guide) - NVIDIA"]["optimizer_args"]
+    assert settings["cache_latents_to_disk"] is True  # not on the form: kept from the base
+
+
+def test_empty_number_fails_validation_naming_the_key():
+    base = load_preset("CPU smoke test").to_dict()
+    values = [None if f.key == "train_batch_size" else v for f, v in zip(FIELDS, form_values(base))]
+    with pytest.raises(ConfigError, match="train_batch_size = None: must be an integer"):
+        TrainConfig.from_dict(settings_from_form(base, values))
+
+
+def test_status_and_saved_files_are_escaped_and_complete():
+    saved = [SavedLora(Path("/m/a<b>-000001.safetensors"), "a<b>-000001", "epoch", 1, 8)]
+    status = RunStatus(state="failed", message="failed: bad <thing>", error="bad <thing>", step=3,
+                       total_steps=8, saved=saved, warnings=["w & more"])
+    html = render.status(status)
+    assert "<thing>" not in html and "bad &lt;thing&gt;" in html
+    assert '<progress max="8" value="3"' in html and "w &amp; more" in html
+    table = render.saved_files(saved)
+    assert "&lt;lora:a&lt;b&gt;-000001:1&gt;" in table and "epoch 1" in table
+    assert render.duration(3725) == "1:02:05" and render.duration(65) == "1:05"
