@@ -49,24 +49,28 @@ class ForgeHost:
 
     def publish_lora(self, lora_file: Path) -> str:
         published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(lora_file))
-        listed = _refresh_lora_list()
-        if listed is not None and published.stem not in listed:
-            raise RuntimeError(f"Forge does not list {published} after refreshing its LoRA list")
+        networks = _forge_lora_extension()
+        if networks is not None:
+            # Refresh just this name: a full refresh empties the list first, and a generation running
+            # meanwhile would find its LoRAs missing.
+            networks.update_available_networks_by_names([published.stem])
+            entry = networks.available_networks.get(published.stem)
+            if entry is None or not os.path.samefile(entry.filename, published):
+                raise RuntimeError(f"Forge does not list {published} as {published.stem!r} after a refresh")
         return published.stem
 
     def trainer_command(self) -> list[str]:
         return python_module_command()  # Forge's own Python (its venv)
 
 
-def _refresh_lora_list() -> dict | None:
+def _forge_lora_extension():
     """Forge's built-in Lora extension (extensions-builtin/sd_forge_lora) owns the top-level module
     `networks`; None when it is disabled."""
     try:
         import networks
     except ImportError:
         return None
-    networks.list_available_networks()
-    return networks.available_networks
+    return networks if hasattr(networks, "update_available_networks_by_names") else None
 
 
 HOST = ForgeHost()

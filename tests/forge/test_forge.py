@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,13 +33,16 @@ import pytest
 from PIL import Image
 
 from lora_trainer.demo.random_sdxl import random_lora_tensors
+from lora_trainer.host import subprocess_env
 from lora_trainer.publish import project_subfolder, publish_lora
 from lora_trainer.train.export import lora_metadata, save_lora
 
 REPO = Path(__file__).resolve().parents[2]
 FORGE_DIR = os.environ.get("FORGE_DIR", "")
 SDXL_CONFIG = Path("backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
+CHECKPOINT = Path("models/Stable-diffusion/random-sdxl.safetensors")  # tools/prepare_forge.sh makes it
 EXTENSION_LINK = "lora-trainer"
+PROBE_LINK = "lora-trainer-probe"  # tests/forge/probe: routes that call our ForgeHost inside Forge
 START_TIMEOUT_S = 300
 RANK = 4
 # (name, with text encoders, SDXL modules the file patches in the U-Net and in the two CLIPs)
@@ -105,16 +107,18 @@ def _write_lora(path: Path, text_encoders: bool, seed: int) -> Path:
 def forge(tmp_path_factory):
     forge_dir = Path(FORGE_DIR).resolve()
     python = forge_dir / "venv" / "bin" / "python"
-    for needed in (python, forge_dir / "launch.py", forge_dir / SDXL_CONFIG,
+    for needed in (python, forge_dir / "launch.py", forge_dir / SDXL_CONFIG, forge_dir / CHECKPOINT,
                    forge_dir / "repositories" / "huggingface_guess", forge_dir / "config.json"):
         assert needed.exists(), f"{needed} is missing: prepare {forge_dir} with tools/prepare_forge.sh"
 
-    link = forge_dir / "extensions" / EXTENSION_LINK
-    if link.is_symlink() or not link.exists():
-        link.unlink(missing_ok=True)
-        link.symlink_to(REPO, target_is_directory=True)
-    else:
-        assert link.resolve() == REPO, f"{link} is another copy of the extension; remove it"
+    links = {forge_dir / "extensions" / EXTENSION_LINK: REPO,
+             forge_dir / "extensions" / PROBE_LINK: REPO / "tests" / "forge" / "probe"}
+    for link, target in links.items():
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+        else:
+            assert link.resolve() == target, f"{link} is another copy of the extension; remove it"
 
     tmp = tmp_path_factory.mktemp("forge")
     instance = Forge(forge_dir, _free_port(), tmp / "forge.log")
@@ -137,16 +141,11 @@ def forge(tmp_path_factory):
                 pytest.fail(f"Forge exited with {instance.process.returncode}:\n{instance.log()[-5000:]}")
             if time.monotonic() - start > START_TIMEOUT_S:
                 pytest.fail(f"Forge did not answer within {START_TIMEOUT_S} s:\n{instance.log()[-5000:]}")
-            try:
-                instance.get("/internal/ping", timeout=5)
+            if "Startup time:" in instance.log():  # printed after every extension added its routes
+                instance.get("/internal/ping", timeout=30)
                 break
-            except urllib.error.HTTPError as e:
-                if e.code != 404:  # 404: the server is up, Forge's routes are not added yet
-                    raise
-                time.sleep(1)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(1)
-        instance.timings["start (API answers)"] = time.monotonic() - start
+            time.sleep(1)
+        instance.timings["start (all routes up)"] = time.monotonic() - start
         yield instance
     finally:
         if instance.process.poll() is None:
@@ -156,8 +155,9 @@ def forge(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(instance.process.pid, signal.SIGKILL)
                 instance.process.wait()
-        if link.is_symlink() and link.resolve() == REPO:
-            link.unlink()
+        for link, target in links.items():
+            if link.is_symlink() and link.resolve() == target:
+                link.unlink()
         report = ", ".join(f"{k}: {v:.1f} s" for k, v in instance.timings.items())
         print(f"\nForge timings: {report}\nForge log: {instance.log_path}", file=sys.stderr)
 
@@ -167,12 +167,23 @@ def _find_components(config: dict, **props) -> list[dict]:
             if all(c.get("props", {}).get(k) == v for k, v in props.items())]
 
 
-def _our_tracebacks(log: str) -> list[str]:
-    """Traceback blocks (up to the next blank line) that mention our package or extension folder."""
-    blocks = re.findall(r"Traceback \(most recent call last\):.*?(?:\n\s*\n|\Z)", log, flags=re.S)
-    ours = [b for b in blocks if "lora_trainer" in b or EXTENSION_LINK in b]
-    ours += [line for line in log.splitlines() if line.startswith("***") and "lora_trainer" in line]
+def _our_errors(log: str) -> list[str]:
+    """Forge's error reports ("*** ..." lines) and traceback blocks that name our extension."""
+    blocks = re.findall(r"Traceback \(most recent call last\):.*?(?:\n\s*\n|\n---|\Z)", log, flags=re.S)
+    reports = [line for line in log.splitlines() if line.startswith("***")]
+    ours = [text for text in blocks + reports if "lora_trainer" in text or EXTENSION_LINK in text]
+    if not _has_git_remote(REPO):
+        # Forge reads the remote URL of each extension's git repository and reports a folder that has
+        # none (a local clone); installed from a URL, the extension has one.
+        ours = [text for text in ours if "Failed reading extension data from Git repository" not in text]
     return ours
+
+
+def _has_git_remote(folder: Path) -> bool:
+    if not (folder / ".git").exists():
+        return True  # not a git repository: Forge reads nothing
+    result = subprocess.run(["git", "-C", str(folder), "remote"], capture_output=True, text=True)
+    return bool(result.stdout.strip())
 
 
 def test_the_tab_loads_with_its_setting_flag_script_and_style(forge):
@@ -183,23 +194,46 @@ def test_the_tab_loads_with_its_setting_flag_script_and_style(forge):
     # Forge started with --lora-trainer-dir, which its parser refuses unless preload.py added it.
     # (/sdapi/v1/cmd-flags would show the value, but answers HTTP 500 whenever --port is given.)
     assert _find_components(config, elem_id="setting_lora_trainer_workspace"), "no workspace setting"
+    # ForgeHost at work: the tab shows the workspace it resolved and Forge's checkpoint list.
+    text = json.dumps(config)
+    assert json.dumps(str(forge.workspace))[1:-1] in text, "the tab does not use --lora-trainer-dir"
+    assert json.dumps(str(forge.dir / CHECKPOINT))[1:-1] in text, "the tab does not list Forge's checkpoint"
 
     page = forge.get("/")
     for asset in [*sorted(REPO.glob("javascript/*.js")), REPO / "style.css"]:
         if asset.exists():  # Forge serves every extension's javascript/*.js and style.css
             assert f"extensions/{EXTENSION_LINK}/{asset.relative_to(REPO).as_posix()}" in page
 
-    assert _our_tracebacks(forge.log()) == []
+    assert _our_errors(forge.log()) == []
+
+
+def test_forge_host_uses_forges_folders_and_python(forge):
+    info = forge.get("/lora_trainer_probe/host")
+    assert info["name"] == "Forge"
+    assert info["workspace"] == str(forge.workspace)  # --lora-trainer-dir
+    assert str(forge.dir / CHECKPOINT) in info["checkpoints"]
+    assert info["sdxl_config_dir"] == str(forge.dir / SDXL_CONFIG)
+    command = info["trainer_command"]
+    assert Path(command[0]).parent == forge.dir / "venv" / "bin" and command[1:] == ["-m", "lora_trainer"]
+    # the trainer starts under Forge's Python with what install.py added
+    result = subprocess.run(command + ["train", "--help"], capture_output=True, text=True, timeout=120,
+                            cwd=forge.dir, env=subprocess_env())
+    assert result.returncode == 0 and "--config" in result.stdout, result.stderr
 
 
 def test_our_loras_are_listed_and_load_with_every_key(forge):
     project_model = forge.workspace / "forgetest" / "model"
-    published = {}
-    for seed, (name, text_encoders, _unet_keys, _clip_keys) in enumerate(LORAS):
-        lora = _write_lora(project_model / f"{name}.safetensors", text_encoders, seed)
-        published[name] = publish_lora(lora, forge.lora_dir, project_subfolder(lora))
-        assert os.path.samefile(published[name], lora)
+    files = {name: _write_lora(project_model / f"{name}.safetensors", te, seed)
+             for seed, (name, te, _unet_keys, _clip_keys) in enumerate(LORAS)}
+    # One published as any tool would (then Forge's refresh endpoint), one by ForgeHost inside Forge
+    # (it refreshes Forge's list itself).
+    published = {"forgetest_unet": publish_lora(files["forgetest_unet"], forge.lora_dir,
+                                                project_subfolder(files["forgetest_unet"]))}
     forge.post("/sdapi/v1/refresh-loras")
+    assert forge.post("/lora_trainer_probe/publish", {"path": str(files["forgetest_te"])}) == {"name": "forgetest_te"}
+    published["forgetest_te"] = forge.lora_dir / "lora_trainer" / "forgetest" / "forgetest_te.safetensors"
+    for name, path in published.items():
+        assert os.path.samefile(path, files[name])  # a hard link: no second copy
 
     listed = {entry["name"]: entry for entry in forge.get("/sdapi/v1/loras")}
     for name, path in published.items():
@@ -210,10 +244,14 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
     log_start = len(forge.log())
     base = forge.txt2img("a photo of a woman", "without LoRA (model load included)")
     assert base.std() > 0, "the random model renders a flat image: differences would mean nothing"
+    # ForgeHost.free_memory, as before a training run: Forge unloads, then reloads at the next render
+    freed = forge.post("/lora_trainer_probe/free_memory")
+    assert freed["loaded_before"] > 0 and freed["loaded_after"] == 0, freed
     images = {}
     for name, _te, unet_keys, clip_keys in LORAS:
         before = len(forge.log())
-        images[name] = forge.txt2img(f"a photo of a woman <lora:{name}:1>", f"with {name}")
+        label = f"with {name}" + (" (model reload after free_memory)" if not images else "")
+        images[name] = forge.txt2img(f"a photo of a woman <lora:{name}:1>", label)
         log = forge.log()[before:]
         assert "mismatch" not in log and "unmatched keys" not in log, log
         assert re.search(rf"\[LORA\] Loaded \S*{name}\.safetensors for \w+-UNet with {unet_keys} keys at weight "
@@ -228,4 +266,4 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
 
     lines = [line for line in forge.log()[log_start:].splitlines() if line.startswith("[LORA]")]
     print("\n" + "\n".join(lines), file=sys.stderr)
-    assert _our_tracebacks(forge.log()) == []
+    assert _our_errors(forge.log()) == []

@@ -1,0 +1,39 @@
+"""Test-only Forge extension: tests/forge/test_forge.py links it beside ours for the duration of the
+test. Its routes call the LoRA Trainer's `ForgeHost` inside the running Forge, so the test checks the
+glue with Forge's real modules (workspace, checkpoint list, config folder, trainer command, publish +
+LoRA list refresh, freeing memory under the queue lock)."""
+
+from pathlib import Path
+
+from modules import script_callbacks, script_loading
+
+
+def _host():
+    for path, module in script_loading.loaded_scripts.items():
+        if Path(path).name == "lora_trainer_tab.py":
+            return module.HOST
+    raise RuntimeError("the LoRA Trainer's scripts/lora_trainer_tab.py is not loaded")
+
+
+def _routes(_demo, app):
+    @app.get("/lora_trainer_probe/host")
+    def host_info():
+        host = _host()
+        return {"name": host.name, "workspace": str(host.workspace()),
+                "checkpoints": [str(p) for p in host.checkpoints()],
+                "sdxl_config_dir": str(host.sdxl_config_dir()), "trainer_command": host.trainer_command()}
+
+    @app.post("/lora_trainer_probe/publish")
+    def publish(body: dict):
+        return {"name": _host().publish_lora(Path(body["path"]))}
+
+    @app.post("/lora_trainer_probe/free_memory")
+    def free_memory():
+        from backend import memory_management
+
+        before = len(memory_management.current_loaded_models)
+        _host().free_memory()
+        return {"loaded_before": before, "loaded_after": len(memory_management.current_loaded_models)}
+
+
+script_callbacks.on_app_started(_routes)
