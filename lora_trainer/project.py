@@ -76,13 +76,14 @@ class Project:
         """Console output of the training processes started from the UI (appended, one block a run)."""
         return self.log / "trainer.log"
 
-    def count_training_images(self) -> int:
-        """Images under img/ (every <repeats>_<name> folder), as the trainer would find them."""
+    def training_folders(self) -> dict[Path, int]:
+        """Each folder under img/ with the number of images in it (the trainer reads them all)."""
         from lora_trainer.train.data import IMAGE_EXTENSIONS
 
         if not self.img.is_dir():
-            return 0
-        return sum(1 for p in self.img.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            return {}
+        return {folder: sum(1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                for folder in sorted(self.img.iterdir()) if folder.is_dir()}
 
     def create(self) -> Project:
         for path in (self.sources, self.train_images, self.log, self.model, self.cache):

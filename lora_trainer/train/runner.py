@@ -66,7 +66,8 @@ class RunStatus:
     eta_s: float | None = None
     saved: list[SavedLora] = field(default_factory=list)
     losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, average), whole run
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the trainer's (captions missing, ...)
+    publish_problems: list[str] = field(default_factory=list)  # saved files the host could not take
     error: str = ""
     log_tail: str = ""
     log_file: Path | None = None
@@ -201,6 +202,7 @@ class TrainRunner:
             if resume and previous and (previous.project.root, previous.config.output_name) == \
                     (project.root, config.output_name):
                 self._run.saved, self._run.handled = list(previous.saved), set(previous.handled)
+                self._run.publish_problems = list(previous.publish_problems)
             threading.Thread(target=self._watch, args=(self._run,), daemon=True,
                              name="lora-trainer-run-watch").start()
             return self._status()
@@ -341,8 +343,8 @@ class TrainRunner:
         events = self._events_since_launch(run)
         status = RunStatus(project=run.project.name, output_name=run.config.output_name,
                            saved=list(run.saved), log_file=run.project.trainer_log, run_dir=run.run_dir,
-                           warnings=[e["message"] for e in events if e["event"] == "warning"]
-                           + run.publish_problems)
+                           warnings=[e["message"] for e in events if e["event"] == "warning"],
+                           publish_problems=list(run.publish_problems))
         _fill_progress(status, events, run.follower.events if run.follower else [])
         status.elapsed_s = (run.ended_at or time.time()) - run.launched_at
         tail = read_log_tail(run.project.trainer_log, run.log_offset)
@@ -389,8 +391,8 @@ def _outcome(run: _Run, events: list[dict], tail: list[str], status: RunStatus) 
         return "stopped", (f"stopped at step {status.step}/{status.total_steps}; "
                            "Resume continues from there"), ""
     if run.returncode == 0:
-        files = len([s for s in run.saved if s.kind != "final"])
-        return "finished", f"finished: {files} LoRA file(s) saved in {run.config.output_dir}", ""
+        return "finished", (f"finished: {status.epoch} epoch(s), {status.step} steps; the LoRA files are "
+                            f"in {run.config.output_dir}"), ""
     error = _error_message(events, tail, run.returncode)
     return "failed", f"failed: {error}", error
 

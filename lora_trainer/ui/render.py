@@ -55,21 +55,28 @@ def duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def saved_files(saved: list[SavedLora]) -> str:
+def saved_files(saved: list[SavedLora], problems: list[str] = ()) -> str:
+    """The run's LoRA files with their prompt names, then any the host could not list (not hidden:
+    the user would look for them in the WebUI in vain)."""
+    trouble = "".join(f'<p class="lora-trainer-error">{escape(p)}</p>' for p in problems)
     if not saved:
-        return '<p class="lora-trainer-empty">No LoRA saved in this run yet.</p>'
+        return '<p class="lora-trainer-empty">No LoRA saved in this run yet.</p>' + trouble
     kinds = {"epoch": "epoch {epoch}", "stop": "stopped at step {step}", "final": "final (epoch {epoch})"}
     rows = "".join(
         f"<tr><td>{escape(kinds.get(s.kind, s.kind).format(epoch=s.epoch, step=s.step))}</td>"
         f"<td>{escape(s.path.name)}</td><td><code>{escape(s.prompt)}</code></td></tr>" for s in saved)
     folder = escape(str(saved[0].path.parent))
     return (f'<table class="lora-trainer-saved"><thead><tr><th>Saved</th><th>File</th>'
-            f"<th>Use in a prompt</th></tr></thead><tbody>{rows}</tbody></table><p>In {folder}</p>")
+            f"<th>Use in a prompt</th></tr></thead><tbody>{rows}</tbody></table><p>In {folder}</p>{trouble}")
 
 
-def project_info(train_images: str, images: int, exists: bool) -> str:
+def project_info(train_images: str, folders: dict, exists: bool) -> str:
+    """Where the training images go and what is there now ({folder path: image count})."""
     if not exists:
         return (f"New project: <b>Create project</b> (or Save config / Start) makes its folders. "
                 f"Training images then go in <code>{escape(train_images)}</code>.")
-    hint = "" if images else " Put images and their .txt captions there."
-    return f"Training images: <code>{escape(train_images)}</code> &mdash; {images} image(s).{hint}"
+    found = ", ".join(f"<code>{escape(str(folder))}</code> ({count} image(s))" for folder, count in folders.items())
+    if not sum(folders.values()):
+        return (f"No training images yet: put images and their .txt captions in "
+                f"<code>{escape(train_images)}</code>.")
+    return f"Training images: {found}."

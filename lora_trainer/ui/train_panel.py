@@ -229,7 +229,7 @@ class TrainPanel:
         status = self.runner.status()
         key = f"{status.run_dir}:{len(status.losses)}"
         plot = loss_frame(status.losses) if key != plot_key else gr.update()
-        return (render.status(status), plot, render.saved_files(status.saved), status.log_tail,
+        return (render.status(status), plot, render.saved_files(status.saved, status.publish_problems), status.log_tail,
                 gr.update(interactive=not status.active), gr.update(interactive=status.active),
                 gr.update(interactive=not status.active), key)
 
@@ -256,8 +256,7 @@ class TrainPanel:
             project = self._open(name)
         except ValueError as e:
             return render.message(str(e), error=True)
-        return render.project_info(str(project.train_images), project.count_training_images(),
-                                   project.img.is_dir())
+        return render.project_info(str(project.train_images), project.training_folders(), project.img.is_dir())
 
     def _tensorboard(self, name: str | None) -> str:
         try:

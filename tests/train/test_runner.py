@@ -24,8 +24,11 @@ class RecordingHost(StandaloneHost):
 
     published: list[Path] = field(default_factory=list)
     memory_freed: int = 0
+    refuse: set[str] = field(default_factory=set)  # file stems whose publishing fails
 
     def publish_lora(self, lora_file: Path) -> str:
+        if Path(lora_file).stem in self.refuse:
+            raise FileExistsError(f"the name {Path(lora_file).stem!r} is taken")
         self.published.append(Path(lora_file))
         return f"pub-{Path(lora_file).stem}"
 
@@ -65,7 +68,8 @@ def wait_for(runner, condition, timeout=180.0):
     raise AssertionError(f"timed out; last status: {status.state} {status.message}\n{status.log_tail}")
 
 
-def test_run_to_the_end_publishes_every_saved_lora(runner, host, project, tiny_sdxl):
+def test_run_to_the_end_publishes_saved_loras_and_names_refusals(runner, host, project, tiny_sdxl):
+    host.refuse = {"myLoRA-000001"}
     status = runner.start(project, smoke_config(project, tiny_sdxl))
     assert status.state == "running" and host.memory_freed == 1
     with pytest.raises(RunnerError, match="already in progress"):
@@ -73,13 +77,17 @@ def test_run_to_the_end_publishes_every_saved_lora(runner, host, project, tiny_s
 
     status = wait_for(runner, lambda s: not s.active)
     assert status.state == "finished", status.log_tail
-    assert status.message == f"finished: 2 LoRA file(s) saved in {project.model.resolve()}"
-    names = ["myLoRA-000001", "myLoRA-000002", "myLoRA"]
+    names = ["myLoRA-000002", "myLoRA"]
     assert [s.path.name for s in status.saved] == [f"{n}.safetensors" for n in names]
     assert all(s.path.is_file() for s in status.saved)
     assert [p.stem for p in host.published] == names
     assert [s.prompt for s in status.saved] == [f"<lora:pub-{n}:1>" for n in names]
-    assert [(s.kind, s.epoch) for s in status.saved] == [("epoch", 1), ("epoch", 2), ("final", 2)]
+    assert [(s.kind, s.epoch) for s in status.saved] == [("epoch", 2), ("final", 2)]
+    # a file the host refused is named with the reason, and the run went on
+    first = project.model.resolve() / "myLoRA-000001.safetensors"
+    assert first.is_file() and status.publish_problems == [
+        f"{first}: could not make it available to standalone: the name 'myLoRA-000001' is taken"]
+    assert status.message == f"finished: 2 epoch(s), 16 steps; the LoRA files are in {project.model.resolve()}"
     assert (status.epoch, status.epochs, status.step, status.total_steps) == (2, 2, 16, 16)
     assert [p[0] for p in status.losses] == list(range(1, 17)) and status.loss is not None
     assert status.run_dir.parent == project.log.resolve() and status.error == ""

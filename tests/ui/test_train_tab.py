@@ -122,7 +122,8 @@ def test_config_error_names_the_key_in_the_page(page, workspace):
 
 def test_train_two_epochs_from_the_page(page, workspace):
     assert page.input_value("#lora_trainer_project input") == "myLoRA"  # the workspace's only project
-    assert "8 image(s)" in text_of(page, "lora_trainer_project_info")
+    images = workspace / "myLoRA" / "img" / "1_myLoRA"
+    assert f"Training images: {images} (8 image(s))." == text_of(page, "lora_trainer_project_info")
     choose(page, "lora_trainer_preset", "CPU smoke test")
     page.wait_for_function("document.querySelector('#lora_trainer_max_resolution textarea').value === '64,64'")
     choose(page, "lora_trainer_model", "tiny_sdxl.safetensors")
