@@ -26,7 +26,7 @@ from lora_trainer.host import Host, subprocess_env
 from lora_trainer.project import Project
 from lora_trainer.train.stop import request_stop, stop_flag_path
 
-ACTIVE_STATES = ("running", "stopping")
+ACTIVE_STATES = ("starting", "running", "stopping")
 LOG_TAIL_LINES = 20
 _LOG_TAIL_BYTES = 64 * 1024
 _RUN_STAMP = re.compile(r"\d{14}")  # the trainer names run folders <output_name><YYYYmmddHHMMSS>
@@ -51,7 +51,7 @@ class SavedLora:
 
 @dataclass
 class RunStatus:
-    state: str = "idle"  # idle, running, stopping, stopped, finished, failed
+    state: str = "idle"  # idle, starting, running, stopping, stopped, finished, failed
     message: str = "no training started yet"
     project: str = ""
     output_name: str = ""
@@ -185,33 +185,56 @@ class TrainRunner:
         self.poll_interval = poll_interval
         self._lock = threading.RLock()
         self._run: _Run | None = None
+        self._starting: str | None = None  # "project: output name" while the host frees its memory
 
     # --- commands ---
     def start(self, project: Project, config: TrainConfig, *, resume: bool = False) -> RunStatus:
-        """Write the config into the project and launch the trainer; RunnerError if a run is going."""
+        """Write the config into the project, free the host's GPU memory, and launch the trainer;
+        RunnerError if a run is going or starting."""
         with self._lock:
             self._refresh()
-            if self._run and self._run.returncode is None:
-                raise RunnerError(f"a training run is already in progress ({self._run.project.name}: "
-                                  f"{self._run.config.output_name}); stop it or wait until it ends")
+            if self._starting or (self._run and self._run.returncode is None):
+                busy = self._starting or f"{self._run.project.name}: {self._run.config.output_name}"
+                raise RunnerError(f"a training run is already in progress ({busy}); "
+                                  "stop it or wait until it ends")
             project.create()
             config.save_json(project.config_file)
             run_dir = self._resume_run_dir(config) if resume else None
+            self._starting = f"{project.name}: {config.output_name}"
+        try:
+            # Outside the lock: the host may wait for its own work (Forge: a generation in progress),
+            # and status() must keep answering meanwhile.
+            self._free_host_memory()
+            with self._lock:
+                self._starting = None
+                self._begin(project, config, resume, run_dir)
+                return self._status()
+        finally:
+            self._starting = None
+
+    def _free_host_memory(self) -> None:
+        try:
             self.host.free_memory()
-            previous, self._run = self._run, self._launch(project, config, resume, run_dir)
-            if resume and previous and (previous.project.root, previous.config.output_name) == \
-                    (project.root, config.output_name):
-                self._run.saved, self._run.handled = list(previous.saved), set(previous.handled)
-                self._run.publish_problems = list(previous.publish_problems)
-            threading.Thread(target=self._watch, args=(self._run,), daemon=True,
-                             name="lora-trainer-run-watch").start()
-            return self._status()
+        except Exception as e:  # noqa: BLE001 - whatever the host raises, the user gets a message
+            raise RunnerError(f"could not free {self.host.name}'s GPU memory before training: {e}") from e
+
+    def _begin(self, project: Project, config: TrainConfig, resume: bool, run_dir: Path | None) -> None:
+        previous, self._run = self._run, self._launch(project, config, resume, run_dir)
+        if resume and previous and (previous.project.root, previous.config.output_name) == \
+                (project.root, config.output_name):
+            # A resumed run's saved files go on from the stopped one's.
+            self._run.saved, self._run.handled = list(previous.saved), set(previous.handled)
+            self._run.publish_problems = list(previous.publish_problems)
+        threading.Thread(target=self._watch, args=(self._run,), daemon=True,
+                         name="lora-trainer-run-watch").start()
 
     def stop(self) -> RunStatus:
         """Ask the run to finish its step, save the LoRA and its state, and exit."""
         with self._lock:
             self._refresh()
             run = self._run
+            if self._starting:
+                raise RunnerError("the trainer is still starting; press Stop again in a moment")
             if not run or run.returncode is not None:
                 raise RunnerError("no training is running")
             request_stop(run.config.output_dir, run.config.output_name)
@@ -338,6 +361,10 @@ class TrainRunner:
     # --- the status ---
     def _status(self) -> RunStatus:
         run = self._run
+        if self._starting:
+            return RunStatus(state="starting", project=self._starting.split(": ", 1)[0],
+                             message=f"freeing {self.host.name}'s GPU memory before the trainer starts "
+                             "(waits for a generation in progress)")
         if run is None:
             return RunStatus()
         events = self._events_since_launch(run)

@@ -7,7 +7,7 @@ from html import escape
 
 from lora_trainer.train.runner import RunStatus, SavedLora
 
-STATE_LABELS = {"idle": "Idle", "running": "Running", "stopping": "Stopping", "stopped": "Stopped",
+STATE_LABELS = {"idle": "Idle", "starting": "Starting", "running": "Running", "stopping": "Stopping", "stopped": "Stopped",
                 "finished": "Finished", "failed": "Failed"}
 
 

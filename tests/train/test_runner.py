@@ -3,6 +3,7 @@ events.jsonl; saved LoRAs handed to the host; stop, resume and failures as the u
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class RecordingHost(StandaloneHost):
     published: list[Path] = field(default_factory=list)
     memory_freed: int = 0
     refuse: set[str] = field(default_factory=set)  # file stems whose publishing fails
+    busy_until: threading.Event | None = None  # free_memory waits for it (a generation in progress)
 
     def publish_lora(self, lora_file: Path) -> str:
         if Path(lora_file).stem in self.refuse:
@@ -33,6 +35,8 @@ class RecordingHost(StandaloneHost):
         return f"pub-{Path(lora_file).stem}"
 
     def free_memory(self) -> None:
+        if self.busy_until and not self.busy_until.wait(timeout=60):
+            raise TimeoutError("the test never let free_memory finish")
         self.memory_freed += 1
 
 
@@ -158,3 +162,18 @@ def test_bare_resume_flag_means_the_state_folder_in_output_dir():
     assert parser.parse_args(["train", "--config", "x.json", "--resume"]).resume is True
     assert parser.parse_args(["train", "--config", "x.json", "--resume", "s"]).resume == Path("s")
     assert parser.parse_args(["train", "--config", "x.json"]).resume is None
+
+
+def test_status_answers_while_the_host_frees_its_memory(runner, host, project, tiny_sdxl):
+    host.busy_until = threading.Event()
+    starter = threading.Thread(target=runner.start, args=(project, smoke_config(project, tiny_sdxl)))
+    starter.start()
+    status = wait_for(runner, lambda s: s.state == "starting", timeout=30)
+    assert "freeing standalone's GPU memory" in status.message and status.active
+    with pytest.raises(RunnerError, match="already in progress"):
+        runner.start(project, smoke_config(project, tiny_sdxl))
+    with pytest.raises(RunnerError, match="still starting"):
+        runner.stop()
+    host.busy_until.set()
+    starter.join(timeout=30)
+    assert runner.status().state == "running" and host.memory_freed == 1
