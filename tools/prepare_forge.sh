@@ -3,7 +3,7 @@
 # (FORGE_DIR=<dir> pytest tests/forge) and for trying the extension by hand. Nothing here is
 # committed to this repository; everything lands under the folder you name.
 #
-#   tools/prepare_forge.sh /path/to/forge        # about 3 minutes and 12 GB of disk
+#   tools/prepare_forge.sh /path/to/forge        # about 2.5 minutes and 9 GB of disk
 #
 # What it makes, in that folder:
 #   - a Forge work tree at FORGE_COMMIT, with repositories/huggingface_guess and
@@ -70,7 +70,7 @@ if [[ ! -f "$VENV/.prepared" ]]; then
   # shellcheck disable=SC2086  # TORCH_REQUIREMENT may carry pip options
   "$PY" -m pip install -q $TORCH_REQUIREMENT "setuptools>=77.0.3,<81"
   {
-    echo "torch==$("$PY" -c 'import torch; print(torch.__version__)')"
+    echo "torch==$("$PY" -W ignore -c 'import torch; print(torch.__version__)')"
     echo "setuptools>=77.0.3,<81"
   } > "$FORGE_DIR/venv-constraints.txt"
   grep -vE '^(torch|setuptools)([=<> ]|$)' "$FORGE_DIR/requirements_versions.txt" > "$FORGE_DIR/venv-requirements.txt"
