@@ -5,12 +5,14 @@ Runs only when FORGE_DIR names a Forge prepared by `tools/prepare_forge.sh` (CI 
     tools/prepare_forge.sh /path/to/forge
     FORGE_DIR=/path/to/forge .venv/bin/python -m pytest tests/forge -v -s
 
-It links this repository into `$FORGE_DIR/extensions/`, starts Forge with `--api` on a free port
-(LoRA folder and workspace in a temp folder, so runs never see each other's files), and checks:
-the "LoRA Trainer" tab, its setting, flag, script and style are there with no traceback from us; LoRA files
-written by our exporter for the real SDXL architecture and published with `publish_lora` are listed
-by Forge and load with every key mapped ("skipped 0 keys"), U-Net only and with both text
-encoders, and change the image rendered from the same seed. Needs about 13 GB of RAM.
+It links this repository into `$FORGE_DIR/extensions/` (with tests/forge/probe, a test-only extension
+whose routes call our ForgeHost inside Forge), starts Forge with `--api` on a free port (LoRA folder
+and workspace in a temp folder, so runs never see each other's files), and checks: the "LoRA Trainer"
+tab, its setting, script and style are there with no error from us; ForgeHost uses Forge's folders,
+checkpoint list and Python, and frees Forge's models; LoRA files written by our exporter for the real
+SDXL architecture and published (by `publish_lora` and by ForgeHost) are listed by Forge and load with
+every key mapped ("skipped 0 keys"), U-Net only and with both text encoders, and change the image
+rendered from the same seed. About 3 minutes on 2 CPU cores; up to about 19 GB of RAM.
 """
 
 from __future__ import annotations
