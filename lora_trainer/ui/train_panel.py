@@ -98,7 +98,7 @@ class TrainPanel:
                 made.update({f.key: _component(f, value_of[f.key]) for f in plain[start:start + 4]})
         with gr.Row():
             made.update({f.key: _component(f, value_of[f.key]) for f in FIELDS if f.kind == "bool"})
-        with gr.Accordion("More settings", open=False):
+        with gr.Accordion("More settings", open=False, elem_id="lora_trainer_more_settings"):
             with gr.Row():
                 made.update({f.key: _component(f, value_of[f.key]) for f in FIELDS
                              if f.advanced and f.kind != "bool"})

@@ -100,13 +100,13 @@ def test_run_to_the_end_publishes_saved_loras_and_names_refusals(runner, host, p
 
 
 def test_stop_then_resume_finishes_the_same_run(runner, host, project, tiny_sdxl):
-    config = smoke_config(project, tiny_sdxl, max_train_epochs=6, save_every_n_epochs=3)
+    config = smoke_config(project, tiny_sdxl, max_train_epochs=4, save_every_n_epochs=2)
     runner.start(project, config)
     wait_for(runner, lambda s: s.step >= 1 or not s.active)
     assert runner.stop().state == "stopping"
     stopped = wait_for(runner, lambda s: not s.active)
     assert stopped.state == "stopped", stopped.log_tail
-    assert 1 <= stopped.step < 48 and "Resume continues" in stopped.message
+    assert 1 <= stopped.step < 32 and "Resume continues" in stopped.message
     step_file = project.model / f"myLoRA-step{stopped.step:08d}.safetensors"
     assert step_file.is_file() and host.published[-1] == step_file.resolve()
     assert not (project.model / "myLoRA.stop").exists()
@@ -114,11 +114,11 @@ def test_stop_then_resume_finishes_the_same_run(runner, host, project, tiny_sdxl
     runner.start(project, config, resume=True)
     status = wait_for(runner, lambda s: not s.active)
     assert status.state == "finished", status.log_tail
-    assert (status.step, status.total_steps) == (48, 48)
+    assert (status.step, status.total_steps) == (32, 32)
     assert status.run_dir == stopped.run_dir  # the curve continues in the same log folder
-    assert [p[0] for p in status.losses] == list(range(1, 49))
-    before = [f"myLoRA-{e:06d}.safetensors" for e in (3, 6) if e * 8 < stopped.step]
-    after = [f"myLoRA-{e:06d}.safetensors" for e in (3, 6) if e * 8 >= stopped.step]
+    assert [p[0] for p in status.losses] == list(range(1, 33))
+    before = [f"myLoRA-{e:06d}.safetensors" for e in (2, 4) if e * 8 < stopped.step]
+    after = [f"myLoRA-{e:06d}.safetensors" for e in (2, 4) if e * 8 >= stopped.step]
     # The resumed run's list goes on from the stopped one's.
     assert [s.path.name for s in status.saved] == before + [step_file.name] + after + ["myLoRA.safetensors"]
     assert (project.model / "myLoRA.safetensors").is_file()
