@@ -6,7 +6,7 @@
   img/<repeats>_<name>/  training images (PNG) with their .txt captions
   masks/                 background-removal masks, one per training image (same name; outside img/
                          so the trainer never takes a mask for a training image)
-  log/                   TensorBoard runs
+  log/                   TensorBoard runs; trainer.log and trainer.pid.json of a run the UI started
   model/                 LoRA files
   cache/                 cached latents / text embeddings
   <name>.json            the training settings the UI saves and starts from
@@ -75,6 +75,11 @@ class Project:
     def trainer_log(self) -> Path:
         """Console output of the training processes started from the UI (appended, one block a run)."""
         return self.log / "trainer.log"
+
+    @property
+    def trainer_record(self) -> Path:
+        """The training process the UI started and that still runs (see `train/trainer_record.py`)."""
+        return self.log / "trainer.pid.json"
 
     def training_folders(self) -> dict[Path, int]:
         """Each folder under img/ with the number of images in it (the trainer reads them all)."""

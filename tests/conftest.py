@@ -4,6 +4,7 @@ Chromium) get a private one, and nothing may reach the network."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,21 @@ def character_dataset(tmp_path):
     from lora_trainer.demo.synthetic import make_character_dataset
 
     return make_character_dataset(tmp_path / "img", name="myLoRA", count=8, size=64, repeats=1, seed=0)
+
+
+def _write_lora(folder: Path, stem: str, modified: float, **metadata: str) -> Path:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.safetensors"
+    save_file({"lora_unet_x.alpha": np.ones(1, np.float32)}, str(path), metadata=metadata or None)
+    os.utime(path, (modified, modified))
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_lora():
+    """`write_lora(folder, stem, modified_time, ss_output_name=..., ss_epoch=..., ss_steps=...)`: a
+    small safetensors file named and tagged as the trainer's LoRA files are (no real weights)."""
+    return _write_lora

@@ -3,79 +3,74 @@
 The trainer runs as `python -m lora_trainer train --config <project>/<name>.json` in a child process,
 so an out-of-memory error or a crash ends that process and never the WebUI. Its console output goes
 to `<project>/log/trainer.log`; its progress is read from the run's `events.jsonl` (see
-`train/events.py`), which the trainer writes line by line. Every LoRA the run saves is handed to
-`host.publish_lora` so the WebUI lists it while training goes on.
+`train/run_follow.py`), which the trainer writes line by line. Every LoRA the run saves is handed to
+`host.publish_lora` so the WebUI lists it while training goes on; `project_loras` lists (and
+publishes) every LoRA a project holds, from earlier runs and earlier WebUI sessions too.
+
+The process is recorded in `<project>/log/trainer.pid.json` while it runs (`train/trainer_record.py`):
+a runner made after the WebUI restarted adopts it (follows it, can stop it, refuses a second start).
+Start refuses an output name whose LoRA files exist (`train/lora_files.py`): the WebUI would keep
+showing the old files under their names.
 
 No gradio here: the UI (`lora_trainer/ui/`) calls these functions and shows the `RunStatus`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.host import Host, subprocess_env
-from lora_trainer.project import Project
+from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.train.lora_files import files_using_output_name, next_free_output_name, project_lora_files
+from lora_trainer.train.run_follow import (
+    ACTIVE_STATES,
+    EventFollower,
+    RunStatus,
+    SavedLora,
+    fill_progress,
+    find_new_run_dir,
+    outcome,
+    read_log_tail,
+)
 from lora_trainer.train.stop import request_stop, stop_flag_path
+from lora_trainer.train.trainer_record import (
+    RecordedProcess,
+    TrainerRecord,
+    live_trainer,
+    process_start_time,
+    remove_record,
+    write_record,
+)
 
-ACTIVE_STATES = ("starting", "running", "stopping")
-LOG_TAIL_LINES = 20
-_LOG_TAIL_BYTES = 64 * 1024
-_RUN_STAMP = re.compile(r"\d{14}")  # the trainer names run folders <output_name><YYYYmmddHHMMSS>
+__all__ = ["ACTIVE_STATES", "OutputNameTaken", "RunStatus", "RunnerError", "SavedLora", "TrainRunner",
+           "config_for_project", "load_project_settings", "tensorboard_command"]
 
 
 class RunnerError(RuntimeError):
     """What the user asked cannot be done now (a run is already going, nothing to resume, ...)."""
 
 
-@dataclass(frozen=True)
-class SavedLora:
-    path: Path
-    name: str  # the name a prompt uses, as the host published it
-    kind: str  # "epoch", "stop" (saved when stopped) or "final" (<name>.safetensors)
-    epoch: int
-    step: int
+class OutputNameTaken(RunnerError):
+    """Start with an output name whose LoRA files exist: names them and a free name to use instead."""
 
-    @property
-    def prompt(self) -> str:
-        return f"<lora:{self.name}:1>"
-
-
-@dataclass
-class RunStatus:
-    state: str = "idle"  # idle, starting, running, stopping, stopped, finished, failed
-    message: str = "no training started yet"
-    project: str = ""
-    output_name: str = ""
-    epoch: int = 0  # the epoch being trained (1-based), or the last one when the run ended
-    epochs: int = 0
-    step: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    average_loss: float | None = None
-    learning_rates: dict[str, float] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    eta_s: float | None = None
-    saved: list[SavedLora] = field(default_factory=list)
-    losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, average), whole run
-    warnings: list[str] = field(default_factory=list)  # the trainer's (captions missing, ...)
-    publish_problems: list[str] = field(default_factory=list)  # saved files the host could not take
-    error: str = ""
-    log_tail: str = ""
-    log_file: Path | None = None
-    run_dir: Path | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+    def __init__(self, output_name: str, files: list[Path], suggestion: str):
+        self.output_name, self.files, self.suggestion = output_name, files, suggestion
+        listed = ", ".join(p.name for p in files)
+        super().__init__(
+            f"the output name {output_name!r} is taken by {len(files)} LoRA file(s) in {files[0].parent}: "
+            f"{listed}. WebUIs know a LoRA by its file name and keep one they have loaded until they "
+            f"restart, so a new run needs a new name: use {suggestion!r} (free). To continue a stopped "
+            "run under its name, press Resume instead; or delete those files.")
 
 
 # --- settings for a project ------------------------------------------------------------------------
@@ -106,64 +101,13 @@ def tensorboard_command(project: Project) -> str:
     return f'tensorboard --logdir "{folder}"' if re.search(r"[\s'\"]", folder) else f"tensorboard --logdir {folder}"
 
 
-# --- following a run's events ----------------------------------------------------------------------
-
-class EventFollower:
-    """Reads an events.jsonl as it grows; a line still being written waits for the next poll."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.events: list[dict[str, Any]] = []
-        self._position = 0
-        self._partial = b""
-
-    def poll(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._position)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self._position += len(data)
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        for line in lines:
-            try:
-                self.events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-
-
-def find_new_run_dir(logging_dir: Path, output_name: str, launched_at: float) -> Path | None:
-    """The run folder a trainer started at or after `launched_at` created (the newest if several)."""
-    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(int(launched_at)))
-    found = []
-    for events in Path(logging_dir).glob("*/events.jsonl"):
-        name = events.parent.name
-        suffix = name[len(output_name):]
-        if name.startswith(output_name) and _RUN_STAMP.fullmatch(suffix) and suffix >= stamp:
-            found.append(events.parent)
-    return max(found, key=lambda p: p.name) if found else None
-
-
-def read_log_tail(path: Path, offset: int, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last lines written to the log after `offset`; progress-bar redraws (\\r) count as lines."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(offset, size - _LOG_TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    return [line.rstrip() for line in re.split(r"[\r\n]+", text) if line.strip()][-lines:]
-
-
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass
 class _Run:
     project: Project
     config: TrainConfig
-    process: subprocess.Popen
+    process: subprocess.Popen | RecordedProcess  # RecordedProcess: started by an earlier UI process
     launched_at: float
     log_offset: int
     run_dir: Path | None = None  # known at once on resume; found when the trainer creates it otherwise
@@ -178,7 +122,8 @@ class _Run:
 
 class TrainRunner:
     """Starts and follows one training process at a time. Thread-safe: UI callbacks and the watcher
-    thread (which publishes saved LoRAs even when no page is open) share it."""
+    thread (which publishes saved LoRAs even when no page is open) share it. A new runner adopts a
+    trainer an earlier UI process left running in one of the workspace's projects."""
 
     def __init__(self, host: Host, poll_interval: float = 1.0):
         self.host = host
@@ -186,17 +131,19 @@ class TrainRunner:
         self._lock = threading.RLock()
         self._run: _Run | None = None
         self._starting: str | None = None  # "project: output name" while the host frees its memory
+        # saved file -> (its version, the host's name for it or None, why the host refused it)
+        self._published: dict[Path, tuple[tuple | None, str | None, str]] = {}
+        self.adopt()
 
     # --- commands ---
     def start(self, project: Project, config: TrainConfig, *, resume: bool = False) -> RunStatus:
         """Write the config into the project, free the host's GPU memory, and launch the trainer;
-        RunnerError if a run is going or starting."""
+        RunnerError if a run is going or starting, OutputNameTaken if a new run's name has files."""
         with self._lock:
-            self._refresh()
-            if self._starting or (self._run and self._run.returncode is None):
-                busy = self._starting or f"{self._run.project.name}: {self._run.config.output_name}"
-                raise RunnerError(f"a training run is already in progress ({busy}); "
-                                  "stop it or wait until it ends")
+            self._adopt([project, *self._workspace_projects()])  # one an earlier UI left running
+            self._check_not_busy()
+            if not resume:
+                self._check_output_name(config)
             project.create()
             config.save_json(project.config_file)
             run_dir = self._resume_run_dir(config) if resume else None
@@ -212,6 +159,21 @@ class TrainRunner:
         finally:
             self._starting = None
 
+    def _busy(self) -> bool:
+        return bool(self._starting) or (self._run is not None and self._run.returncode is None)
+
+    def _check_not_busy(self) -> None:
+        if self._busy():
+            busy = self._starting or f"{self._run.project.name}: {self._run.config.output_name}"
+            raise RunnerError(f"a training run is already in progress ({busy}); stop it or wait until it ends")
+
+    @staticmethod
+    def _check_output_name(config: TrainConfig) -> None:
+        model_dir = Path(config.output_dir)
+        files = files_using_output_name(model_dir, config.output_name)
+        if files:
+            raise OutputNameTaken(config.output_name, files, next_free_output_name(model_dir, config.output_name))
+
     def _free_host_memory(self) -> None:
         try:
             self.host.free_memory()
@@ -225,8 +187,7 @@ class TrainRunner:
             # A resumed run's saved files go on from the stopped one's.
             self._run.saved, self._run.handled = list(previous.saved), set(previous.handled)
             self._run.publish_problems = list(previous.publish_problems)
-        threading.Thread(target=self._watch, args=(self._run,), daemon=True,
-                         name="lora-trainer-run-watch").start()
+        self._watch_in_background(self._run)
 
     def stop(self) -> RunStatus:
         """Ask the run to finish its step, save the LoRA and its state, and exit."""
@@ -246,13 +207,41 @@ class TrainRunner:
             self._refresh()
             return self._status()
 
+    def adopt(self, projects: Iterable[Project] = ()) -> RunStatus:
+        """Follow a trainer that an earlier UI process started and that still runs (the UI restarted
+        while it trained): the one recorded in `projects`, or in any of the workspace's projects when
+        none is given. A runner that follows a live run keeps following it."""
+        with self._lock:
+            self._adopt(list(projects) or self._workspace_projects())
+            return self._status()
+
+    def project_loras(self, project: Project, *, recheck: bool = False) -> tuple[list[SavedLora], list[str]]:
+        """Every LoRA file in the project's model folder, newest output name first (earlier runs and
+        earlier WebUI sessions included), each published to the host; and a line for each file the
+        host could not take. `recheck` asks the host again about files it refused or already has
+        (the user may have removed the file in the way, or the published copy)."""
+        with self._lock:
+            files = project_lora_files(project.model.resolve())
+            saved, problems = [], []
+            for lora in files:
+                if recheck:
+                    self._published.pop(lora.path, None)
+                name, problem = self._publish(lora.path)
+                if problem:
+                    problems.append(problem)
+                else:
+                    saved.append(SavedLora(path=lora.path, name=name, kind=lora.kind, epoch=lora.epoch,
+                                           step=lora.step, output_name=lora.output_name))
+            return saved, problems
+
     def kill(self) -> None:
         """End the process at once, without saving (for shutdown and tests; Stop is the user's way)."""
         with self._lock:
             run = self._run
             if run and run.process.poll() is None:
                 run.process.kill()
-                run.process.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    run.process.wait(timeout=30)
                 self._refresh()
 
     def command(self, config_file: Path, resume: bool) -> list[str]:
@@ -283,7 +272,23 @@ class TrainRunner:
                    log_offset=offset, run_dir=run_dir)
         if run_dir:
             run.follower = EventFollower(run_dir / "events.jsonl")
+        self._record(run)
         return run
+
+    @staticmethod
+    def _record(run: _Run) -> None:
+        """Write the run into its project, for a UI that restarts while it trains."""
+        started = process_start_time(run.process.pid)
+        if started is None:
+            return  # it has already ended
+        record = TrainerRecord(
+            pid=run.process.pid, started=started, project_root=str(run.project.root.resolve()),
+            project_name=run.project.name, repeats=run.project.repeats,
+            config_file=str(run.project.config_file.resolve()), config=run.config.to_dict(),
+            launched_at=run.launched_at, log_offset=run.log_offset,
+            run_dir=str(run.run_dir) if run.run_dir else None)
+        with contextlib.suppress(OSError):  # without it the run trains all the same
+            write_record(run.project.trainer_record, record)
 
     @staticmethod
     def _resume_run_dir(config: TrainConfig) -> Path:
@@ -298,6 +303,9 @@ class TrainRunner:
                               "state (a run writes it when it stops or saves an epoch); press Start") from e
         return Path(config.logging_dir) / progress["run_name"]
 
+    def _watch_in_background(self, run: _Run) -> None:
+        threading.Thread(target=self._watch, args=(run,), daemon=True, name="lora-trainer-run-watch").start()
+
     def _watch(self, run: _Run) -> None:
         while True:
             with self._lock:
@@ -310,6 +318,33 @@ class TrainRunner:
                 run.process.wait(timeout=self.poll_interval)
             except subprocess.TimeoutExpired:
                 pass
+
+    # --- adopting a run an earlier UI process started ---
+    def _adopt(self, projects: Iterable[Project]) -> None:
+        self._refresh()
+        if self._busy():
+            return
+        for project in projects:
+            found = live_trainer(project.trainer_record)
+            if found and self._follow_recorded(*found):
+                return
+
+    def _follow_recorded(self, record: TrainerRecord, process: RecordedProcess) -> bool:
+        try:
+            project = Project(Path(record.project_root), record.project_name, record.repeats)
+            config = TrainConfig.from_dict(record.config)
+        except ValueError:  # a record from another version of the package; its run is not ours to show
+            return False
+        run_dir = Path(record.run_dir) if record.run_dir else None
+        self._run = _Run(project=project, config=config, process=process, launched_at=record.launched_at,
+                         log_offset=record.log_offset, run_dir=run_dir,
+                         follower=EventFollower(run_dir / "events.jsonl") if run_dir else None)
+        self._watch_in_background(self._run)
+        return True
+
+    def _workspace_projects(self) -> list[Project]:
+        workspace = self.host.workspace()
+        return [open_project(workspace, name) for name in list_projects(workspace)]
 
     # --- following ---
     def _refresh(self) -> None:
@@ -333,6 +368,7 @@ class TrainRunner:
             return
         run.returncode, run.ended_at = returncode, time.time()
         stop_flag_path(run.config.output_dir, run.config.output_name).unlink(missing_ok=True)
+        remove_record(run.project.trainer_record, run.process.pid)
 
     def _events_since_launch(self, run: _Run) -> list[dict[str, Any]]:
         if not run.follower:
@@ -348,15 +384,32 @@ class TrainRunner:
                 continue
             path = Path(event["path"])
             run.handled.add(path)
+            name, problem = self._publish(path)
+            if problem:
+                run.publish_problems.append(problem)
+                continue
             kind = event.get("kind", "epoch") if event["event"] == "saved" else "final"
             epoch = event.get("epoch", event.get("epochs", 0))
             step = event.get("step", event.get("steps", 0))
+            run.saved.append(SavedLora(path=path, name=name, kind=kind, epoch=epoch, step=step,
+                                       output_name=run.config.output_name))
+
+    def _publish(self, path: Path) -> tuple[str | None, str]:
+        """(the host's name for a saved LoRA, "") or (None, why the host refused it). Each version of
+        a file goes to the host once: the UI lists the project's files every second."""
+        try:
+            stat = path.stat()
+            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            version = None
+        known = self._published.get(path)
+        if known is None or known[0] != version:
             try:
-                name = self.host.publish_lora(path)
+                known = (version, self.host.publish_lora(path), "")
             except Exception as e:  # noqa: BLE001 - a host problem must not stop following the run
-                run.publish_problems.append(f"{path}: could not make it available to {self.host.name}: {e}")
-                continue
-            run.saved.append(SavedLora(path=path, name=name, kind=kind, epoch=epoch, step=step))
+                known = (version, None, f"{path}: could not make it available to {self.host.name}: {e}")
+            self._published[path] = known
+        return known[1], known[2]
 
     # --- the status ---
     def _status(self) -> RunStatus:
@@ -372,68 +425,13 @@ class TrainRunner:
                            saved=list(run.saved), log_file=run.project.trainer_log, run_dir=run.run_dir,
                            warnings=[e["message"] for e in events if e["event"] == "warning"],
                            publish_problems=list(run.publish_problems))
-        _fill_progress(status, events, run.follower.events if run.follower else [])
+        fill_progress(status, events, run.follower.events if run.follower else [])
         status.elapsed_s = (run.ended_at or time.time()) - run.launched_at
         tail = read_log_tail(run.project.trainer_log, run.log_offset)
         status.log_tail = "\n".join(tail)
-        status.state, status.message, status.error = _outcome(run, events, tail, status)
+        status.state, status.message, status.error = outcome(
+            status, events, tail, returncode=run.returncode, stop_requested=run.stop_requested,
+            output_dir=run.config.output_dir)
         if not status.active:
             status.eta_s = None
         return status
-
-
-def _fill_progress(status: RunStatus, events: list[dict], all_events: list[dict]) -> None:
-    """Counters, loss and ETA from this launch's events; the loss curve from the whole run."""
-    starts = [e for e in events if e["event"] == "start"]
-    if starts:
-        status.total_steps, status.epochs = starts[-1]["total_steps"], starts[-1]["epochs"]
-    steps = [e for e in events if e["event"] == "step"]
-    if steps:
-        last = steps[-1]
-        status.step, status.epoch = last["step"], last["epoch"]
-        status.loss, status.average_loss = last["loss"], last["average_loss"]
-        status.learning_rates = dict(last.get("lr", {}))
-    elif starts and starts[-1].get("resumed_at_step"):
-        status.step = starts[-1]["resumed_at_step"]
-    if len(steps) >= 2 and steps[-1]["time"] > steps[0]["time"]:
-        rate = (steps[-1]["step"] - steps[0]["step"]) / (steps[-1]["time"] - steps[0]["time"])
-        status.eta_s = max(status.total_steps - status.step, 0) / rate if rate > 0 else None
-    curve = {e["step"]: (e["loss"], e["average_loss"]) for e in all_events if e["event"] == "step"}
-    status.losses = [(step, *curve[step]) for step in sorted(curve)]
-
-
-def _outcome(run: _Run, events: list[dict], tail: list[str], status: RunStatus) -> tuple[str, str, str]:
-    """(state, message, error) of the run."""
-    kinds = {e["event"] for e in events}
-    if run.returncode is None:
-        state = "stopping" if run.stop_requested else "running"
-        if "start" not in kinds:
-            caching = [e for e in events if e["event"] == "caching" and e["total"]]
-            doing = f"caching latents {caching[-1]['done']}/{caching[-1]['total']}" if caching else \
-                "loading the model and checking the dataset"
-            return state, f"{'stopping: ' if run.stop_requested else ''}{doing}", ""
-        where = f"epoch {status.epoch}/{status.epochs}, step {status.step}/{status.total_steps}"
-        return state, (f"stopping after this step ({where})" if run.stop_requested else where), ""
-    if "stopped" in kinds:
-        return "stopped", (f"stopped at step {status.step}/{status.total_steps}; "
-                           "Resume continues from there"), ""
-    if run.returncode == 0:
-        return "finished", (f"finished: {status.epoch} epoch(s), {status.step} steps; the LoRA files are "
-                            f"in {run.config.output_dir}"), ""
-    error = _error_message(events, tail, run.returncode)
-    return "failed", f"failed: {error}", error
-
-
-def _error_message(events: list[dict], tail: list[str], returncode: int) -> str:
-    errors = [e["message"] for e in events if e["event"] == "error"]
-    if errors:
-        return errors[-1]
-    printed = [line[len("error: "):] for line in tail if line.startswith("error: ")]
-    if printed:
-        return printed[-1]
-    if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
-        hint = " (out of system memory?)" if -returncode == getattr(signal, "SIGKILL", 9) else ""
-        return f"the training process was killed by {name}{hint}"
-    last = tail[-1] if tail else ""
-    return f"the training process exited with code {returncode}" + (f": {last}" if last else "")

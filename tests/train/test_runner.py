@@ -1,8 +1,12 @@
 """The UI's training runner: real trainer subprocesses on the tiny model (CPU), followed through
-events.jsonl; saved LoRAs handed to the host; stop, resume and failures as the user sees them."""
+events.jsonl; saved LoRAs handed to the host; stop, resume and failures as the user sees them; a run
+adopted after a UI restart; the project's LoRA files listed; output names already used refused."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,10 +15,18 @@ from pathlib import Path
 import pytest
 
 from lora_trainer.config import ConfigError
-from lora_trainer.host import StandaloneHost
+from lora_trainer.demo.synthetic import make_character_dataset
+from lora_trainer.host import StandaloneHost, subprocess_env
 from lora_trainer.presets import PRESETS
-from lora_trainer.project import Project
-from lora_trainer.train.runner import RunnerError, TrainRunner, config_for_project, load_project_settings
+from lora_trainer.project import Project, open_project
+from lora_trainer.train.runner import (
+    OutputNameTaken,
+    RunnerError,
+    TrainRunner,
+    config_for_project,
+    load_project_settings,
+)
+from lora_trainer.train.trainer_record import TrainerRecord, process_start_time, write_record
 
 pytestmark = pytest.mark.slow
 
@@ -177,3 +189,116 @@ def test_status_answers_while_the_host_frees_its_memory(runner, host, project, t
     host.busy_until.set()
     starter.join(timeout=30)
     assert runner.status().state == "running" and host.memory_freed == 1
+
+
+# --- a UI restart while a trainer runs ---------------------------------------------------------------
+
+# A first UI process: starts a run, then ends without a word to its trainer (a crash, Forge restarting).
+FIRST_UI = """
+import json, os, sys
+from lora_trainer.host import StandaloneHost
+from lora_trainer.project import open_project
+from lora_trainer.train.runner import TrainRunner, config_for_project
+args = json.loads(sys.argv[1])
+project = open_project(args["workspace"], "hero")
+runner = TrainRunner(StandaloneHost(args["workspace"], config_dir=args["config_dir"]))
+print(runner.start(project, config_for_project(project, args["settings"], args["model"])).state, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_new_runner_adopts_the_run_a_restarted_ui_left_running(host, tiny_sdxl, tmp_path):
+    make_character_dataset(tmp_path / "hero" / "img", name="hero", count=8, size=64, repeats=1, seed=0)
+    project = open_project(tmp_path, "hero")
+    settings = {**PRESETS["CPU smoke test"], "output_name": "hero", "network_train_unet_only": True,
+                "max_train_epochs": 50}
+    args = {"workspace": str(tmp_path), "config_dir": str(tiny_sdxl.config_dir), "settings": settings,
+            "model": str(tiny_sdxl.single_file)}
+    first_ui = subprocess.run([sys.executable, "-c", FIRST_UI, json.dumps(args)], env=subprocess_env(),
+                              capture_output=True, text=True, timeout=120)
+    assert first_ui.stdout.strip() == "running", first_ui.stderr
+    assert project.trainer_record.is_file()
+
+    runner = TrainRunner(host, poll_interval=0.2)  # the restarted UI's: finds the trainer in the workspace
+    try:
+        status = wait_for(runner, lambda s: s.step >= 1 or not s.active)
+        assert (status.state, status.project, status.output_name) == ("running", "hero", "hero")
+        with pytest.raises(RunnerError, match=r"already in progress \(hero: hero\)"):  # no second trainer
+            runner.start(project, config_for_project(project, {**settings, "output_name": "hero_v2"},
+                                                     str(tiny_sdxl.single_file)))
+        assert runner.stop().state == "stopping"
+        stopped = wait_for(runner, lambda s: not s.active)
+        assert stopped.state == "stopped", stopped.log_tail
+        stop_file = project.model.resolve() / f"hero-step{stopped.step:08d}.safetensors"
+        assert stop_file.is_file() and stopped.saved[-1].path == stop_file and host.published[-1] == stop_file
+        assert not project.trainer_record.exists()  # removed once the run ended
+    finally:
+        runner.kill()
+
+
+def recorded(project, pid: int, started: float | None, config) -> None:
+    write_record(project.trainer_record, TrainerRecord(
+        pid=pid, started=started, project_root=str(project.root), project_name=project.name, repeats=1,
+        config_file=str(project.config_file), config=config.to_dict(), launched_at=time.time(), log_offset=0))
+
+
+def test_selecting_a_project_adopts_its_live_trainer_and_drops_a_stale_record(runner, project, tiny_sdxl):
+    config = smoke_config(project, tiny_sdxl)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    recorded(project, int(done.stdout), time.time() - 1, config)  # its process is gone
+    assert runner.adopt([project]).state == "idle" and not project.trainer_record.exists()
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a trainer, loading
+    try:
+        recorded(project, stand_in.pid, process_start_time(stand_in.pid), config)
+        status = runner.adopt([project])
+        assert (status.state, status.message) == ("running", "loading the model and checking the dataset")
+        with pytest.raises(RunnerError, match="already in progress"):
+            runner.start(project, config)
+        runner.stop()
+        assert (project.model / "myLoRA.stop").is_file()  # what the trainer checks after each step
+        stand_in.kill()
+        status = wait_for(runner, lambda s: not s.active, timeout=30)
+        assert status.state == "failed" and "exit code is unknown" in status.error
+        assert not project.trainer_record.exists() and not (project.model / "myLoRA.stop").exists()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+# --- the project's LoRA files and their names ----------------------------------------------------------
+
+def test_start_refuses_an_output_name_with_files_before_any_work(runner, host, project, tiny_sdxl, write_lora):
+    write_lora(project.model, "myLoRA-000001", 1, ss_output_name="myLoRA")
+    write_lora(project.model, "myLoRA", 2, ss_output_name="myLoRA")
+    write_lora(project.model, "myLoRA_v2-step00000003", 3, ss_output_name="myLoRA_v2")
+    with pytest.raises(OutputNameTaken) as refused:
+        runner.start(project, smoke_config(project, tiny_sdxl))
+    assert refused.value.suggestion == "myLoRA_v3"
+    assert [p.name for p in refused.value.files] == ["myLoRA-000001.safetensors", "myLoRA.safetensors"]
+    message = str(refused.value)
+    assert f"'myLoRA' is taken by 2 LoRA file(s) in {project.model}" in message
+    assert "myLoRA-000001.safetensors, myLoRA.safetensors" in message and "use 'myLoRA_v3'" in message
+    assert host.memory_freed == 0 and not project.config_file.exists() and runner.status().state == "idle"
+    with pytest.raises(RunnerError, match="nothing to resume for 'myLoRA'"):  # Resume keeps its name
+        runner.start(project, smoke_config(project, tiny_sdxl), resume=True)
+
+
+def test_project_loras_lists_earlier_runs_and_hands_each_file_to_the_host_once(runner, host, project, write_lora):
+    write_lora(project.model, "old-000001", 100, ss_output_name="old", ss_epoch="1", ss_steps="8")
+    write_lora(project.model, "old", 101, ss_output_name="old", ss_epoch="1", ss_steps="8")
+    write_lora(project.model, "new-step00000003", 200, ss_output_name="new", ss_epoch="0", ss_steps="3")
+    host.refuse = {"old"}
+    saved, problems = runner.project_loras(project)
+    model = project.model.resolve()
+    assert [(s.output_name, s.path, s.kind, s.prompt) for s in saved] == [
+        ("new", model / "new-step00000003.safetensors", "stop", "<lora:pub-new-step00000003:1>"),
+        ("old", model / "old-000001.safetensors", "epoch", "<lora:pub-old-000001:1>")]
+    assert problems == [f"{model / 'old.safetensors'}: could not make it available to standalone: "
+                        "the name 'old' is taken"]
+    assert runner.project_loras(project) == (saved, problems)
+    assert len(host.published) == 2  # once per file, though the UI asks every second
+    host.refuse = set()
+    saved, problems = runner.project_loras(project, recheck=True)  # the project selected again
+    assert problems == [] and [s.name for s in saved] == ["pub-new-step00000003", "pub-old-000001", "pub-old"]
+    assert len(host.published) == 5
