@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from lora_trainer.host import Host
 
 
-def build_ui(host: Host) -> gr.Blocks:
+def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     """The LoRA Trainer tab for `host`: Forge's `on_ui_tabs` returns `[(build_ui(host), "LoRA Trainer",
-    "lora_trainer")]`."""
+    "lora_trainer")]`. `standalone=True` for a page of our own: it then carries style.css and
+    javascript/*.js, which Forge loads by itself."""
     from lora_trainer.ui.app import build_ui as build
 
-    return build(host)
+    return build(host, standalone)

@@ -1,13 +1,21 @@
 """The whole tab: one gr.Blocks with a panel per step of the job. Forge's adapter and the standalone
-`python -m lora_trainer ui` both call `build_ui(host)`."""
+`python -m lora_trainer ui` both call `build_ui(host)`.
+
+Styles and scripts live in the extension's `style.css` and `javascript/*.js`, the files Forge loads
+for every extension by itself; the standalone app has no Forge to do it, so it asks for them with
+`build_ui(host, standalone=True)` (gr.Blocks' `css=` and a `<script>` in `head=`).
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from lora_trainer.host import Host
+from lora_trainer.host import PACKAGE_PARENT, Host
 from lora_trainer.train.runner import TrainRunner
 from lora_trainer.ui.train_panel import build_train_panel
+
+STYLE_FILE = PACKAGE_PARENT / "style.css"
+SCRIPT_DIR = PACKAGE_PARENT / "javascript"
 
 # One runner per workspace for the life of the process: Forge's "Reload UI" builds the tab again while
 # a training may be running, and the new tab must keep following (and refuse a second start).
@@ -23,19 +31,28 @@ def runner_for(host: Host) -> TrainRunner:
     return runner
 
 
-# In a <style> element of the page itself, so it applies inside Forge as well as standalone. The status
-# parts are refreshed every second: gradio would dim them (".pending") during each refresh.
-CSS = """
-#lora_trainer_status .pending, #lora_trainer_saved .pending { opacity: 1 !important; transition: none; }
-.lora-trainer-error { color: var(--error-text-color, #b91c1c); white-space: pre-wrap; }
-.lora-trainer-saved td, .lora-trainer-saved th { padding: 2px 12px 2px 0; text-align: left; }
-"""
+def page_css() -> str | None:
+    """style.css, for a page Forge does not make."""
+    return STYLE_FILE.read_text(encoding="utf-8") if STYLE_FILE.is_file() else None
 
 
-def build_ui(host: Host) -> gr.Blocks:
+def page_head() -> str | None:
+    """javascript/*.js as inline <script> elements, for a page Forge does not make."""
+    scripts = []
+    for path in sorted(SCRIPT_DIR.glob("*.js")):
+        code = path.read_text(encoding="utf-8")
+        if "</script" in code.lower():
+            raise ValueError(f"{path} contains '</script', which would end its inline <script> element")
+        scripts.append(f"<script>\n{code}\n</script>")
+    return "\n".join(scripts) or None
+
+
+def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
+    """The tab. `standalone`: the page is ours, so it carries style.css and javascript/ itself
+    (inside Forge they would be loaded twice)."""
     runner = runner_for(host)
-    with gr.Blocks(analytics_enabled=False, title="LoRA Trainer") as blocks:
-        gr.HTML(f"<style>{CSS}</style>", elem_id="lora_trainer_style")
+    assets = {"css": page_css(), "head": page_head()} if standalone else {}
+    with gr.Blocks(analytics_enabled=False, title="LoRA Trainer", **assets) as blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs"):
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab"):
                 build_train_panel(host, runner)

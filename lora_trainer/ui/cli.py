@@ -32,6 +32,6 @@ def run_ui(args: argparse.Namespace) -> int:
     models = [Path(m).resolve() for m in args.models] if args.models else [workspace / "models"]
     host = StandaloneHost(workspace, model_dirs=models, config_dir=args.model_config_dir)
     print(f"workspace: {workspace}\nmodels from: {', '.join(str(m) for m in models)}", flush=True)
-    build_ui(host).queue().launch(server_name=args.host, server_port=args.port, inbrowser=False,
+    build_ui(host, standalone=True).queue().launch(server_name=args.host, server_port=args.port, inbrowser=False,
                                   show_api=False, quiet=False)
     return 0

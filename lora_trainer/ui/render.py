@@ -55,19 +55,35 @@ def duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def saved_files(saved: list[SavedLora], problems: list[str] = ()) -> str:
-    """The run's LoRA files with their prompt names, then any the host could not list (not hidden:
-    the user would look for them in the WebUI in vain)."""
+def saved_files(saved: list[SavedLora], problems: list[str] = (), empty: str = "No LoRA saved yet.") -> str:
+    """LoRA files with their prompt names and a copy button each (javascript/lora_trainer.js),
+    grouped under their output name; then any the host could not list (not hidden: the user would
+    look for them in the WebUI in vain)."""
     trouble = "".join(f'<p class="lora-trainer-error">{escape(p)}</p>' for p in problems)
     if not saved:
-        return '<p class="lora-trainer-empty">No LoRA saved in this run yet.</p>' + trouble
-    kinds = {"epoch": "epoch {epoch}", "stop": "stopped at step {step}", "final": "final (epoch {epoch})"}
-    rows = "".join(
-        f"<tr><td>{escape(kinds.get(s.kind, s.kind).format(epoch=s.epoch, step=s.step))}</td>"
-        f"<td>{escape(s.path.name)}</td><td><code>{escape(s.prompt)}</code></td></tr>" for s in saved)
-    folder = escape(str(saved[0].path.parent))
+        return f'<p class="lora-trainer-empty">{escape(empty)}</p>' + trouble
+    rows, group = [], None
+    for lora in saved:
+        if lora.output_name and lora.output_name != group:
+            group = lora.output_name
+            rows.append(f'<tr class="lora-trainer-group"><th colspan="3">{escape(group)}</th></tr>')
+        rows.append(_saved_row(lora))
+    folders = ", ".join(escape(str(f)) for f in dict.fromkeys(s.path.parent for s in saved))
     return (f'<table class="lora-trainer-saved"><thead><tr><th>Saved</th><th>File</th>'
-            f"<th>Use in a prompt</th></tr></thead><tbody>{rows}</tbody></table><p>In {folder}</p>{trouble}")
+            f"<th>Use in a prompt</th></tr></thead><tbody>{''.join(rows)}</tbody></table><p>In {folders}</p>{trouble}")
+
+
+_KINDS = {"epoch": "epoch {epoch}", "stop": "stopped at step {step}", "final": "final (epoch {epoch})"}
+
+
+def _saved_row(lora: SavedLora) -> str:
+    kind = _KINDS.get(lora.kind, lora.kind).format(epoch=lora.epoch, step=lora.step)
+    if lora.kind == "final" and not lora.epoch:
+        kind = "final"  # a file without our metadata
+    prompt = escape(lora.prompt)
+    copy = (f'<button type="button" class="lora-trainer-copy" data-copy="{prompt}" '
+            f'title="Copy {prompt} to the clipboard">copy</button>')
+    return f"<tr><td>{escape(kind)}</td><td>{escape(lora.path.name)}</td><td><code>{prompt}</code> {copy}</td></tr>"
 
 
 def project_info(train_images: str, folders: dict, exists: bool) -> str:

@@ -1,5 +1,7 @@
 """The Train panel: project, base model, preset and settings; Save / Load config; Start / Stop / Resume;
-live status, loss curve, saved LoRAs with their prompt names, and the TensorBoard command.
+live status, loss curve, the project's LoRA files with their prompt names (each with a copy button,
+javascript/lora_trainer.js), and the TensorBoard command. Styles are in style.css (Forge loads it; the
+standalone app passes it to gr.Blocks).
 
 Callbacks only translate between widgets and the core (`train/runner.py`, `project.py`, `presets.py`);
 a user mistake (a wrong setting, a second Start, ...) comes back as a message in the panel.
@@ -17,7 +19,9 @@ from lora_trainer.fsutil import OutputError
 from lora_trainer.host import Host
 from lora_trainer.presets import PRESETS, preset_names
 from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.train.lora_files import next_free_output_name
 from lora_trainer.train.runner import (
+    OutputNameTaken,
     RunnerError,
     RunStatus,
     TrainRunner,
@@ -32,6 +36,7 @@ from lora_trainer.ui.form import FIELDS, FormField, form_values, settings_from_f
 USER_ERRORS = (ConfigError, RunnerError, OutputError, ValueError)
 DEFAULT_PRESET = preset_names()[0]
 STATUS_INTERVAL_S = 1.0
+NO_LORA_YET = "No LoRA saved in this project yet."
 
 
 def preset_settings(name: str) -> dict[str, Any]:
@@ -56,10 +61,15 @@ class TrainPanel:
         self.base = gr.State(preset_settings(DEFAULT_PRESET))  # preset or loaded config under the form
         self.preset = gr.Dropdown(preset_names(), value=DEFAULT_PRESET, label="Preset",
                                   elem_id="lora_trainer_preset")
-        values = form_values({**preset_settings(DEFAULT_PRESET), "output_name": self.project.value or "lora"})
+        output_name = self._free_output_name(self.project.value) or "lora"
+        values = form_values({**preset_settings(DEFAULT_PRESET), "output_name": output_name})
         self.fields = self._settings(values)
         self._buttons()
         self.message = gr.HTML(elem_id="lora_trainer_message")
+        # Shown when Start refuses an output name that has files: one click puts the free name in the box.
+        self.use_name_button = gr.Button("Use the free name", visible=False, size="sm",
+                                         elem_id="lora_trainer_use_name")
+        self.suggested_name = gr.State("")
         self._status_area()
         self._wire()
         return self
@@ -116,7 +126,7 @@ class TrainPanel:
         self.status = gr.HTML(render.status(RunStatus()), elem_id="lora_trainer_status")
         self.plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", label="Loss",
                                 elem_id="lora_trainer_loss_plot", height=260)
-        self.saved = gr.HTML(render.saved_files([]), elem_id="lora_trainer_saved")
+        self.saved = gr.HTML(elem_id="lora_trainer_saved")  # the project's LoRA files, from the first refresh
         self.tensorboard = gr.Textbox(self._tensorboard(self.project.value), label="TensorBoard",
                                       interactive=False, show_copy_button=True,
                                       elem_id="lora_trainer_tensorboard")
@@ -134,7 +144,8 @@ class TrainPanel:
         output_name = self.fields[[f.key for f in FIELDS].index("output_name")]
 
         self.project.change(self.select_project, [self.project],
-                            [self.repeats, output_name, self.project_info, self.tensorboard])
+                            [self.repeats, output_name, self.project_info, self.tensorboard, self.saved,
+                             self.use_name_button])
         self.create_project_button.click(self.create_project, project_inputs,
                                          [self.project, self.project_info, self.message])
         self.refresh_projects_button.click(self.refresh_projects, [self.project], [self.project])
@@ -143,20 +154,29 @@ class TrainPanel:
         self.save_button.click(self.save_config, config_inputs, [self.message])
         self.load_button.click(self.load_config, project_inputs,
                                [self.base, *self.fields, self.model, self.model_path, self.message])
-        refresh = {"fn": self.refresh, "inputs": [self.plot_key], "outputs": status_outputs,
+        refresh = {"fn": self.refresh, "inputs": [self.plot_key, self.project], "outputs": status_outputs,
                    "show_progress": "hidden"}
-        self.start_button.click(self.start, config_inputs, [self.message]).then(**refresh)
-        self.resume_button.click(self.resume, config_inputs, [self.message]).then(**refresh)
+        launch_outputs = [self.message, self.use_name_button, self.suggested_name]
+        self.start_button.click(self.start, config_inputs, launch_outputs).then(**refresh)
+        self.resume_button.click(self.resume, config_inputs, launch_outputs).then(**refresh)
+        self.use_name_button.click(self.use_suggested_name, [self.suggested_name],
+                                   [output_name, self.use_name_button, self.message])
         self.stop_button.click(self.stop, None, [self.message]).then(**refresh)
         self.timer.tick(**refresh)
 
     # --- callbacks: project and model -----------------------------------------------------------
     def select_project(self, name: str | None):
+        """The project's folders, its LoRA files (published to the host again), a training it has
+        running since before a UI restart, and an output name no earlier run used."""
+        hide = gr.update(visible=False)
         try:
             project = self._open(name)
         except ValueError as e:
-            return gr.update(), gr.update(), render.message(str(e), error=True), ""
-        return project.repeats, project.name, self._project_info(project.name), tensorboard_command(project)
+            return gr.update(), gr.update(), render.message(str(e), error=True), "", "", hide
+        self.runner.adopt([project])
+        saved = render.saved_files(*self.runner.project_loras(project, recheck=True), empty=NO_LORA_YET)
+        return (project.repeats, self._free_output_name(project.name), self._project_info(project.name),
+                tensorboard_command(project), saved, hide)
 
     def create_project(self, name: str | None, repeats: float | None):
         try:
@@ -209,13 +229,21 @@ class TrainPanel:
         return self._launch(inputs, resume=True)
 
     def _launch(self, inputs, resume: bool):
+        """(message, the use-the-free-name button, the free name)."""
+        hide = gr.update(visible=False)
         try:
             project, config = self._config(*inputs)
             self.runner.start(project, config, resume=resume)
+        except OutputNameTaken as e:
+            return (render.message(str(e), error=True),
+                    gr.update(value=f"Use {e.suggestion}", visible=True), e.suggestion)
         except USER_ERRORS as e:
-            return render.message(str(e), error=True)
+            return render.message(str(e), error=True), hide, ""
         verb = "resumed" if resume else "started"
-        return render.message(f"{verb} {config.output_name} (settings saved to {project.config_file})")
+        return render.message(f"{verb} {config.output_name} (settings saved to {project.config_file})"), hide, ""
+
+    def use_suggested_name(self, name: str):
+        return name, gr.update(visible=False), render.message(f"output name set to {name}: press Start")
 
     def stop(self):
         try:
@@ -225,11 +253,11 @@ class TrainPanel:
         return render.message("stop requested: the run finishes its step, saves the LoRA and its state, "
                               "and exits; Resume continues it")
 
-    def refresh(self, plot_key: str):
+    def refresh(self, plot_key: str, project_name: str | None):
         status = self.runner.status()
         key = f"{status.run_dir}:{len(status.losses)}"
         plot = loss_frame(status.losses) if key != plot_key else gr.update()
-        return (render.status(status), plot, render.saved_files(status.saved, status.publish_problems), status.log_tail,
+        return (render.status(status), plot, self._saved_files(project_name), status.log_tail,
                 gr.update(interactive=not status.active), gr.update(interactive=status.active),
                 gr.update(interactive=not status.active), key)
 
@@ -257,6 +285,22 @@ class TrainPanel:
         except ValueError as e:
             return render.message(str(e), error=True)
         return render.project_info(str(project.train_images), project.training_folders(), project.img.is_dir())
+
+    def _saved_files(self, name: str | None) -> str:
+        """The selected project's LoRA files (the run's among them as they are saved)."""
+        try:
+            project = self._open(name)
+        except ValueError:
+            return ""
+        return render.saved_files(*self.runner.project_loras(project), empty=NO_LORA_YET)
+
+    def _free_output_name(self, name: str | None) -> str:
+        """The project's name as output name, or `<name>_v2` (...) when earlier runs used it."""
+        try:
+            project = self._open(name)
+        except ValueError:
+            return ""
+        return next_free_output_name(project.model, project.name)
 
     def _tensorboard(self, name: str | None) -> str:
         try:

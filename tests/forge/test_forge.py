@@ -202,9 +202,13 @@ def test_the_tab_loads_with_its_setting_flag_script_and_style(forge):
     assert json.dumps(str(forge.dir / CHECKPOINT))[1:-1] in text, "the tab does not list Forge's checkpoint"
 
     page = forge.get("/")
-    for asset in [*sorted(REPO.glob("javascript/*.js")), REPO / "style.css"]:
-        if asset.exists():  # Forge serves every extension's javascript/*.js and style.css
-            assert f"extensions/{EXTENSION_LINK}/{asset.relative_to(REPO).as_posix()}" in page
+    assets = [*sorted(REPO.glob("javascript/*.js")), REPO / "style.css"]
+    assert (REPO / "style.css").is_file() and len(assets) > 1
+    for asset in assets:  # Forge puts every extension's javascript/*.js and style.css in its page
+        url = re.search(rf'(?:src|href)="(file=[^"?]*extensions/{EXTENSION_LINK}/'
+                        rf'{re.escape(asset.relative_to(REPO).as_posix())})\?', page)
+        assert url, f"Forge's page does not load {asset.relative_to(REPO)}"
+        assert forge.get("/" + url[1]) == asset.read_text(encoding="utf-8"), f"Forge does not serve {url[1]}"
 
     assert _our_errors(forge.log()) == []
 

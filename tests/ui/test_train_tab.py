@@ -1,6 +1,7 @@
 """The Train tab in a real browser: `python -m lora_trainer ui` in a subprocess on a free port, driven by
 Debian's Chromium through Playwright. The tiny model sits in the workspace's models/ folder and the
-synthetic dataset in a project; everything stays on 127.0.0.1."""
+synthetic dataset in a project; a second project holds LoRA files from earlier runs (as after a
+restart). Everything stays on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from lora_trainer.demo.synthetic import make_character_dataset
 from lora_trainer.host import subprocess_env
+from lora_trainer.project import Project
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
@@ -49,11 +51,16 @@ def wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: f
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_sdxl):
+def workspace(tmp_path_factory, tiny_sdxl, write_lora):
     root = tmp_path_factory.mktemp("workspace")
     (root / "models").mkdir()
     shutil.copy(tiny_sdxl.single_file, root / "models" / "tiny_sdxl.safetensors")
     make_character_dataset(root / "myLoRA" / "img", name="myLoRA", count=8, size=64, repeats=1, seed=0)
+    # "older": two earlier runs, "older" (two files) then "older_v2" (stopped at step 4)
+    older = Project(root / "older", "older").create()
+    write_lora(older.model, "older-000001", 100, ss_output_name="older", ss_epoch="1", ss_steps="8")
+    write_lora(older.model, "older", 101, ss_output_name="older", ss_epoch="1", ss_steps="8")
+    write_lora(older.model, "older_v2-step00000004", 200, ss_output_name="older_v2", ss_epoch="0", ss_steps="4")
     return root
 
 
@@ -89,14 +96,21 @@ def browser():
 @pytest.fixture
 def page(browser, ui_url):
     context = browser.new_context(viewport={"width": 1280, "height": 1600})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui_url.rstrip("/"))
     # Nothing leaves the machine (gradio's page asks for web fonts and a CDN script).
     context.route(lambda url: not url.startswith("http://127.0.0.1"), lambda route: route.abort())
+    yield open_page(context, ui_url)
+    context.close()
+
+
+def open_page(context, url: str, init_script: str = ""):
     page = context.new_page()
     page.set_default_timeout(30_000)
-    page.goto(ui_url)
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto(url)
     page.wait_for_selector("#lora_trainer_start")
-    yield page
-    context.close()
+    return page
 
 
 def choose(page, elem_id: str, option: str) -> None:
@@ -106,6 +120,15 @@ def choose(page, elem_id: str, option: str) -> None:
 
 def text_of(page, elem_id: str) -> str:
     return page.inner_text(f"#{elem_id}")
+
+
+def wait_for_text(page, elem_id: str, text: str) -> None:
+    page.wait_for_function("([id, text]) => document.getElementById(id).innerText.includes(text)",
+                           arg=[elem_id, text])
+
+
+def output_name(page) -> str:
+    return page.input_value("#lora_trainer_output_name textarea")
 
 
 def test_config_error_names_the_key_in_the_page(page, workspace):
@@ -144,3 +167,54 @@ def test_train_two_epochs_from_the_page(page, workspace):
     assert f"tensorboard --logdir {workspace / 'myLoRA' / 'log'}" == page.input_value(
         "#lora_trainer_tensorboard textarea")
     assert (workspace / "myLoRA" / "myLoRA.json").is_file()  # the settings the run used
+
+
+def test_earlier_loras_are_listed_and_copied_and_the_log_is_monospace(page):
+    choose(page, "lora_trainer_project", "older")
+    wait_for_text(page, "lora_trainer_saved", "older-000001")
+    table = page.inner_text("#lora_trainer_saved table")
+    rows = [line.split("\t") for line in table.splitlines() if line.strip()]
+    assert rows == [["Saved", "File", "Use in a prompt"], ["older_v2"],  # the newest run first
+                        ["stopped at step 4", "older_v2-step00000004.safetensors", "<lora:older_v2-step00000004:1> copy"],
+                        ["older"], ["epoch 1", "older-000001.safetensors", "<lora:older-000001:1> copy"],
+                        ["final (epoch 1)", "older.safetensors", "<lora:older:1> copy"]]
+    font = page.evaluate("getComputedStyle(document.querySelector('#lora_trainer_log textarea')).fontFamily")
+    assert font.endswith("monospace"), font  # style.css reached the page
+
+    page.click("#lora_trainer_saved button[data-copy='<lora:older-000001:1>']")
+    wait_for_text(page, "lora_trainer_saved", "copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "<lora:older-000001:1>"
+
+
+def test_copy_works_without_navigator_clipboard(page, ui_url):
+    """A WebUI opened by plain http from another machine has no navigator.clipboard."""
+    bare = open_page(page.context, ui_url, "Object.defineProperty(Navigator.prototype, 'clipboard', "
+                     "{get: () => undefined}); window.copyCommands = [];"
+                     "const exec = document.execCommand.bind(document);"
+                     "document.execCommand = (c, ...a) => { window.copyCommands.push(c); return exec(c, ...a); };")
+    choose(bare, "lora_trainer_project", "older")
+    wait_for_text(bare, "lora_trainer_saved", "older_v2")
+    bare.click("#lora_trainer_saved button[data-copy='<lora:older:1>']")
+    wait_for_text(bare, "lora_trainer_saved", "copied")
+    assert bare.evaluate("navigator.clipboard") is None and bare.evaluate("window.copyCommands") == ["copy"]
+    assert page.evaluate("navigator.clipboard.readText()") == "<lora:older:1>"  # the same browser's clipboard
+
+
+def test_start_refuses_a_used_output_name_and_offers_a_free_one(page, workspace):
+    choose(page, "lora_trainer_project", "older")
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'older_v3'")
+    choose(page, "lora_trainer_model", "tiny_sdxl.safetensors")
+    page.fill("#lora_trainer_output_name textarea", "older")  # what the user typed: kept as typed
+    page.keyboard.press("Tab")
+    page.click("#lora_trainer_start")
+    wait_for_text(page, "lora_trainer_message", "is taken")
+    message = text_of(page, "lora_trainer_message")
+    assert f"the output name 'older' is taken by 2 LoRA file(s) in {workspace / 'older' / 'model'}: " \
+           "older-000001.safetensors, older.safetensors." in message and "use 'older_v3' (free)" in message
+    assert output_name(page) == "older" and not (workspace / "older" / "older.json").exists()  # nothing done
+
+    assert page.inner_text("#lora_trainer_use_name") == "Use older_v3"
+    page.click("#lora_trainer_use_name")
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'older_v3'")
+    wait_for_text(page, "lora_trainer_message", "output name set to older_v3: press Start")
+    assert not page.is_visible("#lora_trainer_use_name")

@@ -71,4 +71,30 @@ def test_status_and_saved_files_are_escaped_and_complete():
     assert '<progress max="8" value="3"' in html and "w &amp; more" in html
     table = render.saved_files(saved)
     assert "&lt;lora:a&lt;b&gt;-000001:1&gt;" in table and "epoch 1" in table
+    assert 'data-copy="&lt;lora:a&lt;b&gt;-000001:1&gt;"' in table  # the copy button's text, escaped
     assert render.duration(3725) == "1:02:05" and render.duration(65) == "1:05"
+
+
+def test_saved_files_are_grouped_by_output_name():
+    saved = [SavedLora(Path("/m/b-000001.safetensors"), "b-000001", "epoch", 1, 8, "b"),
+             SavedLora(Path("/m/a.safetensors"), "a", "final", 0, 0, "a")]
+    table = render.saved_files(saved)
+    assert table.index('<th colspan="3">b</th>') < table.index("b-000001.safetensors") \
+        < table.index('<th colspan="3">a</th>') < table.index("a.safetensors")
+    assert "<td>final</td>" in table  # a file without our metadata: its epoch is unknown
+    assert "No LoRA saved in this project yet." in render.saved_files([], empty="No LoRA saved in this project yet.")
+
+
+def test_only_the_standalone_page_carries_style_and_script(tmp_path):
+    """Forge loads style.css and javascript/*.js for every extension: the tab it builds must not
+    bring them a second time."""
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.ui import build_ui
+    from lora_trainer.ui.app import SCRIPT_DIR, STYLE_FILE
+
+    host = StandaloneHost(workspace_dir=tmp_path)
+    forge_like, standalone = build_ui(host), build_ui(host, standalone=True)
+    assert forge_like.css is None and forge_like.head is None
+    assert standalone.css == STYLE_FILE.read_text(encoding="utf-8") and "#lora_trainer_log textarea" in standalone.css
+    script = (SCRIPT_DIR / "lora_trainer.js").read_text(encoding="utf-8")
+    assert standalone.head == f"<script>\n{script}\n</script>"
