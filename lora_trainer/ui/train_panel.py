@@ -64,6 +64,8 @@ class TrainPanel:
         output_name = self._free_output_name(self.project.value) or "lora"
         values = form_values({**preset_settings(DEFAULT_PRESET), "output_name": output_name})
         self.fields = self._settings(values)
+        self.output_name = self.fields[[f.key for f in FIELDS].index("output_name")]
+        keep_out_of_forge_ui_config(self.project, self.repeats, self.output_name)
         self._buttons()
         self.message = gr.HTML(elem_id="lora_trainer_message")
         # Shown when Start refuses an output name that has files: one click puts the free name in the box.
@@ -141,7 +143,7 @@ class TrainPanel:
         config_inputs = [*project_inputs, self.model, self.model_path, self.base, *self.fields]
         status_outputs = [self.status, self.plot, self.saved, self.log, self.start_button, self.stop_button,
                           self.resume_button, self.plot_key]
-        output_name = self.fields[[f.key for f in FIELDS].index("output_name")]
+        output_name = self.output_name
 
         self.project.change(self.select_project, [self.project],
                             [self.repeats, output_name, self.project_info, self.tensorboard, self.saved,
@@ -328,6 +330,14 @@ def _component(field: FormField, value: Any) -> gr.components.Component:
     if field.kind in ("int", "float"):
         return gr.Number(precision=0 if field.kind == "int" else None, step=field.step, **common)
     return gr.Textbox(**common)
+
+
+def keep_out_of_forge_ui_config(*components: gr.components.Component) -> None:
+    """Forge (A1111's ui-config.json) saves each field's first value and restores it at every start.
+    These fields take their value from the workspace as it is now; a saved one would go stale (a
+    deleted project, an output name an earlier run used)."""
+    for component in components:
+        component.do_not_save_to_config = True
 
 
 def build_train_panel(host: Host, runner: TrainRunner) -> TrainPanel:

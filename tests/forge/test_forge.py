@@ -125,11 +125,13 @@ def forge(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("forge")
     instance = Forge(forge_dir, _free_port(), tmp / "forge.log")
     instance.lora_dir, instance.workspace = tmp / "Lora", tmp / "workspace"
+    instance.ui_config = tmp / "ui-config.json"  # the field defaults Forge saves at its first start
     command = [
         str(python), "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
         "--skip-python-version-check", "--skip-version-check", "--always-cpu", "--no-download-sd-model",
         "--no-hashing", "--unet-in-bf16", "--api", "--server-name", "127.0.0.1", "--port", str(instance.port),
         "--lora-dir", str(instance.lora_dir), "--lora-trainer-dir", str(instance.workspace),
+        "--ui-config-file", str(instance.ui_config),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ""}
     env.pop("VIRTUAL_ENV", None)
@@ -209,6 +211,12 @@ def test_the_tab_loads_with_its_setting_flag_script_and_style(forge):
                         rf'{re.escape(asset.relative_to(REPO).as_posix())})\?', page)
         assert url, f"Forge's page does not load {asset.relative_to(REPO)}"
         assert forge.get("/" + url[1]) == asset.read_text(encoding="utf-8"), f"Forge does not serve {url[1]}"
+
+    # Forge saves each field's first value and restores it at every start; fields that follow the
+    # workspace's contents (project, output name) must not be frozen that way.
+    saved = json.loads(forge.ui_config.read_text(encoding="utf-8"))
+    ours = {key.split("/")[1] for key in saved if key.startswith("lora_trainer/")}
+    assert "Preset" in ours and not ours & {"Project", "Repeats", "Output name (output_name)"}, sorted(ours)
 
     assert _our_errors(forge.log()) == []
 

@@ -98,3 +98,12 @@ def test_only_the_standalone_page_carries_style_and_script(tmp_path):
     assert standalone.css == STYLE_FILE.read_text(encoding="utf-8") and "#lora_trainer_log textarea" in standalone.css
     script = (SCRIPT_DIR / "lora_trainer.js").read_text(encoding="utf-8")
     assert standalone.head == f"<script>\n{script}\n</script>"
+
+
+def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_path):
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.ui import build_ui
+
+    blocks = build_ui(StandaloneHost(workspace_dir=tmp_path))
+    not_saved = {b.elem_id for b in blocks.blocks.values() if getattr(b, "do_not_save_to_config", False)}
+    assert not_saved == {"lora_trainer_project", "lora_trainer_repeats", "lora_trainer_output_name"}
