@@ -85,6 +85,11 @@ def test_saved_files_are_grouped_by_output_name():
     assert "No LoRA saved in this project yet." in render.saved_files([], empty="No LoRA saved in this project yet.")
 
 
+# gradio 4.40 and its fastapi/starlette warn about their own deprecated calls when imported
+THIRD_PARTY_WARNINGS = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
+
+
+@THIRD_PARTY_WARNINGS
 def test_only_the_standalone_page_carries_style_and_script(tmp_path):
     """Forge loads style.css and javascript/*.js for every extension: the tab it builds must not
     bring them a second time."""
@@ -100,6 +105,7 @@ def test_only_the_standalone_page_carries_style_and_script(tmp_path):
     assert standalone.head == f"<script>\n{script}\n</script>"
 
 
+@THIRD_PARTY_WARNINGS
 def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_path):
     from lora_trainer.host import StandaloneHost
     from lora_trainer.ui import build_ui
