@@ -5,6 +5,8 @@ LoRA is trained and saved exactly as a real run would do it."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 
 from lora_trainer.project import Project
@@ -27,9 +29,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from lora_trainer.train.trainer import train
 
     root: Path = args.dir
-    project = Project(root / "project", name="myLoRA", repeats=1)
+    # The layout the UI uses: <workspace>/<project>/ and base models in <workspace>/models/.
+    project = Project(root / "myLoRA", name="myLoRA", repeats=1)
     print(f"1/3 building a tiny SDXL-shaped model in {root / 'model'}")
     model = build_tiny_sdxl(root / "model")
+    listed_model = _link_or_copy(model.single_file, root / "models" / model.single_file.name)
     print(f"2/3 generating {args.images} captioned images in {project.train_images}")
     make_character_dataset(project.img, name=project.name, count=args.images, size=64,
                            repeats=project.repeats, seed=0)
@@ -37,7 +41,7 @@ def run_demo(args: argparse.Namespace) -> int:
                       train_data_dir=str(project.img), output_dir=str(project.model),
                       logging_dir=str(project.log), output_name=project.name,
                       max_train_epochs=args.epochs)
-    config_path = project.root / f"{project.name}.json"
+    config_path = project.config_file
     cfg.save_json(config_path)
     print(f"3/3 training (config: {config_path})")
     result = train(cfg, model_config_dir=str(model.config_dir), on_event=print_event)
@@ -48,4 +52,17 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"TensorBoard: tensorboard --logdir {project.log}")
     print(f"Train it again headless: python -m lora_trainer train --config {config_path} "
           f"--model-config-dir {model.config_dir}")
+    print(f"Or in the UI (project {project.name!r}, base model {listed_model.name}, preset 'CPU smoke test'): "
+          f"python -m lora_trainer ui --dir {root} --model-config-dir {model.config_dir}")
     return 0
+
+
+def _link_or_copy(source: Path, target: Path) -> Path:
+    """The model file again where the UI lists base models; a hard link costs no disk."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
