@@ -55,5 +55,6 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False, title="LoRA Trainer", **assets) as blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs"):
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab"):
-                build_train_panel(host, runner)
+                panel = build_train_panel(host, runner)
+        panel.wire_page_load(blocks)
     return blocks

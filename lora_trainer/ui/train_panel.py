@@ -57,12 +57,14 @@ class TrainPanel:
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> TrainPanel:
         self._project_row()
-        self._model_row()
-        self.base = gr.State(preset_settings(DEFAULT_PRESET))  # preset or loaded config under the form
+        saved = self._saved_settings(self.project.value)  # the first project opens with its own settings
+        self._model_row(saved["pretrained_model_name_or_path"] if saved else None)
+        start = saved or preset_settings(DEFAULT_PRESET)
+        self.base = gr.State(start)  # preset or loaded config under the form
         self.preset = gr.Dropdown(preset_names(), value=DEFAULT_PRESET, label="Preset",
                                   elem_id="lora_trainer_preset")
-        output_name = self._free_output_name(self.project.value) or "lora"
-        values = form_values({**preset_settings(DEFAULT_PRESET), "output_name": output_name})
+        output_name = saved["output_name"] if saved else self._free_output_name(self.project.value) or "lora"
+        values = form_values({**start, "output_name": output_name})
         self.fields = self._settings(values)
         self.output_name = self.fields[[f.key for f in FIELDS].index("output_name")]
         keep_out_of_forge_ui_config(self.project, self.repeats, self.output_name)
@@ -91,12 +93,13 @@ class TrainPanel:
                                                      scale=0, min_width=100)
         self.project_info = gr.HTML(self._project_info(first), elem_id="lora_trainer_project_info")
 
-    def _model_row(self) -> None:
+    def _model_row(self, model: str | None) -> None:
         with gr.Row():
             choices = self._model_choices()
-            self.model = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Base model (SDXL)",
+            listed, path = self._model_fields(model) if model else (choices[0][1] if choices else None, "")
+            self.model = gr.Dropdown(choices, value=listed, label="Base model (SDXL)",
                                      scale=3, elem_id="lora_trainer_model")
-            self.model_path = gr.Textbox(label="... or a model path", scale=3, elem_id="lora_trainer_model_path",
+            self.model_path = gr.Textbox(path, label="... or a model path", scale=3, elem_id="lora_trainer_model_path",
                                          placeholder="a .safetensors file or diffusers folder; overrides the list")
             self.refresh_models_button = gr.Button("Refresh", elem_id="lora_trainer_refresh_models",
                                                    scale=0, min_width=100)
@@ -145,9 +148,7 @@ class TrainPanel:
                           self.resume_button, self.plot_key]
         output_name = self.output_name
 
-        self.project.change(self.select_project, [self.project],
-                            [self.repeats, output_name, self.project_info, self.tensorboard, self.saved,
-                             self.use_name_button])
+        self._open_project_event(self.project.change)
         self.create_project_button.click(self.create_project, project_inputs,
                                          [self.project, self.project_info, self.message])
         self.refresh_projects_button.click(self.refresh_projects, [self.project], [self.project])
@@ -166,6 +167,19 @@ class TrainPanel:
         self.stop_button.click(self.stop, None, [self.message]).then(**refresh)
         self.timer.tick(**refresh)
 
+    def _open_project_event(self, trigger) -> None:
+        """What opening a project shows: its folders, LoRA files, free output name, saved settings."""
+        trigger(self.select_project, [self.project],
+                [self.repeats, self.output_name, self.project_info, self.tensorboard, self.saved,
+                 self.use_name_button], show_progress="hidden").then(
+            self.open_saved_settings, [self.project], [self.base, *self.fields, self.model, self.model_path],
+            show_progress="hidden")
+
+    def wire_page_load(self, blocks: gr.Blocks) -> None:
+        """The tab is built once (at WebUI start); a page opened later must show the project as it is
+        now: runs finished since, settings saved since."""
+        self._open_project_event(blocks.load)
+
     # --- callbacks: project and model -----------------------------------------------------------
     def select_project(self, name: str | None):
         """The project's folders, its LoRA files (published to the host again), a training it has
@@ -179,6 +193,14 @@ class TrainPanel:
         saved = render.saved_files(*self.runner.project_loras(project, recheck=True), empty=NO_LORA_YET)
         return (project.repeats, self._free_output_name(project.name), self._project_info(project.name),
                 tensorboard_command(project), saved, hide)
+
+    def open_saved_settings(self, name: str | None):
+        """A project that has saved settings fills the form with them; otherwise the form stays."""
+        settings = self._saved_settings(name)
+        if settings is None:
+            return [gr.update() for _ in range(len(FIELDS) + 3)]
+        model, model_path = self._model_fields(settings["pretrained_model_name_or_path"])
+        return settings, *form_values(settings), model, model_path
 
     def create_project(self, name: str | None, repeats: float | None):
         try:
@@ -295,6 +317,16 @@ class TrainPanel:
         except ValueError:
             return ""
         return render.saved_files(*self.runner.project_loras(project), empty=NO_LORA_YET)
+
+    def _saved_settings(self, name: str | None) -> dict[str, Any] | None:
+        """The project's saved settings with an output name no earlier run used; None when it has no
+        (valid) settings file: a broken one is reported by *Load config*, not on opening."""
+        try:
+            project = self._open(name)
+            settings = load_project_settings(project)
+        except USER_ERRORS:
+            return None
+        return {**settings, "output_name": next_free_output_name(project.model, settings["output_name"])}
 
     def _free_output_name(self, name: str | None) -> str:
         """The project's name as output name, or `<name>_v2` (...) when earlier runs used it."""

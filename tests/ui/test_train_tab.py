@@ -169,6 +169,24 @@ def test_train_two_epochs_from_the_page(page, workspace):
     assert (workspace / "myLoRA" / "myLoRA.json").is_file()  # the settings the run used
 
 
+def test_a_project_opens_with_its_saved_settings(page):
+    """After the run above, myLoRA has saved settings: a new page (as after a restart) shows them, not the
+    preset, with an output name no run used yet; so does choosing the project again."""
+    def shows_saved_settings():
+        page.wait_for_function("document.querySelector('#lora_trainer_max_train_epochs input').value === '2'")
+        assert page.input_value("#lora_trainer_output_name textarea") == "myLoRA_v2"
+        assert page.input_value("#lora_trainer_max_resolution textarea") == "64,64"
+        assert page.input_value("#lora_trainer_model input") == "tiny_sdxl.safetensors"
+
+    shows_saved_settings()
+    choose(page, "lora_trainer_project", "older")  # no saved settings: the form stays as it is
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'older_v3'")
+    choose(page, "lora_trainer_preset", "Realistic character (guide) - Apple")
+    page.wait_for_function("document.querySelector('#lora_trainer_max_train_epochs input').value === '64'")
+    choose(page, "lora_trainer_project", "myLoRA")
+    shows_saved_settings()
+
+
 def test_earlier_loras_are_listed_and_copied_and_the_log_is_monospace(page):
     choose(page, "lora_trainer_project", "older")
     wait_for_text(page, "lora_trainer_saved", "older-000001")
