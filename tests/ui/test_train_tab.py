@@ -110,6 +110,9 @@ def open_page(context, url: str, init_script: str = ""):
         page.add_init_script(init_script)
     page.goto(url)
     page.wait_for_selector("#lora_trainer_start")
+    # The page-load event (the project as it is now) has answered: until then gradio keeps its
+    # invisible progress text inside the outputs, and innerText would include it.
+    page.wait_for_function("!document.querySelector('#lora_trainer_project_info .pending')")
     return page
 
 
