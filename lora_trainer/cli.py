@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # module path -> it defines `register(subparsers)`; each parser sets `func(args) -> int`.
@@ -36,7 +37,34 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone away (`... | head`) shows here, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # As Unix tools do when the reader quits early: stop quietly. Python would print the error
+        # once more when it flushes stdout at exit, so stdout now goes to the null device.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what the shell reports for a tool stopped by a closed pipe
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe nobody reads any more (where the OS can say; else assume it is)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # replaced by something without a file descriptor (e.g. a test's capture)
+    try:
+        import select
+
+        poller = select.poll()
+    except (ImportError, AttributeError):  # Windows has no poll
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
