@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from lora_trainer.config import ConfigError, TrainConfig
-from lora_trainer.train.state import ResumeError, state_dir_for
 from lora_trainer.train.stop import request_stop
 
 
@@ -53,6 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     from lora_trainer.train.data import DatasetError
     from lora_trainer.train.model import ModelLoadError
     from lora_trainer.train.optim import OptimizerUnavailable
+    from lora_trainer.train.state import ResumeError, state_dir_for
     from lora_trainer.train.trainer import TrainingError, train
 
     try:
