@@ -13,7 +13,7 @@ import sys
 
 # module path -> it defines `register(subparsers)`; each parser sets `func(args) -> int`.
 COMMAND_MODULES = (
-    "lora_trainer.config_cli",
+    "lora_trainer.config.cli",
     "lora_trainer.train.cli",
     "lora_trainer.demo.cli",
     "lora_trainer.captions.cli",

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+# Where Forge keeps the diffusers SDXL config folder, relative to its root (single files load offline with it).
+FORGE_CONFIG_SUBDIR = Path("backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # the folder that holds `lora_trainer/`
 
 
@@ -33,8 +35,9 @@ class Host(Protocol):
     def free_memory(self) -> None:
         """Release the host's own models from GPU memory before a training process starts."""
 
-    def publish_lora(self, lora_file: Path) -> str:
-        """Make a saved LoRA usable by the host; returns the name a prompt uses: `<lora:NAME:1>`."""
+    def publish_lora(self, lora_file: Path, project: str) -> str:
+        """Make a saved LoRA of `project` (its name) usable by the host; returns the name a prompt
+        uses: `<lora:NAME:1>`."""
 
     def trainer_command(self) -> list[str]:
         """The command that starts `python -m lora_trainer` in a new process with the host's Python."""
@@ -85,7 +88,7 @@ class StandaloneHost:
     def free_memory(self) -> None:
         """Nothing of ours is on the GPU in the UI process: training runs in its own process."""
 
-    def publish_lora(self, lora_file: Path) -> str:
+    def publish_lora(self, lora_file: Path, project: str) -> str:
         return Path(lora_file).stem
 
     def trainer_command(self) -> list[str]:

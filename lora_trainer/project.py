@@ -8,10 +8,11 @@
                          so the trainer never takes a mask for a training image)
   log/                   TensorBoard runs; trainer.log and trainer.pid.json of a run the UI started
   model/                 LoRA files
-  cache/                 cached latents / text embeddings
+  cache/latents/         cached latents (the trainer's; kept across runs)
   <name>.json            the training settings the UI saves and starts from
 ```
-The only place that builds these paths.
+The only place that builds these folders. The names of a run's files inside `model/` and `log/`
+belong to `runs/layout.py`; which files are images, to `images.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from lora_trainer.images import list_images
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -67,6 +70,10 @@ class Project:
         return self.root / "cache"
 
     @property
+    def latent_cache(self) -> Path:
+        return self.cache / "latents"
+
+    @property
     def config_file(self) -> Path:
         """The training settings the UI saves, loads and starts a run from."""
         return self.root / f"{self.name}.json"
@@ -83,17 +90,21 @@ class Project:
 
     def training_folders(self) -> dict[Path, int]:
         """Each folder under img/ with the number of images in it (the trainer reads them all)."""
-        from lora_trainer.train.data import IMAGE_EXTENSIONS
-
         if not self.img.is_dir():
             return {}
-        return {folder: sum(1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-                for folder in sorted(self.img.iterdir()) if folder.is_dir()}
+        return {folder: len(list_images(folder)) for folder in sorted(self.img.iterdir()) if folder.is_dir()}
 
     def create(self) -> Project:
         for path in (self.sources, self.train_images, self.log, self.model, self.cache):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def project_root_of(train_data_dir: str | Path) -> Project:
+    """The project whose `img/` folder is `train_data_dir` (kohya's layout: img/, model/, log/ and
+    cache/ side by side), for the trainer, which is given folders rather than a project."""
+    root = Path(train_data_dir).resolve().parent
+    return Project(root, root.name if _NAME.match(root.name) else "project")
 
 
 def list_projects(workspace: Path) -> list[str]:

@@ -14,9 +14,8 @@ from pathlib import Path
 from modules import call_queue, script_callbacks, sd_models, shared, shared_items
 from modules.paths_internal import data_path, script_path
 
-from lora_trainer.host import CHECKPOINT_SUFFIXES, python_module_command
-from lora_trainer.publish import project_subfolder, publish_lora
-from lora_trainer.train.model import FORGE_CONFIG_SUBDIR
+from lora_trainer.host import CHECKPOINT_SUFFIXES, FORGE_CONFIG_SUBDIR, python_module_command
+from lora_trainer.runs.publish import project_subfolder, publish_lora
 from lora_trainer.ui import build_ui
 
 WORKSPACE_OPTION = "lora_trainer_workspace"
@@ -47,8 +46,8 @@ class ForgeHost:
             gc.collect()
             memory_management.soft_empty_cache(force=True)
 
-    def publish_lora(self, lora_file: Path) -> str:
-        published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(lora_file))
+    def publish_lora(self, lora_file: Path, project: str) -> str:
+        published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(project))
         networks = _forge_lora_extension()
         if networks is not None:
             # Refresh just this name: a full refresh empties the list first, and a generation running

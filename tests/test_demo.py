@@ -5,7 +5,7 @@ from __future__ import annotations
 from lora_trainer.cli import main
 from lora_trainer.host import StandaloneHost
 from lora_trainer.project import list_projects, open_project
-from lora_trainer.train.runner import load_project_settings
+from lora_trainer.runs.runner import load_project_settings
 
 
 def test_demo_trains_and_leaves_a_project_the_ui_opens(tmp_path, capsys):

@@ -8,23 +8,12 @@ import os
 from pathlib import Path
 
 from ..fsutil import write_text_atomic
+from ..images import list_images
 from .tagtext import join_caption, split_caption
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+__all__ = ["CAPTION_EXTENSION", "caption_path", "list_images", "read_caption", "select_images"]
+
 CAPTION_EXTENSION = ".txt"
-
-
-def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """The images of a dataset folder, sorted; hidden files and folders are left out."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset folder {folder} does not exist")
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        p for p in found
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
 
 
 def select_images(images: list[Path], patterns: list[str] | None) -> list[Path]:

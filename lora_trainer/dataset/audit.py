@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..images import IMPORT_EXTENSIONS
+from ..images import list_images as _list_images
 from .faces import SHOTS, FaceDetector, HaarFaceDetector, classify_shot
 from .loading import ImageProblem, decode
-from .sources import IMAGE_EXTENSIONS
 
 ANALYSIS_SIDE = 640
 
@@ -114,8 +115,8 @@ class AuditReport:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    """Every image the audit reads: what `import` takes in, not only what the trainer reads."""
+    return _list_images(folder, extensions=IMPORT_EXTENSIONS)
 
 
 def measure(im: Image.Image) -> dict:

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-# Extensions looked at when a folder or archive is scanned (an explicit file is always tried).
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-                    ".gif", ".heic", ".heif", ".avif", ".jxl", ".tga", ".ppm", ".pgm", ".pbm"}
+from ..images import IMPORT_EXTENSIONS  # looked at when a folder or archive is scanned
+
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # a zip member larger than this is refused (zip bomb guard)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -61,7 +60,7 @@ def gather(inputs: Iterable[str | Path], caption_extension: str = ".txt") -> lis
             for p in sorted(path.rglob("*")):
                 if not p.is_file() or _hidden(p.relative_to(path)):
                     continue
-                if p.suffix.lower() in IMAGE_EXTENSIONS:
+                if p.suffix.lower() in IMPORT_EXTENSIONS:
                     items.append(_file_item(p, caption_extension))
                 elif p.suffix.lower() == ".zip":
                     items.extend(_zip_items(p, caption_extension))
@@ -94,7 +93,7 @@ def _zip_items(archive: Path, caption_extension: str) -> Iterator[SourceItem]:
         raise ValueError(f"{archive}: not a readable zip archive ({e})") from None
     for name in sorted(names):
         member = PurePosixPath(name.replace("\\", "/"))
-        if member.suffix.lower() not in IMAGE_EXTENSIONS or _hidden(Path(*member.parts)):
+        if member.suffix.lower() not in IMPORT_EXTENSIONS or _hidden(Path(*member.parts)):
             continue
         caption = str(member.with_suffix(caption_extension))
         yield SourceItem(label=f"{archive}:{name}", stem=member.stem, archive=archive, member=name,

@@ -22,9 +22,9 @@ def register(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from lora_trainer.config.presets import load_preset
     from lora_trainer.demo.synthetic import make_character_dataset
     from lora_trainer.demo.tiny_sdxl import build_tiny_sdxl
-    from lora_trainer.presets import load_preset
     from lora_trainer.train.cli import print_event
     from lora_trainer.train.trainer import train
 

@@ -13,6 +13,8 @@ import torch
 from accelerate import Accelerator
 
 from lora_trainer.config import TrainConfig
+from lora_trainer.project import project_root_of
+from lora_trainer.runs import layout
 from lora_trainer.train.buckets import (
     Bucketer,
     Geometry,
@@ -34,11 +36,6 @@ class Batch:
     latents: torch.Tensor  # [B, 4, h/8, w/8]
     captions: list[str]
     time_ids: torch.Tensor  # [B, 6]
-
-
-def latent_cache_dir(cfg: TrainConfig) -> Path:
-    """`<project>/cache/latents` beside the project's `img/` folder (kohya's layout)."""
-    return Path(cfg.train_data_dir).resolve().parent / "cache" / "latents"
 
 
 def model_identity(path: str) -> str:
@@ -79,7 +76,7 @@ class TrainingBatches:
         """Scan and check the images, assign buckets, and encode every missing latent ahead of training."""
         training_set = scan_training_folder(cfg.train_data_dir, cfg.caption_extension)
         for warning in training_set.warnings:
-            events.emit("warning", message=warning)
+            events.emit(layout.WARNING, message=warning)
         bucketer = Bucketer(cfg.resolution, enable_bucket=cfg.enable_bucket, min_bucket_reso=cfg.min_bucket_reso,
                             max_bucket_reso=cfg.max_bucket_reso, bucket_reso_steps=cfg.bucket_reso_steps,
                             bucket_no_upscale=cfg.bucket_no_upscale)
@@ -87,16 +84,16 @@ class TrainingBatches:
         use_disk = cfg.cache_latents and cfg.cache_latents_to_disk
         vae_id = model_identity(cfg.vae or cfg.pretrained_model_name_or_path)
         model.vae.to(accelerator.device, torch.float32)  # fp32: the SDXL VAE overflows in fp16
-        cache = LatentCache(model.vae, vae_id, latent_cache_dir(cfg) if use_disk else None,
+        cache = LatentCache(model.vae, vae_id, project_root_of(cfg.train_data_dir).latent_cache if use_disk else None,
                             flip_aug=cfg.flip_aug)
         batches = cls(cfg, training_set, geometries, cache, Path(cfg.pretrained_model_name_or_path).name,
                       accelerator.num_processes)
-        events.emit("buckets", report=batches.bucket_report, buckets=batches.bucket_info["buckets"])
+        events.emit(layout.BUCKETS, report=batches.bucket_report, buckets=batches.bucket_info["buckets"])
         jobs = [(item.path, geometry) for item, geometry in zip(training_set.items, geometries)]
         # With a disk cache rank 0 encodes and the others then read its files.
         with accelerator.main_process_first() if use_disk else contextlib.nullcontext():
-            encoded = cache.prepare(jobs, lambda done, total: events.emit("caching", done=done, total=total))
-        events.emit("latents", encoded=encoded, reused=cache.hits,
+            encoded = cache.prepare(jobs, lambda done, total: events.emit(layout.CACHING, done=done, total=total))
+        events.emit(layout.LATENTS, encoded=encoded, reused=cache.hits,
                     cache_dir=str(cache.cache_dir) if cache.cache_dir else None)
         model.vae.to("cpu")  # every latent is cached: free the accelerator for training
         return batches

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from lora_trainer.images import TRAINING_EXTENSIONS as IMAGE_EXTENSIONS
+from lora_trainer.images import is_image, list_images
+
 # Files that normally sit beside images and are not worth a warning.
 _QUIET_EXTENSIONS = {".txt", ".caption", ".npz", ".json", ".toml", ".safetensors"}
 _FOLDER_PATTERN = re.compile(r"^(\d+)_(.+)$")
@@ -144,15 +146,15 @@ def _parse_folder_name(name: str) -> tuple[int, str]:
 
 
 def _folder_images(folder: Path, caption_extension: str, warnings: list[str]) -> list[Path]:
-    images, ignored = [], []
+    """The folder's images as `list_images` lists them everywhere else; the rest is reported."""
+    images, ignored = list_images(folder), []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
         if path.is_dir():
             warnings.append(f"{path}: subfolders inside a training folder are not scanned")
-        elif path.suffix.lower() in IMAGE_EXTENSIONS:
-            images.append(path)
-        elif path.suffix.lower() not in _QUIET_EXTENSIONS and path.suffix != caption_extension:
+        elif not is_image(path) and path.suffix.lower() not in _QUIET_EXTENSIONS \
+                and path.suffix != caption_extension:
             ignored.append(path.name)
     if ignored:
         warnings.append(f"{folder}: not an image type we train on ({', '.join(IMAGE_EXTENSIONS)}), "

@@ -1,7 +1,8 @@
 """A JSON-lines event stream (one object per line) that a UI or script can follow while training runs.
 
-Events: start, warning, step, epoch, saved, stopped, finished, error. Every line carries "event"
-and "time"; writes are flushed at once so `tail -f` and the UI see them live.
+The kinds and their fields are declared in `runs/layout.py` (EVENT_FIELDS), which the UI reads by; an
+event that does not match its declaration is refused here, so the two sides cannot drift apart.
+Every line carries "event" and "time"; writes are flushed at once so `tail -f` and the UI see them live.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lora_trainer.runs.layout import check_event
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -26,6 +29,7 @@ class EventLog:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        check_event(event, fields)
         record = {"event": event, "time": round(time.time(), 3), **fields}
         if self._file:
             try:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from lora_trainer.host import FORGE_CONFIG_SUBDIR
 from lora_trainer.train.sgm_names import (
     CLIP_G_PREFIX,
     CLIP_L_PREFIX,
@@ -35,7 +36,6 @@ from lora_trainer.train.sgm_names import (
 SDXL_BASE_HUB_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 # The config folder's files (a few MB in all); never the weights.
 CONFIG_FILE_PATTERNS = ["model_index.json", "*/config.json", "scheduler/*.json", "tokenizer*/*"]
-FORGE_CONFIG_SUBDIR = Path("backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
 CONFIG_DIR_FILES = (
     "model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
     "text_encoder_2/config.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from lora_trainer.runs import layout
 from lora_trainer.train.events import EventLog
 from lora_trainer.train.state import Progress
 
@@ -28,7 +29,7 @@ class Monitor:
             self.writer.add_scalar("loss/average", average, step)
             for name, lr in learning_rates.items():
                 self.writer.add_scalar(f"lr/{name}", lr, step)
-        self.events.emit("step", step=step, epoch=epoch, loss=loss, average_loss=average, lr=learning_rates)
+        self.events.emit(layout.STEP, step=step, epoch=epoch, loss=loss, average_loss=average, lr=learning_rates)
 
     def end_epoch(self, epoch: int) -> float:
         count = max(self.progress.epoch_loss_count, 1)
@@ -36,7 +37,7 @@ class Monitor:
         if self.writer:
             self.writer.add_scalar("loss/epoch", epoch_loss, epoch)
             self.writer.flush()
-        self.events.emit("epoch", epoch=epoch, loss=epoch_loss, step=self.progress.global_step)
+        self.events.emit(layout.EPOCH_END, epoch=epoch, loss=epoch_loss, step=self.progress.global_step)
         self.progress.epoch_loss_sum, self.progress.epoch_loss_count = 0.0, 0
         return epoch_loss
 

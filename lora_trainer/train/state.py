@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from lora_trainer.runs.layout import PROGRESS_FILE, RunFiles
+
 STATE_FILE = "state.pt"
-PROGRESS_FILE = "progress.json"
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Progress:
 
 
 def state_dir_for(output_dir: str | Path, output_name: str) -> Path:
-    return Path(output_dir) / f"{output_name}-state"
+    return RunFiles(output_dir, output_name).state_dir
 
 
 def rng_file(rank: int) -> str:

@@ -10,16 +10,13 @@ import signal
 import threading
 from pathlib import Path
 
+from lora_trainer.runs.layout import RunFiles, request_stop
+
+__all__ = ["StopSignal", "request_stop", "stop_flag_path"]
+
 
 def stop_flag_path(output_dir: str | Path, output_name: str) -> Path:
-    return Path(output_dir) / f"{output_name}.stop"
-
-
-def request_stop(output_dir: str | Path, output_name: str) -> Path:
-    flag = stop_flag_path(output_dir, output_name)
-    flag.parent.mkdir(parents=True, exist_ok=True)
-    flag.write_text("stop requested\n", encoding="utf-8")
-    return flag
+    return RunFiles(output_dir, output_name).stop_flag
 
 
 class StopSignal:

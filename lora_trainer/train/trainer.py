@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from lora_trainer.config import TrainConfig
 from lora_trainer.fsutil import OutputError, atomic_path, write_json_atomic
+from lora_trainer.runs import layout
+from lora_trainer.runs.layout import RunFiles
 from lora_trainer.train import state as saved
 from lora_trainer.train.batches import TrainingBatches
 from lora_trainer.train.events import EventCallback, EventLog
@@ -34,7 +36,7 @@ from lora_trainer.train.model import load_sdxl
 from lora_trainer.train.monitor import Monitor
 from lora_trainer.train.optim import adafactor_sets_own_lr, build_optimizer, build_scheduler
 from lora_trainer.train.sgm_names import TEXT_ENCODER_LORA_TARGETS, UNET_LORA_TARGETS, UNetLayout
-from lora_trainer.train.stop import StopSignal, stop_flag_path
+from lora_trainer.train.stop import StopSignal
 
 # Settings a resumed run must share with the run that wrote the state.
 RESUME_MUST_MATCH = ("network_dim", "network_alpha", "network_train_unet_only", "text_encoder_lr",
@@ -67,18 +69,20 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     is_main = accelerator.is_main_process
     output_dir, logging_dir = Path(cfg.output_dir), Path(cfg.logging_dir)
+    files = RunFiles(output_dir, cfg.output_name)
     if is_main:
         _check_writable(output_dir, logging_dir)
-    stop = stop or StopSignal(stop_flag_path(output_dir, cfg.output_name))
+    stop = stop or StopSignal(files.stop_flag)
     if is_main:
         stop.clear()  # a flag left from an earlier run must not stop this one at step 1
     resumed = saved.load_state(resume_from, accelerator.process_index) if resume_from else None
     if resumed:
         _check_resume_fits(cfg, resumed.config, resume_from)
+    started = time.time()
     progress = resumed.progress if resumed else saved.Progress(
-        run_name=f"{cfg.output_name}{time.strftime('%Y%m%d%H%M%S')}", started_at=time.time())
+        run_name=layout.run_folder_name(cfg.output_name, started), started_at=started)
     run_dir = logging_dir / progress.run_name
-    events = EventLog(run_dir / "events.jsonl" if is_main else None, on_event if is_main else None)
+    events = EventLog(layout.events_file(run_dir) if is_main else None, on_event if is_main else None)
     try:
         return _run(cfg, accelerator, events, stop, progress, resumed, run_dir, model_config_dir)
     except torch.cuda.OutOfMemoryError as e:
@@ -89,7 +93,7 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
     except OutputError as e:
         raise _fail(events, "output", _output_message(cfg, e)) from e
     except TrainingError as e:
-        events.emit("error", kind="training", message=str(e))
+        events.emit(layout.ERROR, kind="training", message=str(e))
         raise
     finally:
         events.close()
@@ -157,23 +161,24 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         _restore(resumed, trained, optimizer, scheduler, noise_rng, caption_rng)
 
     monitor = Monitor(run_dir if is_main else None, events, progress)
-    events.emit("start", total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    events.emit(layout.START, total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
                 images=batches.num_images, samples_per_epoch=batches.num_samples,
                 resumed_at_step=progress.global_step if resumed else None, run_dir=str(run_dir),
                 processes=accelerator.num_processes, device=str(device))
+    run_files = RunFiles(cfg.output_dir, cfg.output_name)
     result = TrainResult(global_step=progress.global_step, epochs_done=progress.epoch, run_dir=run_dir,
-                         state_dir=saved.state_dir_for(cfg.output_dir, cfg.output_name))
+                         state_dir=run_files.state_dir)
     trained_encoders = [wrapped["te1"], wrapped["te2"]] if train_te else None
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not is_main, unit="step",
                desc=cfg.output_name, dynamic_ncols=True)
 
-    def save_everything(kind: str, name_suffix: str) -> None:
+    def save_everything(kind: str, path: Path) -> None:
         checksums = _rank_checksums(trained, accelerator)
-        path = _save_lora_file(cfg, accelerator, trained, batches, progress, name_suffix)
+        path = _save_lora_file(cfg, accelerator, trained, batches, progress, path)
         _save_state(cfg, accelerator, trained, optimizer, scheduler, progress, noise_rng, caption_rng)
         if path:
             result.saved_files.append(path)
-            events.emit("saved", kind=kind, path=str(path), epoch=progress.epoch, step=progress.global_step,
+            events.emit(layout.SAVED, kind=kind, path=str(path), epoch=progress.epoch, step=progress.global_step,
                         rank_checksums=checksums)
 
     # --- the loop ------------------------------------------------------------------------------
@@ -208,8 +213,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
             if _stop_requested(stop, accelerator):
-                save_everything("stop", f"-step{progress.global_step:08d}")
-                events.emit("stopped", step=progress.global_step, epoch=epoch + 1,
+                save_everything(layout.STOP, run_files.stop_lora(progress.global_step))
+                events.emit(layout.STOPPED, step=progress.global_step, epoch=epoch + 1,
                             resume_with=str(result.state_dir))
                 result.stopped = True
                 if is_main:
@@ -222,7 +227,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         result.epoch_losses.append(monitor.end_epoch(progress.epoch))
         last = progress.epoch == epochs or progress.global_step >= total_steps
         if last or progress.epoch % cfg.save_every_n_epochs == 0:
-            save_everything("epoch", f"-{progress.epoch:06d}")
+            save_everything(layout.EPOCH, run_files.epoch_lora(progress.epoch))
         if last:
             break
     bar.close()
@@ -230,7 +235,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     result.global_step, result.epochs_done = progress.global_step, progress.epoch
     if is_main and result.saved_files:
         result.final_file = _save_final_copy(cfg, result.saved_files[-1])
-        events.emit("finished", path=str(result.final_file), epochs=progress.epoch, steps=progress.global_step)
+        events.emit(layout.FINISHED, path=str(result.final_file), epoch=progress.epoch, step=progress.global_step)
     if is_main:
         stop.clear()
     return result
@@ -289,7 +294,7 @@ def _set_attention(unet, cfg: TrainConfig, events: EventLog) -> None:
     if cfg.xformers == "none":
         unet.set_attn_processor(AttnProcessor())
     elif cfg.xformers == "xformers":
-        events.emit("warning", message="xformers requested: using PyTorch's scaled-dot-product attention "
+        events.emit(layout.WARNING, message="xformers requested: using PyTorch's scaled-dot-product attention "
                     "(SDPA), which has the same memory profile and needs no extra package")
 
 
@@ -352,7 +357,7 @@ def _learning_rates(scheduler, optimizer) -> dict[str, float]:
 # --- saving --------------------------------------------------------------------------------------
 
 def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, batches: TrainingBatches,
-                    progress: saved.Progress, name_suffix: str) -> Path | None:
+                    progress: saved.Progress, path: Path) -> Path | None:
     if not accelerator.is_main_process:
         return None
     tensors = collect_lora_weights(trained, cfg.network_alpha, UNetLayout.from_config(trained["unet"].config))
@@ -370,9 +375,8 @@ def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, b
                "noise_offset": cfg.noise_offset, "min_snr_gamma": cfg.min_snr_gamma,
                "caption_extension": cfg.caption_extension, "training_comment": cfg.training_comment,
                "num_processes": accelerator.num_processes})
-    path = Path(cfg.output_dir) / f"{cfg.output_name}{name_suffix}.safetensors"
     save_lora(path, tensors, metadata, cfg.save_precision)
-    write_json_atomic(Path(cfg.output_dir) / f"{cfg.output_name}.json", cfg.to_dict())
+    write_json_atomic(RunFiles(cfg.output_dir, cfg.output_name).config, cfg.to_dict())
     return path
 
 
@@ -389,7 +393,7 @@ def _rank_checksums(trained: dict, accelerator: Accelerator) -> list[float]:
 
 def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optimizer, scheduler,
                 progress: saved.Progress, noise_rng, caption_rng) -> None:
-    final_dir = saved.state_dir_for(cfg.output_dir, cfg.output_name)
+    final_dir = RunFiles(cfg.output_dir, cfg.output_name).state_dir
     tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
     try:
         if accelerator.is_main_process:
@@ -408,14 +412,14 @@ def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optim
 
 def _save_final_copy(cfg: TrainConfig, last_epoch_file: Path) -> Path:
     """The last epoch also as `<name>.safetensors`; epoch files themselves are never overwritten."""
-    final = Path(cfg.output_dir) / f"{cfg.output_name}.safetensors"
+    final = RunFiles(cfg.output_dir, cfg.output_name).final_lora
     with atomic_path(final) as tmp:
         shutil.copyfile(last_epoch_file, tmp)
     return final
 
 
 def _output_message(cfg: TrainConfig, error: OutputError) -> str:
-    state_dir = saved.state_dir_for(cfg.output_dir, cfg.output_name)
+    state_dir = RunFiles(cfg.output_dir, cfg.output_name).state_dir
     cause = "the disk is full" if error.errno == errno.ENOSPC else "the folder cannot be written"
     resume = (f"; free some space, then continue from the last saved state with --resume ({state_dir})"
               if (state_dir / saved.STATE_FILE).is_file() else "")
@@ -431,5 +435,5 @@ def _nan_message(cfg: TrainConfig, progress: saved.Progress, result: TrainResult
 
 
 def _fail(events: EventLog, kind: str, message: str) -> TrainingError:
-    events.emit("error", kind=kind, message=message)
+    events.emit(layout.ERROR, kind=kind, message=message)
     return TrainingError(message)

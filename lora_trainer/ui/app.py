@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lora_trainer.host import PACKAGE_PARENT, Host
-from lora_trainer.train.runner import TrainRunner
+from lora_trainer.runs.runner import TrainRunner
 from lora_trainer.ui.train_panel import build_train_panel
 
 STYLE_FILE = PACKAGE_PARENT / "style.css"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from lora_trainer.train.runner import RunStatus, SavedLora
+from lora_trainer.runs.follow import RunStatus, SavedLora
 
 STATE_LABELS = {"idle": "Idle", "starting": "Starting", "running": "Running", "stopping": "Stopping", "stopped": "Stopped",
                 "finished": "Finished", "failed": "Failed"}

@@ -3,7 +3,7 @@ live status, loss curve, the project's LoRA files with their prompt names (each 
 javascript/lora_trainer.js), and the TensorBoard command. Styles are in style.css (Forge loads it; the
 standalone app passes it to gr.Blocks).
 
-Callbacks only translate between widgets and the core (`train/runner.py`, `project.py`, `presets.py`);
+Callbacks only translate between widgets and the core (`runs/`, `project.py`, `config/presets.py`);
 a user mistake (a wrong setting, a second Start, ...) comes back as a message in the panel.
 """
 
@@ -15,15 +15,15 @@ import gradio as gr
 import pandas as pd
 
 from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.config.presets import PRESETS, preset_names
 from lora_trainer.fsutil import OutputError
 from lora_trainer.host import Host
-from lora_trainer.presets import PRESETS, preset_names
 from lora_trainer.project import Project, list_projects, open_project
-from lora_trainer.train.lora_files import next_free_output_name
-from lora_trainer.train.runner import (
+from lora_trainer.runs.follow import RunStatus
+from lora_trainer.runs.lora_files import next_free_output_name
+from lora_trainer.runs.runner import (
     OutputNameTaken,
     RunnerError,
-    RunStatus,
     TrainRunner,
     config_for_project,
     load_project_settings,

@@ -36,7 +36,7 @@ from PIL import Image
 
 from lora_trainer.demo.random_sdxl import random_lora_tensors
 from lora_trainer.host import subprocess_env
-from lora_trainer.publish import project_subfolder, publish_lora
+from lora_trainer.runs.publish import project_subfolder, publish_lora
 from lora_trainer.train.export import lora_metadata, save_lora
 
 REPO = Path(__file__).resolve().parents[2]
@@ -242,9 +242,10 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
     # One published as any tool would (then Forge's refresh endpoint), one by ForgeHost inside Forge
     # (it refreshes Forge's list itself).
     published = {"forgetest_unet": publish_lora(files["forgetest_unet"], forge.lora_dir,
-                                                project_subfolder(files["forgetest_unet"]))}
+                                                project_subfolder("forgetest"))}
     forge.post("/sdapi/v1/refresh-loras")
-    assert forge.post("/lora_trainer_probe/publish", {"path": str(files["forgetest_te"])}) == {"name": "forgetest_te"}
+    assert forge.post("/lora_trainer_probe/publish", {"path": str(files["forgetest_te"]), "project": "forgetest"}) \
+        == {"name": "forgetest_te"}
     published["forgetest_te"] = forge.lora_dir / "lora_trainer" / "forgetest" / "forgetest_te.safetensors"
     for name, path in published.items():
         assert os.path.samefile(path, files[name])  # a hard link: no second copy

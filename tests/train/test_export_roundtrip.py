@@ -10,7 +10,7 @@ from diffusers import StableDiffusionXLPipeline
 from peft import LoraConfig
 from safetensors.torch import load_file
 
-from lora_trainer.presets import load_preset
+from lora_trainer.config.presets import load_preset
 from lora_trainer.train.buckets import Bucketer
 from lora_trainer.train.cache import LatentCache
 from lora_trainer.train.data import scan_training_folder

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_trainer.presets import load_preset
+from lora_trainer.config.presets import load_preset
 from lora_trainer.train.events import read_events
 
 ROOT = Path(__file__).resolve().parents[2]

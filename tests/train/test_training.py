@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lora_trainer.presets import load_preset
+from lora_trainer.config.presets import load_preset
 from lora_trainer.train import trainer as trainer_module
 from lora_trainer.train.events import read_events
 from lora_trainer.train.model import load_sdxl

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.config.presets import PRESETS, load_preset
 from lora_trainer.host import subprocess_env
-from lora_trainer.presets import PRESETS, load_preset
-from lora_trainer.train.runner import RunStatus, SavedLora
+from lora_trainer.runs.follow import RunStatus, SavedLora
 from lora_trainer.ui import render
 from lora_trainer.ui.form import FIELDS, form_values, settings_from_form
 

@@ -25,7 +25,7 @@ def _routes(_demo, app):
 
     @app.post("/lora_trainer_probe/publish")
     def publish(body: dict):
-        return {"name": _host().publish_lora(Path(body["path"]))}
+        return {"name": _host().publish_lora(Path(body["path"]), body["project"])}
 
     @app.post("/lora_trainer_probe/free_memory")
     def free_memory():

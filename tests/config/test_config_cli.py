@@ -9,18 +9,18 @@ import pytest
 
 from lora_trainer import cli
 from lora_trainer.config import TrainConfig
-from lora_trainer.presets import load_preset, preset_names
+from lora_trainer.config.presets import load_preset, preset_names
 
 
 @pytest.fixture(autouse=True)
 def _only_config_command(monkeypatch):
     # Other areas' command modules are built in parallel; this test needs only ours registered.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("lora_trainer.config_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("lora_trainer.config.cli",))
 
 
 def test_config_is_registered_in_the_real_table():
     # the fixture hides the real table, so read it from the source
-    assert '"lora_trainer.config_cli",' in Path(cli.__file__).read_text(encoding="utf-8")
+    assert '"lora_trainer.config.cli",' in Path(cli.__file__).read_text(encoding="utf-8")
 
 
 def test_list_presets(capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lora_trainer.config import ConfigError, TrainConfig
-from lora_trainer.presets import PRESETS, load_preset, preset_names
+from lora_trainer.config.presets import PRESETS, load_preset, preset_names
 
 GUIDE = "Realistic character (guide)"
 

@@ -3,16 +3,16 @@
 The trainer runs as `python -m lora_trainer train --config <project>/<name>.json` in a child process,
 so an out-of-memory error or a crash ends that process and never the WebUI. Its console output goes
 to `<project>/log/trainer.log`; its progress is read from the run's `events.jsonl` (see
-`train/run_follow.py`), which the trainer writes line by line. Every LoRA the run saves is handed to
+`runs/follow.py`), which the trainer writes line by line. Every LoRA the run saves is handed to
 `host.publish_lora` so the WebUI lists it while training goes on; `project_loras` lists (and
 publishes) every LoRA a project holds, from earlier runs and earlier WebUI sessions too.
 
-The process is recorded in `<project>/log/trainer.pid.json` while it runs (`train/trainer_record.py`):
+The process is recorded in `<project>/log/trainer.pid.json` while it runs (`runs/trainer_record.py`):
 a runner made after the WebUI restarted adopts it (follows it, can stop it, refuses a second start).
-Start refuses an output name whose LoRA files exist (`train/lora_files.py`): the WebUI would keep
-showing the old files under their names.
+Start refuses an output name whose LoRA files exist (`runs/lora_files.py`): the WebUI would keep
+showing the old files under their names. A run's file names come from `runs/layout.py`.
 
-No gradio here: the UI (`lora_trainer/ui/`) calls these functions and shows the `RunStatus`.
+No torch and no gradio here: the UI (`lora_trainer/ui/`) calls these functions and shows the `RunStatus`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from typing import Any
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.host import Host, subprocess_env
 from lora_trainer.project import Project, list_projects, open_project
-from lora_trainer.train.lora_files import files_using_output_name, next_free_output_name, project_lora_files
-from lora_trainer.train.run_follow import (
-    ACTIVE_STATES,
+from lora_trainer.runs import layout
+from lora_trainer.runs.follow import (
     EventFollower,
     RunStatus,
     SavedLora,
@@ -42,8 +41,9 @@ from lora_trainer.train.run_follow import (
     outcome,
     read_log_tail,
 )
-from lora_trainer.train.stop import request_stop, stop_flag_path
-from lora_trainer.train.trainer_record import (
+from lora_trainer.runs.layout import RunFiles
+from lora_trainer.runs.lora_files import files_using_output_name, next_free_output_name, project_lora_files
+from lora_trainer.runs.trainer_record import (
     RecordedProcess,
     TrainerRecord,
     live_trainer,
@@ -52,8 +52,8 @@ from lora_trainer.train.trainer_record import (
     write_record,
 )
 
-__all__ = ["ACTIVE_STATES", "OutputNameTaken", "RunStatus", "RunnerError", "SavedLora", "TrainRunner",
-           "config_for_project", "load_project_settings", "tensorboard_command"]
+__all__ = ["OutputNameTaken", "RunnerError", "TrainRunner", "config_for_project", "load_project_settings",
+           "tensorboard_command"]
 
 
 class RunnerError(RuntimeError):
@@ -198,7 +198,7 @@ class TrainRunner:
                 raise RunnerError("the trainer is still starting; press Stop again in a moment")
             if not run or run.returncode is not None:
                 raise RunnerError("no training is running")
-            request_stop(run.config.output_dir, run.config.output_name)
+            _request_stop(run.config)
             run.stop_requested = True
             return self._status()
 
@@ -226,7 +226,7 @@ class TrainRunner:
             for lora in files:
                 if recheck:
                     self._published.pop(lora.path, None)
-                name, problem = self._publish(lora.path)
+                name, problem = self._publish(lora.path, project)
                 if problem:
                     problems.append(problem)
                 else:
@@ -271,7 +271,7 @@ class TrainRunner:
         run = _Run(project=project, config=config, process=process, launched_at=launched_at,
                    log_offset=offset, run_dir=run_dir)
         if run_dir:
-            run.follower = EventFollower(run_dir / "events.jsonl")
+            run.follower = EventFollower(layout.events_file(run_dir))
         self._record(run)
         return run
 
@@ -293,13 +293,11 @@ class TrainRunner:
     @staticmethod
     def _resume_run_dir(config: TrainConfig) -> Path:
         """The log folder of the stopped run (its curves continue there); RunnerError if none."""
-        from lora_trainer.train.state import PROGRESS_FILE, state_dir_for  # torch: only when resuming
-
-        state_dir = state_dir_for(config.output_dir, config.output_name)
+        files = RunFiles(config.output_dir, config.output_name)
         try:
-            progress = json.loads((state_dir / PROGRESS_FILE).read_text(encoding="utf-8"))
+            progress = json.loads(files.progress.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise RunnerError(f"nothing to resume for {config.output_name!r}: {state_dir} holds no saved "
+            raise RunnerError(f"nothing to resume for {config.output_name!r}: {files.state_dir} holds no saved "
                               "state (a run writes it when it stops or saves an epoch); press Start") from e
         return Path(config.logging_dir) / progress["run_name"]
 
@@ -338,7 +336,7 @@ class TrainRunner:
         run_dir = Path(record.run_dir) if record.run_dir else None
         self._run = _Run(project=project, config=config, process=process, launched_at=record.launched_at,
                          log_offset=record.log_offset, run_dir=run_dir,
-                         follower=EventFollower(run_dir / "events.jsonl") if run_dir else None)
+                         follower=EventFollower(layout.events_file(run_dir)) if run_dir else None)
         self._watch_in_background(self._run)
         return True
 
@@ -355,19 +353,19 @@ class TrainRunner:
         if run.follower is None:
             found = find_new_run_dir(Path(run.config.logging_dir), run.config.output_name, run.launched_at)
             if found:
-                run.run_dir, run.follower = found, EventFollower(found / "events.jsonl")
+                run.run_dir, run.follower = found, EventFollower(layout.events_file(found))
         if run.follower:
             run.follower.poll()
         self._publish_new(run)
         if returncode is None:
-            if run.stop_requested and not self._has_event(run, "stopped"):
+            if run.stop_requested and not self._has_event(run, layout.STOPPED):
                 # The trainer clears a stale flag as it starts: a Stop pressed while it was still
                 # loading must be asked again, or it would be lost.
-                if not stop_flag_path(run.config.output_dir, run.config.output_name).exists():
-                    request_stop(run.config.output_dir, run.config.output_name)
+                if not RunFiles(run.config.output_dir, run.config.output_name).stop_flag.exists():
+                    _request_stop(run.config)
             return
         run.returncode, run.ended_at = returncode, time.time()
-        stop_flag_path(run.config.output_dir, run.config.output_name).unlink(missing_ok=True)
+        RunFiles(run.config.output_dir, run.config.output_name).stop_flag.unlink(missing_ok=True)
         remove_record(run.project.trainer_record, run.process.pid)
 
     def _events_since_launch(self, run: _Run) -> list[dict[str, Any]]:
@@ -380,21 +378,19 @@ class TrainRunner:
 
     def _publish_new(self, run: _Run) -> None:
         for event in self._events_since_launch(run):
-            if event["event"] not in ("saved", "finished") or Path(event["path"]) in run.handled:
+            if event["event"] not in (layout.SAVED, layout.FINISHED) or Path(event["path"]) in run.handled:
                 continue
             path = Path(event["path"])
             run.handled.add(path)
-            name, problem = self._publish(path)
+            name, problem = self._publish(path, run.project)
             if problem:
                 run.publish_problems.append(problem)
                 continue
-            kind = event.get("kind", "epoch") if event["event"] == "saved" else "final"
-            epoch = event.get("epoch", event.get("epochs", 0))
-            step = event.get("step", event.get("steps", 0))
-            run.saved.append(SavedLora(path=path, name=name, kind=kind, epoch=epoch, step=step,
+            kind = event["kind"] if event["event"] == layout.SAVED else layout.FINAL
+            run.saved.append(SavedLora(path=path, name=name, kind=kind, epoch=event["epoch"], step=event["step"],
                                        output_name=run.config.output_name))
 
-    def _publish(self, path: Path) -> tuple[str | None, str]:
+    def _publish(self, path: Path, project: Project) -> tuple[str | None, str]:
         """(the host's name for a saved LoRA, "") or (None, why the host refused it). Each version of
         a file goes to the host once: the UI lists the project's files every second."""
         try:
@@ -405,7 +401,7 @@ class TrainRunner:
         known = self._published.get(path)
         if known is None or known[0] != version:
             try:
-                known = (version, self.host.publish_lora(path), "")
+                known = (version, self.host.publish_lora(path, project.name), "")
             except Exception as e:  # noqa: BLE001 - a host problem must not stop following the run
                 known = (version, None, f"{path}: could not make it available to {self.host.name}: {e}")
             self._published[path] = known
@@ -423,7 +419,7 @@ class TrainRunner:
         events = self._events_since_launch(run)
         status = RunStatus(project=run.project.name, output_name=run.config.output_name,
                            saved=list(run.saved), log_file=run.project.trainer_log, run_dir=run.run_dir,
-                           warnings=[e["message"] for e in events if e["event"] == "warning"],
+                           warnings=[e["message"] for e in events if e["event"] == layout.WARNING],
                            publish_problems=list(run.publish_problems))
         fill_progress(status, events, run.follower.events if run.follower else [])
         status.elapsed_s = (run.ended_at or time.time()) - run.launched_at
@@ -435,3 +431,7 @@ class TrainRunner:
         if not status.active:
             status.eta_s = None
         return status
+
+
+def _request_stop(config: TrainConfig) -> None:
+    layout.request_stop(config.output_dir, config.output_name)

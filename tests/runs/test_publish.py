@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from lora_trainer import publish
 from lora_trainer.fsutil import write_text_atomic
-from lora_trainer.publish import PublishError, project_subfolder, publish_lora, same_name_files
+from lora_trainer.runs import publish
+from lora_trainer.runs.publish import PublishError, project_subfolder, publish_lora, same_name_files
 
 
 @pytest.fixture
@@ -144,7 +144,9 @@ def test_missing_or_non_lora_files_are_refused(tmp_path, lora_root):
         publish_lora(state, lora_root, "p")
 
 
-def test_project_subfolder(tmp_path):
-    assert project_subfolder(tmp_path / "ws" / "anna" / "model" / "anna-000001.safetensors") == "lora_trainer/anna"
-    assert project_subfolder(tmp_path / "loose" / "x.safetensors") == "lora_trainer"
-    assert project_subfolder("model/x.safetensors", root="ours") == "ours"
+def test_project_subfolder_is_named_by_the_project():
+    assert project_subfolder("anna") == "lora_trainer/anna"
+    assert project_subfolder("anna", root="ours") == "ours/anna"
+    for bad in ("", "..", "a/b", "../x"):
+        with pytest.raises(ValueError, match="cannot be a folder name"):
+            project_subfolder(bad)

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 
 from lora_trainer.config import ConfigError
+from lora_trainer.config.presets import PRESETS
 from lora_trainer.demo.synthetic import make_character_dataset
 from lora_trainer.host import StandaloneHost, subprocess_env
-from lora_trainer.presets import PRESETS
 from lora_trainer.project import Project, open_project
-from lora_trainer.train.runner import (
+from lora_trainer.runs.runner import (
     OutputNameTaken,
     RunnerError,
     TrainRunner,
     config_for_project,
     load_project_settings,
 )
-from lora_trainer.train.trainer_record import TrainerRecord, process_start_time, write_record
+from lora_trainer.runs.trainer_record import TrainerRecord, process_start_time, write_record
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ class RecordingHost(StandaloneHost):
     refuse: set[str] = field(default_factory=set)  # file stems whose publishing fails
     busy_until: threading.Event | None = None  # free_memory waits for it (a generation in progress)
 
-    def publish_lora(self, lora_file: Path) -> str:
+    def publish_lora(self, lora_file: Path, project: str) -> str:
         if Path(lora_file).stem in self.refuse:
             raise FileExistsError(f"the name {Path(lora_file).stem!r} is taken")
         self.published.append(Path(lora_file))
@@ -198,7 +198,7 @@ FIRST_UI = """
 import json, os, sys
 from lora_trainer.host import StandaloneHost
 from lora_trainer.project import open_project
-from lora_trainer.train.runner import TrainRunner, config_for_project
+from lora_trainer.runs.runner import TrainRunner, config_for_project
 args = json.loads(sys.argv[1])
 project = open_project(args["workspace"], "hero")
 runner = TrainRunner(StandaloneHost(args["workspace"], config_dir=args["config_dir"]))

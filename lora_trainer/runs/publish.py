@@ -79,13 +79,11 @@ def publish_lora(lora_file: str | os.PathLike, lora_root: str | os.PathLike, sub
     return target
 
 
-def project_subfolder(lora_file: str | os.PathLike, root: str = "lora_trainer") -> str:
-    """Where a project's LoRAs go under the LoRA folder: `lora_trainer/<project>` for a file in a
-    project's `model/` folder (see `project.Project`), else `lora_trainer`."""
-    path = Path(lora_file)
-    if path.parent.name == "model" and path.parent.parent.name:
-        return f"{root}/{path.parent.parent.name}"
-    return root
+def project_subfolder(project: str, root: str = "lora_trainer") -> str:
+    """Where a project's LoRAs go under the LoRA folder: `lora_trainer/<project>`."""
+    if not project or Path(project).name != project or project in (".", ".."):
+        raise ValueError(f"project name {project!r} cannot be a folder name inside the LoRA folder")
+    return f"{root}/{project}"
 
 
 def same_name_files(lora_root: str | os.PathLike, stem: str) -> list[Path]:

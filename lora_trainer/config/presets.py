@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.config.settings import ConfigError, TrainConfig
 
 # ../shared/guide-realistic-character-lora.txt, "Setup the training process": the settings it names.
 _GUIDE: dict[str, Any] = {

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lora_trainer.train.trainer_record import (
+from lora_trainer.runs.trainer_record import (
     EXIT_UNKNOWN,
     RecordedProcess,
     TrainerRecord,

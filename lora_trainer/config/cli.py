@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.config.kohya_import import import_kohya, is_inactive, read_kohya_json
+from lora_trainer.config.presets import load_preset, preset_names
+from lora_trainer.config.settings import ConfigError, TrainConfig
 from lora_trainer.fsutil import OutputError
-from lora_trainer.kohya_import import import_kohya, is_inactive, read_kohya_json
-from lora_trainer.presets import load_preset, preset_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,8 +1,7 @@
 """A project's saved LoRA files, read back from its model folder, and the output names they take.
 
-The trainer writes `<output_name>-<epoch:06d>.safetensors` for each saved epoch,
-`<output_name>-step<step:08d>.safetensors` when stopped, and `<output_name>.safetensors` (the last
-epoch again) at the end; each file's metadata (`ss_output_name`, `ss_epoch`, `ss_steps`) says which.
+The names a run writes are `runs/layout.py`'s (one file per saved epoch, one when stopped, the final
+copy); each file's metadata (`ss_output_name`, `ss_epoch`, `ss_steps`) says which.
 A file without that metadata is judged by its name.
 
 WebUIs know a LoRA by its file name and keep one they have loaded until they restart, so a new run
@@ -19,9 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-LORA_SUFFIX = ".safetensors"
-_EPOCH = re.compile(r"(?P<name>.+)-(?P<epoch>\d{6})")
-_STOP = re.compile(r"(?P<name>.+)-step(?P<step>\d{8})")
+from lora_trainer.runs.layout import FINAL, LORA_SUFFIX, lora_stem_pattern, parse_lora_stem
+
 _VERSION = re.compile(r"(?P<base>.+)_v(?P<number>\d+)")
 _MAX_HEADER = 100_000_000
 
@@ -50,7 +48,7 @@ def read_lora_file(path: Path) -> LoraFile:
     """What the file's metadata (or else its name) says about it."""
     stat = path.stat()
     metadata = _metadata(str(path), stat.st_mtime_ns, stat.st_size)
-    output_name, kind, epoch, step = _from_name(path.stem, metadata.get("ss_output_name"))
+    output_name, kind, epoch, step = parse_lora_stem(path.stem, metadata.get("ss_output_name"))
     return LoraFile(path=path, output_name=output_name, kind=kind, epoch=_int(metadata.get("ss_epoch"), epoch),
                     step=_int(metadata.get("ss_steps"), step), modified=stat.st_mtime)
 
@@ -58,7 +56,7 @@ def read_lora_file(path: Path) -> LoraFile:
 def files_using_output_name(model_dir: Path, output_name: str) -> list[Path]:
     """Files in `model_dir` with a name a run called `output_name` writes (case ignored: on Windows
     and macOS `Hero.safetensors` and `hero.safetensors` are the same file)."""
-    pattern = _names_of_run(output_name)
+    pattern = lora_stem_pattern(output_name)
     return [p for p in _lora_paths(model_dir) if pattern.fullmatch(p.stem)]
 
 
@@ -76,12 +74,8 @@ def next_free_output_name(model_dir: Path, output_name: str) -> str:
 
 
 def _uses(stems: list[str], output_name: str) -> bool:
-    pattern = _names_of_run(output_name)
+    pattern = lora_stem_pattern(output_name)
     return any(pattern.fullmatch(stem) for stem in stems)
-
-
-def _names_of_run(output_name: str) -> re.Pattern:
-    return re.compile(rf"{re.escape(output_name)}(-\d{{6}}|-step\d{{8}})?", re.IGNORECASE)
 
 
 def _lora_paths(model_dir: Path) -> list[Path]:
@@ -91,19 +85,8 @@ def _lora_paths(model_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == LORA_SUFFIX and p.is_file())
 
 
-def _from_name(stem: str, output_name: str | None) -> tuple[str, str, int, int]:
-    """(output name, kind, epoch, step) from the file name, checked against the metadata's name."""
-    if output_name is None or output_name != stem:
-        for pattern, kind in ((_STOP, "stop"), (_EPOCH, "epoch")):
-            match = pattern.fullmatch(stem)
-            if match and output_name in (None, match["name"]):
-                numbers = match.groupdict()
-                return match["name"], kind, int(numbers.get("epoch") or 0), int(numbers.get("step") or 0)
-    return stem, "final", 0, 0
-
-
 def _training_order(lora: LoraFile) -> tuple:
-    return lora.kind == "final", lora.step, lora.path.name
+    return lora.kind == FINAL, lora.step, lora.path.name
 
 
 def _int(value: str | None, default: int) -> int:

@@ -25,6 +25,7 @@ LR_SCHEDULERS = (
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("fp16", "bf16", "float")
 ATTENTIONS = ("none", "sdpa", "xformers")
+MAX_TOKEN_LENGTHS = (75, 150, 225)  # CLIP chunks of 75 tokens, as kohya and the WebUIs encode long prompts
 
 # SDXL's U-Net halves the latent twice (VAE factor 8 x 4): any other image side fails at the skip
 # connections, so sizes and bucket steps must be multiples of 32 (sd-scripts warns the same for SDXL).

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_trainer.config import ATTENTIONS, LR_SCHEDULERS, OPTIMIZERS, ConfigError, TrainConfig, read_json
+from lora_trainer.config.settings import (
+    ATTENTIONS,
+    LR_SCHEDULERS,
+    OPTIMIZERS,
+    ConfigError,
+    TrainConfig,
+    read_json,
+)
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 

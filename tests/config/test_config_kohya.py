@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lora_trainer.config import ConfigError, TrainConfig
-from lora_trainer.kohya_import import import_kohya
+from lora_trainer.config.kohya_import import import_kohya
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PRESETS_DIR = SHARED / "kohya_ss_presets"

@@ -1,8 +1,8 @@
 """Reading a training process from outside: its events.jsonl as it grows, the tail of its console
 log, and the `RunStatus` the UI shows, made from both.
 
-The trainer writes one JSON object per line into `<logging_dir>/<run name>/events.jsonl` (see
-`train/events.py`); the runner (`train/runner.py`) follows it with `EventFollower` and turns what it
+The trainer writes one JSON object per line into `<logging_dir>/<run name>/events.jsonl` (its kinds
+and fields: `runs/layout.py`); the runner (`runs/runner.py`) follows it with `EventFollower` and turns what it
 read into a `RunStatus` with `fill_progress` and `outcome`. No gradio, no subprocess here.
 """
 
@@ -11,24 +11,24 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_trainer.train.trainer_record import EXIT_UNKNOWN
+from lora_trainer.runs import layout
+from lora_trainer.runs.layout import CACHING, ERROR, FINISHED, START, STEP, STOPPED
+from lora_trainer.runs.trainer_record import EXIT_UNKNOWN
 
 ACTIVE_STATES = ("starting", "running", "stopping")
 LOG_TAIL_LINES = 20
 _LOG_TAIL_BYTES = 64 * 1024
-_RUN_STAMP = re.compile(r"\d{14}")  # the trainer names run folders <output_name><YYYYmmddHHMMSS>
 
 
 @dataclass(frozen=True)
 class SavedLora:
     path: Path
     name: str  # the name a prompt uses, as the host published it
-    kind: str  # "epoch", "stop" (saved when stopped) or "final" (<name>.safetensors)
+    kind: str  # layout.EPOCH, layout.STOP (saved when stopped) or layout.FINAL (<name>.safetensors)
     epoch: int
     step: int
     output_name: str = ""  # the run's output name (files are grouped by it)
@@ -94,12 +94,11 @@ class EventFollower:
 
 def find_new_run_dir(logging_dir: Path, output_name: str, launched_at: float) -> Path | None:
     """The run folder a trainer started at or after `launched_at` created (the newest if several)."""
-    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(int(launched_at)))
+    launched = layout.run_folder_stamp(layout.run_folder_name(output_name, launched_at), output_name)
     found = []
-    for events in Path(logging_dir).glob("*/events.jsonl"):
-        name = events.parent.name
-        suffix = name[len(output_name):]
-        if name.startswith(output_name) and _RUN_STAMP.fullmatch(suffix) and suffix >= stamp:
+    for events in Path(logging_dir).glob(f"*/{layout.EVENTS_FILE}"):
+        stamp = layout.run_folder_stamp(events.parent.name, output_name)
+        if stamp and stamp >= launched:
             found.append(events.parent)
     return max(found, key=lambda p: p.name) if found else None
 
@@ -118,10 +117,10 @@ def read_log_tail(path: Path, offset: int, lines: int = LOG_TAIL_LINES) -> list[
 
 def fill_progress(status: RunStatus, events: list[dict], all_events: list[dict]) -> None:
     """Counters, loss and ETA from this launch's events; the loss curve from the whole run."""
-    starts = [e for e in events if e["event"] == "start"]
+    starts = [e for e in events if e["event"] == START]
     if starts:
         status.total_steps, status.epochs = starts[-1]["total_steps"], starts[-1]["epochs"]
-    steps = [e for e in events if e["event"] == "step"]
+    steps = [e for e in events if e["event"] == STEP]
     if steps:
         last = steps[-1]
         status.step, status.epoch = last["step"], last["epoch"]
@@ -132,7 +131,7 @@ def fill_progress(status: RunStatus, events: list[dict], all_events: list[dict])
     if len(steps) >= 2 and steps[-1]["time"] > steps[0]["time"]:
         rate = (steps[-1]["step"] - steps[0]["step"]) / (steps[-1]["time"] - steps[0]["time"])
         status.eta_s = max(status.total_steps - status.step, 0) / rate if rate > 0 else None
-    curve = {e["step"]: (e["loss"], e["average_loss"]) for e in all_events if e["event"] == "step"}
+    curve = {e["step"]: (e["loss"], e["average_loss"]) for e in all_events if e["event"] == STEP}
     status.losses = [(step, *curve[step]) for step in sorted(curve)]
 
 
@@ -143,10 +142,10 @@ def outcome(status: RunStatus, events: list[dict], tail: list[str], *, returncod
     kinds = {e["event"] for e in events}
     if returncode is None:
         return _progress(status, events, kinds, stop_requested)
-    if "stopped" in kinds:
+    if STOPPED in kinds:
         return "stopped", (f"stopped at step {status.step}/{status.total_steps}; "
                            "Resume continues from there"), ""
-    if returncode == 0 or (returncode == EXIT_UNKNOWN and "finished" in kinds):
+    if returncode == 0 or (returncode == EXIT_UNKNOWN and FINISHED in kinds):
         return "finished", (f"finished: {status.epoch} epoch(s), {status.step} steps; the LoRA files are "
                             f"in {output_dir}"), ""
     error = _error_message(events, tail, returncode)
@@ -155,8 +154,8 @@ def outcome(status: RunStatus, events: list[dict], tail: list[str], *, returncod
 
 def _progress(status: RunStatus, events: list[dict], kinds: set[str], stop_requested: bool) -> tuple[str, str, str]:
     state = "stopping" if stop_requested else "running"
-    if "start" not in kinds:
-        caching = [e for e in events if e["event"] == "caching" and e["total"]]
+    if START not in kinds:
+        caching = [e for e in events if e["event"] == CACHING and e["total"]]
         doing = f"caching latents {caching[-1]['done']}/{caching[-1]['total']}" if caching else \
             "loading the model and checking the dataset"
         return state, f"{'stopping: ' if stop_requested else ''}{doing}", ""
@@ -165,7 +164,7 @@ def _progress(status: RunStatus, events: list[dict], kinds: set[str], stop_reque
 
 
 def _error_message(events: list[dict], tail: list[str], returncode: int) -> str:
-    errors = [e["message"] for e in events if e["event"] == "error"]
+    errors = [e["message"] for e in events if e["event"] == ERROR]
     if errors:
         return errors[-1]
     printed = [line[len("error: "):] for line in tail if line.startswith("error: ")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lora_trainer.train.lora_files import files_using_output_name, next_free_output_name, project_lora_files
+from lora_trainer.runs.lora_files import files_using_output_name, next_free_output_name, project_lora_files
 
 
 def run_files(write_lora, folder: Path, name: str, start: float, epochs=(1, 2), stop_step: int | None = None,
