@@ -157,7 +157,7 @@ def make_inputs(work: Path, count: int, size: int):
 
 
 def run_ours(name: str, work: Path, model, img_root: Path, args, env) -> Result:
-    from lora_trainer.presets import load_preset
+    from lora_trainer.config.presets import load_preset
     from lora_trainer.train.events import read_events
 
     cfg = load_preset(
