@@ -142,10 +142,10 @@ def test_trainer_error_shows_in_the_status(runner, host, project, tiny_sdxl, tmp
     runner.start(project, config)
     status = wait_for(runner, lambda s: not s.active)
     assert status.state == "failed"
-    assert status.error == f"model not found: {missing} (no such file or folder)"
+    assert f"pretrained_model_name_or_path = '{missing}': no such file or folder" in status.error
     assert status.message == f"failed: {status.error}"
     assert host.published == [] and status.saved == []
-    assert "model not found" in status.log_tail
+    assert "no such file or folder" in status.log_tail
 
 
 def test_killed_process_is_reported_and_a_new_run_may_start(runner, project, tiny_sdxl):
