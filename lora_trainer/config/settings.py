@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -289,6 +290,47 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bucket_reso_steps": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE} (SDXL needs it; 64 is usual)"),
     "max_token_length": ((lambda v: v == 75), "75 (longer prompts, kohya's 150/225, are not supported)"),
 }
+
+
+# The paths a run cannot start without, with what each one is (for the message naming it).
+REQUIRED_PATHS = {
+    "pretrained_model_name_or_path": "the base model: an SDXL .safetensors file, a diffusers folder or a hub id",
+    "train_data_dir": "the img/ folder that holds the <repeats>_<name>/ image folders",
+    "output_dir": "the folder for the LoRA files (model/)",
+    "logging_dir": "the folder for the logs (log/)",
+}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def check_paths(cfg: TrainConfig) -> list[str]:
+    """What is wrong with the config's paths before a run may start, one message per key (empty
+    list: nothing). Empty required paths (a run would write into the current folder), a model that
+    is neither a file, a folder nor a hub id `owner/name`, a missing train_data_dir or vae. Relative
+    paths are taken from the current folder, as the trainer takes them."""
+    problems = []
+    for key, what in REQUIRED_PATHS.items():
+        value = getattr(cfg, key)
+        if not value.strip():
+            problems.append(f"{key} is empty: set {what}")
+        elif key != "pretrained_model_name_or_path" and value.startswith("~"):
+            # the model loader expands "~"; the dataset and output folders are taken literally
+            problems.append(f"{key} = {value!r}: write the full path (a leading '~' is not expanded here)")
+    model = cfg.pretrained_model_name_or_path
+    if model.strip() and not Path(model).expanduser().exists() and not _looks_like_hub_id(model):
+        problems.append(f"pretrained_model_name_or_path = {model!r}: no such file or folder "
+                        "(and not a hub id such as 'stabilityai/stable-diffusion-xl-base-1.0')")
+    data = cfg.train_data_dir
+    if data.strip() and not data.startswith("~") and not Path(data).is_dir():
+        problems.append(f"train_data_dir = {data!r}: no such folder (the training images go in "
+                        f"{Path(data) / '<repeats>_<name>'}, each with its .txt caption)")
+    if cfg.vae.strip() and not Path(cfg.vae).expanduser().exists():
+        problems.append(f"vae = {cfg.vae!r}: no such file or folder")
+    return problems
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return _HUB_ID.fullmatch(text) is not None and not text.lower().endswith(_MODEL_FILE_SUFFIXES)
 
 
 def read_json(path: Path) -> Any:

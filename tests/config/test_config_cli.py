@@ -28,12 +28,73 @@ def test_list_presets(capsys):
     assert capsys.readouterr().out.splitlines() == preset_names()
 
 
-def test_preset_to_file_then_check(tmp_path, capsys):
+REQUIRED = ("pretrained_model_name_or_path", "train_data_dir", "output_dir", "logging_dir")
+
+
+def test_preset_written_without_paths_says_what_to_fill_and_check_refuses_it(tmp_path, capsys):
     out = tmp_path / "guide.json"
     assert cli.main(["config", "--preset", "Realistic character (guide) - NVIDIA", "-o", str(out)]) == 0
     assert TrainConfig.from_json(out) == load_preset("Realistic character (guide) - NVIDIA")
+    err = capsys.readouterr().err
+    to_fill = err.split("before training:", 1)[1]
+    assert [line.split()[0] for line in to_fill.splitlines() if line.startswith("  ")] == list(REQUIRED)
+
+    assert cli.main(["config", "--check", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "OK" not in captured.out
+    for key in REQUIRED:
+        assert f"error: {out}: {key} is empty" in captured.err
+
+
+def test_preset_with_project_and_model_is_ready_to_train(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "models" / "sdxl.safetensors"
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    (tmp_path / "myLoRA" / "img" / "1_myLoRA").mkdir(parents=True)
+    out = tmp_path / "myLoRA.json"
+    assert cli.main(["config", "--preset", "Realistic character (guide) - NVIDIA", "--project", "myLoRA",
+                     "--model", "models/sdxl.safetensors", "-o", str(out)]) == 0
+    assert f"ready: python -m lora_trainer train --config {out}" in capsys.readouterr().err
+    config = TrainConfig.from_json(out)
+    root = tmp_path / "myLoRA"
+    assert (config.train_data_dir, config.output_dir, config.logging_dir, config.output_name) == (
+        str(root / "img"), str(root / "model"), str(root / "log"), "myLoRA")  # absolute: any folder works
+    assert config.pretrained_model_name_or_path == str(model)
+    assert config.network_dim == 128  # the preset's settings are kept
+
+    monkeypatch.chdir(tmp_path / "myLoRA")  # checked from another folder
     assert cli.main(["config", "--check", str(out)]) == 0
     assert "OK (64 epochs, 1024x1024, rank 128 alpha 32, Adafactor, batch 2)" in capsys.readouterr().out
+
+
+def test_check_names_a_model_and_a_dataset_that_do_not_exist(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    base = load_preset("CPU smoke test", train_data_dir=str(tmp_path / "img"), output_dir=str(tmp_path / "model"),
+                       logging_dir=str(tmp_path / "log"))
+    cases = {
+        "models/missing.safetensors": "pretrained_model_name_or_path = 'models/missing.safetensors': no such file",
+        "/nowhere/sdxl": "pretrained_model_name_or_path = '/nowhere/sdxl': no such file",
+    }
+    for model, message in cases.items():
+        base.replace(pretrained_model_name_or_path=model).save_json(tmp_path / "c.json")
+        assert cli.main(["config", "--check", str(tmp_path / "c.json")]) == 1
+        assert message in capsys.readouterr().err
+    # a hub id is downloaded when training starts: not an error here
+    base.replace(pretrained_model_name_or_path="stabilityai/stable-diffusion-xl-base-1.0").save_json(tmp_path / "c.json")
+    assert cli.main(["config", "--check", str(tmp_path / "c.json")]) == 0
+    capsys.readouterr()
+    base.replace(pretrained_model_name_or_path="stabilityai/stable-diffusion-xl-base-1.0",
+                 train_data_dir=str(tmp_path / "images")).save_json(tmp_path / "c.json")
+    assert cli.main(["config", "--check", str(tmp_path / "c.json")]) == 1
+    assert f"train_data_dir = '{tmp_path / 'images'}': no such folder" in capsys.readouterr().err
+
+
+def test_project_and_model_only_go_with_a_config_being_written(tmp_path, capsys):
+    assert cli.main(["config", "--list-presets", "--project", str(tmp_path)]) == 1
+    assert "--project and --model go with --preset or --import-kohya" in capsys.readouterr().err
+    assert cli.main(["config", "--preset", "CPU smoke test", "--project", str(tmp_path / "my lora")]) == 1
+    assert "project name 'my lora'" in capsys.readouterr().err
 
 
 def test_preset_without_output_prints_json(capsys):
