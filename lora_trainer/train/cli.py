@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.config.settings import check_paths
 from lora_trainer.train.stop import request_stop
 
 
@@ -18,7 +21,9 @@ def register(subparsers) -> None:
                                   "`stop` finishes the step, saves, and exits; --resume continues.")
     train.add_argument("--config", required=True, type=Path, help="our JSON config (see `config --preset`)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one setting, e.g. --set max_train_epochs=4 (repeatable)")
+                       help="override one setting for this run without editing the file, e.g. --set "
+                       "max_train_epochs=4 or --set output_name=hero_v2 (repeatable; VALUE is JSON, "
+                       "else a string); `stop` and `--resume` need the same --set options")
     # const is not a string: argparse would pass a string const through `type` (Path("auto")).
     train.add_argument("--resume", type=Path, nargs="?", const=True, default=None,
                        help="continue a stopped run from its '<output_name>-state' folder "
@@ -28,8 +33,13 @@ def register(subparsers) -> None:
                        "e.g. Forge's backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
     train.set_defaults(func=run_train)
 
-    stop = subparsers.add_parser("stop", help="ask a running training to save and stop after this step")
-    stop.add_argument("--config", required=True, type=Path)
+    stop = subparsers.add_parser("stop", help="ask a running training to save and stop after this step",
+                                 description="Write the stop flag <output_dir>/<output_name>.stop that the "
+                                 "run checks after each step: it saves the LoRA and its state, and exits.")
+    stop.add_argument("--config", required=True, type=Path, help="the config the run was started with")
+    stop.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="the --set options the run was started with (output_dir and output_name say "
+                      "where the flag goes)")
     stop.set_defaults(func=run_stop)
 
 
@@ -48,7 +58,20 @@ def load_config(path: Path, overrides: list[str]) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    # Imported here so `--help` and config errors answer without loading torch.
+    # Settings and paths are checked before anything is created or loaded (and before torch is imported).
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    problems = check_paths(cfg)
+    if problems:
+        for problem in problems:
+            print(f"error: {args.config}: {problem}", file=sys.stderr)
+        print("Nothing was started. Edit the file (or use --set KEY=VALUE); `python -m lora_trainer config "
+              f"--check {args.config}` checks it.", file=sys.stderr)
+        return 1
+
     from lora_trainer.train.data import DatasetError
     from lora_trainer.train.model import ModelLoadError
     from lora_trainer.train.optim import OptimizerUnavailable
@@ -56,22 +79,57 @@ def run_train(args: argparse.Namespace) -> int:
     from lora_trainer.train.trainer import TrainingError, train
 
     try:
-        cfg = load_config(args.config, args.set)
         resume = state_dir_for(cfg.output_dir, cfg.output_name) if args.resume is True else args.resume
         result = train(cfg, resume_from=resume, model_config_dir=args.model_config_dir, on_event=print_event)
     except (ConfigError, DatasetError, ModelLoadError, ResumeError, TrainingError, OptimizerUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.stopped:
-        print(f"stopped at step {result.global_step}; resume with:\n  python -m lora_trainer train "
-              f"--config {args.config} --resume {result.state_dir}")
+        own_state = Path(result.state_dir) == state_dir_for(cfg.output_dir, cfg.output_name)
+        print(f"stopped at step {result.global_step}; resume with:\n  "
+              f"{resume_command(args, None if own_state else result.state_dir)}")
     return 0
 
 
+def resume_command(args: argparse.Namespace, state_dir: str | Path | None = None) -> str:
+    """The `train` command that continues this run: the same config, --set options and
+    --model-config-dir, and --resume (its folder only when it is not the run's own), shell-quoted."""
+    parts = [_python(), "-m", "lora_trainer", "train", "--config", str(args.config)]
+    for item in args.set:
+        parts += ["--set", item]
+    if args.model_config_dir:
+        parts += ["--model-config-dir", str(args.model_config_dir)]
+    parts.append("--resume")
+    if state_dir is not None:
+        parts.append(str(state_dir))
+    return shlex.join(parts)
+
+
+def _python() -> str:
+    """`python` when that is this interpreter (an activated venv), else this interpreter's path."""
+    found = shutil.which("python")
+    if found and Path(found).absolute() == Path(sys.executable).absolute():
+        return "python"
+    return sys.executable
+
+
 def run_stop(args: argparse.Namespace) -> int:
-    cfg = TrainConfig.from_json(args.config)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not cfg.output_dir.strip():
+        print(f"error: {args.config}: output_dir is empty: the stop flag goes in the run's output_dir. "
+              "Set it in the file, or pass the run's --set output_dir=DIR.", file=sys.stderr)
+        return 1
+    had_output = Path(cfg.output_dir).is_dir()
     flag = request_stop(cfg.output_dir, cfg.output_name)
-    print(f"stop requested ({flag}); the run saves and exits after its current step")
+    print(f"stop requested: wrote {flag}\nThe run with output_name {cfg.output_name!r} saves and exits after "
+          "its current step (a run started later ignores this flag).")
+    if not had_output:
+        print(f"note: {cfg.output_dir} did not exist, so no run has written there yet: if one is going, "
+              "give `stop` the same --set options as `train`.", file=sys.stderr)
     return 0
 
 
