@@ -85,7 +85,7 @@ class Project:
 
     @property
     def trainer_record(self) -> Path:
-        """The training process the UI started and that still runs (see `train/trainer_record.py`)."""
+        """The training process the UI started and that still runs (see `runs/trainer_record.py`)."""
         return self.log / "trainer.pid.json"
 
     def training_folders(self) -> dict[Path, int]:
