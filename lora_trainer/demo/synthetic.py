@@ -5,7 +5,8 @@ diamond on the chest, dark boots. What changes from image to image is what a rea
 framing (close-up, upper body, full body), pose, position, and background. Captions name the trigger
 word, the fixed traits and the varying ones, in the WD14 tag style:
 "myLoRA, 1girl, red hair, green eyes, purple dress, close-up, arms up, simple background".
-Deterministic: the same arguments give byte-identical files.
+Deterministic: the same arguments give byte-identical files; `keep_existing` leaves the ones already
+there (each file is written whole or not at all, so one that exists is complete).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..fsutil import write_text_atomic
+from ..fsutil import atomic_path, write_text_atomic
 
 SKIN, HAIR, EYES = (241, 200, 170), (200, 40, 35), (30, 150, 60)
 DRESS, TRIM, BOOTS = (110, 50, 160), (245, 205, 40), (50, 35, 30)
@@ -30,19 +31,24 @@ BACKGROUNDS = ("simple background", "white background", "gradient background", "
 
 
 def make_character_dataset(img_root: Path, *, name: str = "myLoRA", count: int = 8, size: int = 64,
-                           repeats: int = 1, seed: int = 0) -> Path:
-    """Write `img_root/<repeats>_<name>/NNN.png` + `NNN.txt` and return `img_root`."""
+                           repeats: int = 1, seed: int = 0, keep_existing: bool = False) -> Path:
+    """Write `img_root/<repeats>_<name>/NNN.png` + `NNN.txt` and return `img_root`. With
+    `keep_existing`, an image whose PNG and caption are both there already is left as it is."""
     folder = Path(img_root) / f"{repeats}_{name}"
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(count):
+        png, txt = folder / f"{index:03d}.png", folder / f"{index:03d}.txt"
+        if keep_existing and png.is_file() and txt.is_file():
+            continue
         rng = random.Random(f"{seed}-{index}")
         framing = list(FRAMINGS)[index % len(FRAMINGS)]  # every set of 3+ holds all three framings
         pose = rng.choice(list(POSES))
         background = rng.choice(BACKGROUNDS)
         image = _render(size, framing, pose, background, rng)
-        image.save(folder / f"{index:03d}.png")
+        with atomic_path(png) as tmp:
+            image.save(tmp, format="PNG")
         caption = f"{name}, 1girl, red hair, green eyes, purple dress, {framing}, {pose}, {background}"
-        write_text_atomic(folder / f"{index:03d}.txt", caption + "\n")
+        write_text_atomic(txt, caption + "\n")
     return Path(img_root)
 
 

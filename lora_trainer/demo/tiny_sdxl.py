@@ -11,10 +11,14 @@ downscale) and CLIP tokenizers. Saved three ways, as users have real models:
   `backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0`;
 - `single_file`: one `.safetensors` checkpoint in the original SGM key layout, what a Forge
   user has in `models/Stable-diffusion`.
+
+`existing_tiny_sdxl` finds a model an earlier build left complete (the demo reuses it, so the
+trainer's latent cache, keyed by the model file, is reused too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -24,9 +28,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from lora_trainer.fsutil import write_json_atomic
 from lora_trainer.train.sgm_names import sdxl_single_file_state_dict
 
 SEED = 20240607
+BUILT_MARKER = "tiny_sdxl.json"  # written last by a build: what it was built from
 TE1_HIDDEN = 32  # the two encoders must differ in width: diffusers' single-file loader
 TE2_HIDDEN = 48  # tells them apart by shape and silently swaps equal ones
 ADD_TIME_EMBED_DIM = 8
@@ -56,6 +62,7 @@ def build_tiny_sdxl(out_dir: Path, seed: int = SEED) -> TinySDXL:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / BUILT_MARKER).unlink(missing_ok=True)  # incomplete until this build ends
     tokenizer_1, tokenizer_2 = _make_tokenizers(out_dir / "_tokenizer_source")
     vocab_size = len(tokenizer_1)
     pipe = StableDiffusionXLPipeline(
@@ -75,7 +82,35 @@ def build_tiny_sdxl(out_dir: Path, seed: int = SEED) -> TinySDXL:
     single_file = out_dir / "tiny_sdxl.safetensors"
     state = sdxl_single_file_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2)
     save_file({k: v.contiguous() for k, v in state.items()}, str(single_file), metadata={"format": "pt"})
-    return TinySDXL(diffusers_dir=diffusers_dir, single_file=single_file, config_dir=config_dir)
+    write_json_atomic(out_dir / BUILT_MARKER, _build_identity(seed))
+    return _layout(out_dir)
+
+
+def existing_tiny_sdxl(out_dir: Path, seed: int = SEED) -> TinySDXL | None:
+    """The model a finished `build_tiny_sdxl(out_dir, seed)` left there, or None when there is none,
+    it is incomplete (a build stopped half-way, a file deleted) or this code would build another."""
+    out_dir = Path(out_dir)
+    try:
+        built = json.loads((out_dir / BUILT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model = _layout(out_dir)
+    complete = (model.single_file.is_file() and (model.config_dir / "model_index.json").is_file()
+                and (model.diffusers_dir / "model_index.json").is_file())
+    return model if complete and built == _build_identity(seed) else None
+
+
+def _layout(out_dir: Path) -> TinySDXL:
+    return TinySDXL(diffusers_dir=out_dir / "diffusers", single_file=out_dir / "tiny_sdxl.safetensors",
+                    config_dir=out_dir / "config")
+
+
+def _build_identity(seed: int) -> dict:
+    """What the built files depend on: the seed, this file's code and diffusers' save format."""
+    import diffusers
+
+    return {"seed": seed, "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
+            "diffusers": diffusers.__version__}
 
 
 # ---------------------------------------------------------------------------------------------
