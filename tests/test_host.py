@@ -3,12 +3,14 @@ trainer process gets."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from lora_trainer.host import PACKAGE_PARENT, Host, StandaloneHost, find_checkpoints, subprocess_env
+from lora_trainer.project import list_projects, open_project
 
 
 def touch(path: Path) -> Path:
@@ -31,23 +33,54 @@ def test_find_checkpoints_keeps_same_names_from_different_folders(tmp_path):
     assert find_checkpoints(tmp_path / "y", tmp_path / "x") == [first, second]
 
 
-def test_standalone_host_fulfils_the_protocol(tmp_path):
-    model = touch(tmp_path / "models" / "base.safetensors")
-    host = StandaloneHost(workspace_dir=tmp_path / "ws", model_dirs=[tmp_path / "models"],
+def test_standalone_host_has_every_host_method_with_the_same_parameters():
+    """The UI calls a Host's methods as the protocol declares them (e.g. `publish_lora(file, project)`):
+    the standalone host must follow each change of the protocol, not only have methods of those names."""
+    declared = {name: inspect.signature(member) for name, member in vars(Host).items()
+                if callable(member) and not name.startswith("_")}
+    assert set(declared) >= {"workspace", "checkpoints", "sdxl_config_dir", "free_memory", "publish_lora",
+                             "trainer_command"}
+    assert {name: list(inspect.signature(getattr(StandaloneHost, name)).parameters) for name in declared} == {
+        name: list(signature.parameters) for name, signature in declared.items()}
+
+
+def test_standalone_host_workspace_holds_the_projects(tmp_path):
+    host = StandaloneHost(workspace_dir=str(tmp_path / "ws"))  # as `ui --dir ws` passes it
+    assert host.workspace() == tmp_path / "ws" and list_projects(host.workspace()) == []
+    open_project(host.workspace(), "hero").create()
+    open_project(host.workspace(), "Alice", repeats=2).create()
+    assert list_projects(host.workspace()) == ["Alice", "hero"]
+    assert (tmp_path / "ws" / "Alice" / "img" / "2_Alice").is_dir()
+
+
+def test_standalone_host_lists_checkpoints_of_its_model_folders(tmp_path):
+    """`ui --models A --models B`: model files anywhere below, by name; no LoRA .pt, no other files."""
+    a, b = tmp_path / "Stable-diffusion", tmp_path / "more"
+    expected = [touch(a / "SDXL" / "base.safetensors"), touch(b / "custom.ckpt"), touch(a / "realistic.safetensors")]
+    touch(a / "SDXL" / "base.yaml")
+    touch(a / "lora.pt")
+    touch(b / "preview.png")
+    host = StandaloneHost(workspace_dir=tmp_path / "ws", model_dirs=[a, b, tmp_path / "missing"],
                           config_dir=tmp_path / "cfg")
-    assert isinstance(host, Host)
-    assert host.name == "standalone"
-    assert host.workspace() == tmp_path / "ws"
-    assert host.checkpoints() == [model]
+    assert host.checkpoints() == expected
     assert host.sdxl_config_dir() == tmp_path / "cfg"
-    assert host.publish_lora(tmp_path / "model" / "myLoRA-000003.safetensors") == "myLoRA-000003"
-    assert host.trainer_command() == [sys.executable, "-m", "lora_trainer"]
-    assert host.free_memory() is None
 
 
 def test_standalone_host_defaults(tmp_path):
     host = StandaloneHost(workspace_dir=str(tmp_path))
     assert host.workspace() == tmp_path and host.checkpoints() == [] and host.sdxl_config_dir() is None
+
+
+def test_publish_lora_gives_the_prompt_name_of_the_saved_file(tmp_path):
+    """Without a WebUI the LoRA stays where the run saved it; the name is what `<lora:NAME:1>` takes
+    (the file name without .safetensors, dots in the name kept)."""
+    host = StandaloneHost(workspace_dir=tmp_path)
+    project = open_project(tmp_path, "hero").create()
+    saved = touch(project.model / "hero.v2-000003.safetensors")
+    assert host.publish_lora(saved, project.name) == "hero.v2-000003"
+    assert host.publish_lora(saved, project.name) == "hero.v2-000003"  # again: same name
+    assert sorted(p.name for p in project.model.iterdir()) == ["hero.v2-000003.safetensors"]
+    assert saved.read_bytes() == b"x"
 
 
 def test_subprocess_env_puts_the_package_first_once(monkeypatch):
@@ -63,6 +96,7 @@ def test_trainer_command_runs_from_any_folder(tmp_path, monkeypatch):
     """Forge runs from its own root, with our package in extensions/: the command must still find it."""
     monkeypatch.delenv("PYTHONPATH", raising=False)
     host = StandaloneHost(workspace_dir=tmp_path)
+    assert host.trainer_command()[0] == sys.executable  # the UI's own Python: the packages it has
     done = subprocess.run(host.trainer_command() + ["--help"], cwd=tmp_path, env=subprocess_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
