@@ -27,6 +27,9 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("fp16", "bf16", "float")
 ATTENTIONS = ("none", "sdpa", "xformers")
 MAX_TOKEN_LENGTHS = (75, 150, 225)  # CLIP chunks of 75 tokens, as kohya and the WebUIs encode long prompts
+# Optimizers that can step fp16 weights: Adafactor computes in fp32, bitsandbytes' AdamW8bit keeps its
+# own state; torch's AdamW and Prodigy compute in the weights' dtype, where their epsilon is 0.
+FULL_FP16_OPTIMIZERS = ("Adafactor", "AdamW8bit")
 
 # SDXL's U-Net halves the latent twice (VAE factor 8 x 4): any other image side fails at the skip
 # connections, so sizes and bucket steps must be multiples of 32 (sd-scripts warns the same for SDXL).
@@ -118,6 +121,11 @@ class TrainConfig:
              f"full_bf16 = True needs mixed_precision 'bf16', not {self.mixed_precision!r}")
         need(not self.full_fp16 or self.mixed_precision == "fp16",
              f"full_fp16 = True needs mixed_precision 'fp16', not {self.mixed_precision!r}")
+        need(not self.full_fp16 or self.optimizer in FULL_FP16_OPTIMIZERS,
+             f"full_fp16 = True keeps the LoRA weights and their optimizer state in fp16, where "
+             f"{self.optimizer}'s epsilon (1e-8) rounds to 0 and a zero gradient turns a weight into NaN: "
+             f"use optimizer {' or '.join(FULL_FP16_OPTIMIZERS)}, or full_fp16 = False (LoRA weights in fp32, "
+             "which needs more memory), or mixed_precision 'bf16' with full_bf16 if the GPU has bf16")
         need(self.lr_scheduler != "adafactor" or self.optimizer == "Adafactor",
              f"lr_scheduler 'adafactor' needs optimizer 'Adafactor', not {self.optimizer!r}")
         need(not (self.lr_warmup and self.lr_warmup_steps),

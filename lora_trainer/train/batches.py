@@ -38,6 +38,14 @@ class Batch:
     time_ids: torch.Tensor  # [B, 6]
 
 
+def vae_dtype(cfg: TrainConfig) -> torch.dtype:
+    """fp32 with sdxl_no_half_vae (the default: the SDXL VAE can overflow to NaN in fp16), else the
+    mixed-precision dtype (fp32 when mixed_precision is "no")."""
+    if cfg.sdxl_no_half_vae:
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+
+
 def model_identity(path: str) -> str:
     """Names a model file's exact contents cheaply (path, size, modification time): hashing a 7 GB
     checkpoint on every run would cost more than the latents it protects."""
@@ -83,9 +91,10 @@ class TrainingBatches:
         geometries = [bucketer.assign(item.size) for item in training_set.items]
         use_disk = cfg.cache_latents and cfg.cache_latents_to_disk
         vae_id = model_identity(cfg.vae or cfg.pretrained_model_name_or_path)
-        model.vae.to(accelerator.device, torch.float32)  # fp32: the SDXL VAE overflows in fp16
+        dtype = vae_dtype(cfg)
+        model.vae.to(accelerator.device, dtype)
         cache = LatentCache(model.vae, vae_id, project_root_of(cfg.train_data_dir).latent_cache if use_disk else None,
-                            flip_aug=cfg.flip_aug)
+                            flip_aug=cfg.flip_aug, dtype=dtype)
         batches = cls(cfg, training_set, geometries, cache, Path(cfg.pretrained_model_name_or_path).name,
                       accelerator.num_processes)
         events.emit(layout.BUCKETS, report=batches.bucket_report, buckets=batches.bucket_info["buckets"])

@@ -1,13 +1,16 @@
 """Latents encoded once, reused across epochs and across runs.
 
 A cached latent is named by what it depends on and nothing else: the sha256 of the image file's bytes,
-its geometry (bucket, resize, crop), whether it is flipped, and a VAE identity string from the caller.
+its geometry (bucket, resize, crop), whether it is flipped, a VAE identity string from the caller, and
+the dtype the VAE runs in (so latents of an fp16 VAE and an fp32 one are never mixed).
 So a changed image, bucket or VAE misses and re-encodes, and an unchanged image never does, even after
 it is renamed or moved. On disk each latent is one safetensors file in the caller's cache folder,
 written atomically; without a folder the cache lives in memory for one run.
 
-The VAE always runs in fp32: the SDXL VAE makes NaNs in fp16. Latents are the distribution's mean
-(deterministic, unlike a sample) times `vae.config.scaling_factor`, stored as fp32 [4, h/8, w/8].
+The VAE runs in `dtype`, fp32 unless the caller asks for a half one (sdxl_no_half_vae = false): the SDXL
+VAE can make NaNs in fp16, so every latent is checked and a NaN one stops with the image's name.
+Latents are the distribution's mean (deterministic, unlike a sample) times `vae.config.scaling_factor`,
+stored as fp32 [4, h/8, w/8].
 """
 
 from __future__ import annotations
@@ -78,9 +81,10 @@ class LatentCache:
     `hits` counts latents served from the cache, `misses` the VAE encodes, for tests and the log."""
 
     def __init__(self, vae: torch.nn.Module, vae_id: str, cache_dir: str | Path | None = None, *,
-                 flip_aug: bool = False, vae_batch_size: int = 1):
+                 flip_aug: bool = False, vae_batch_size: int = 1, dtype: torch.dtype = torch.float32):
         self.vae = vae
         self.vae_id = vae_id
+        self.dtype = dtype  # what the VAE runs in
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.flip_aug = flip_aug
         self.vae_batch_size = vae_batch_size
@@ -96,6 +100,8 @@ class LatentCache:
             self._hashes[path] = file_sha256(path)
         parts = (CACHE_FORMAT, self._hashes[path], repr(geometry.bucket), repr(geometry.resized_size),
                  repr(geometry.crop_left_top), "flip" if flipped else "noflip", self.vae_id)
+        if self.dtype != torch.float32:  # fp32 keys stay as they were, so existing caches still hit
+            parts += (f"vae_dtype={self.dtype}",)
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def _file(self, key: str) -> Path:
@@ -164,6 +170,10 @@ class LatentCache:
         latents = self._encode(pixels)
         self.misses += len(jobs)
         for (key, path, geometry, flipped), latent in zip(jobs, latents):
+            if not torch.isfinite(latent).all() and self.dtype != torch.float32:
+                raise LatentError(f"the VAE produced NaN/inf latents for {path} running in {self.dtype} "
+                                  "(sdxl_no_half_vae = false): set sdxl_no_half_vae back to true to run it in "
+                                  "fp32, or use the SDXL fp16-fix VAE")
             if not torch.isfinite(latent).all():
                 raise LatentError(f"the VAE produced NaN/inf latents for {path}: use an fp32 VAE or the "
                                   "SDXL fp16-fix VAE, and check the image")
@@ -173,10 +183,10 @@ class LatentCache:
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         param = next(self.vae.parameters())
         dtype, device = param.dtype, param.device
-        self.vae.to(torch.float32)  # fp16 SDXL VAE overflows to NaN; the caller's dtype is restored below
+        self.vae.to(self.dtype)  # the caller's dtype is restored below
         try:
             with torch.autocast(device.type, enabled=False):
-                dist = self.vae.encode(pixels.to(device, torch.float32)).latent_dist
+                dist = self.vae.encode(pixels.to(device, self.dtype)).latent_dist
                 latents = dist.mean
             config = self.vae.config
             shift = getattr(config, "shift_factor", None) or 0.0
@@ -189,7 +199,8 @@ class LatentCache:
             self._memory[key] = latent
             return
         info = {"image": str(path), "bucket": f"{geometry.bucket[0]}x{geometry.bucket[1]}",
-                "flipped": str(flipped), "vae": self.vae_id, "format": CACHE_FORMAT}
+                "flipped": str(flipped), "vae": self.vae_id, "vae_dtype": str(self.dtype).removeprefix("torch."),
+                "format": CACHE_FORMAT}
         with atomic_path(self._file(key)) as tmp:
             save_file({"latents": latent}, str(tmp), metadata=info)
 

@@ -30,6 +30,7 @@ from lora_trainer.runs import layout
 from lora_trainer.runs.layout import RunFiles
 from lora_trainer.train import state as saved
 from lora_trainer.train.batches import TrainingBatches
+from lora_trainer.train.cache import LatentError
 from lora_trainer.train.events import EventCallback, EventLog
 from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
 from lora_trainer.train.model import load_sdxl
@@ -88,10 +89,14 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
     except torch.cuda.OutOfMemoryError as e:
         raise _fail(events, "out_of_memory", (
             f"out of GPU memory ({e}). Try: train_batch_size 1, gradient_checkpointing on, "
-            f"a lower network_dim (now {cfg.network_dim}), mixed_precision bf16 with full_bf16, "
-            "or caching text encoder outputs; close other programs using the GPU.")) from e
+            f"a lower network_dim (now {cfg.network_dim}), mixed_precision bf16 with full_bf16 "
+            "(fp16 with full_fp16 and Adafactor on a GPU without bf16), or network_train_unet_only "
+            "(frozen text encoders: their outputs are cached and the encoders leave the GPU); "
+            "close other programs using the GPU.")) from e
     except OutputError as e:
         raise _fail(events, "output", _output_message(cfg, e)) from e
+    except LatentError as e:  # NaN latents (e.g. from a half VAE) or an image that changed: it names the image
+        raise _fail(events, "training", str(e)) from e
     except TrainingError as e:
         events.emit(layout.ERROR, kind="training", message=str(e))
         raise
@@ -124,8 +129,9 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         trained.update(te1=model.text_encoder_1, te2=model.text_encoder_2)
         _add_lora(model.text_encoder_1, cfg, TEXT_ENCODER_LORA_TARGETS)
         _add_lora(model.text_encoder_2, cfg, TEXT_ENCODER_LORA_TARGETS)
-    # full_fp16 keeps the LoRA weights in fp32: the fp16 gradient scaler cannot unscale fp16 weights.
-    lora_dtype = torch.bfloat16 if cfg.full_bf16 else torch.float32
+    lora_dtype = _lora_dtype(cfg)
+    if cfg.full_fp16:
+        _let_scaler_unscale_fp16(accelerator)
     for m in trained.values():
         for p in m.parameters():
             if p.requires_grad:
@@ -284,8 +290,36 @@ def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def _weight_dtype(cfg: TrainConfig) -> torch.dtype:
     """Frozen base weights in the mixed-precision dtype save memory; LoRA weights stay fp32
-    unless full_bf16 / full_fp16 asks otherwise."""
+    unless full_bf16 / full_fp16 asks otherwise (`_lora_dtype`)."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+
+
+def _lora_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The trained LoRA weights' dtype, hence their gradients' and (for most optimizers) the optimizer
+    state's: fp32, or bf16 / fp16 with full_bf16 / full_fp16 (less memory, coarser updates)."""
+    if cfg.full_bf16:
+        return torch.bfloat16
+    if cfg.full_fp16:
+        return torch.float16
+    return torch.float32
+
+
+def _let_scaler_unscale_fp16(accelerator: Accelerator) -> None:
+    """full_fp16 (as kohya's): the fp16 gradient scaler refuses to unscale fp16 gradients, since it
+    expects fp32 master weights; told to allow them, it unscales them in place and still skips the steps
+    whose gradients overflowed. Without a scaler (fp16 on a CPU) there is nothing to change."""
+    scaler = accelerator.scaler
+    if scaler is None:
+        return
+    unscale = getattr(scaler, "_unscale_grads_", None)
+    if unscale is None:
+        raise TrainingError("full_fp16 is not supported with this torch version's gradient scaler: "
+                            "set full_fp16 = False (LoRA weights in fp32)")
+
+    def unscale_fp16_too(optimizer, inv_scale, found_inf, allow_fp16):
+        return unscale(optimizer, inv_scale, found_inf, True)
+
+    scaler._unscale_grads_ = unscale_fp16_too
 
 
 def _set_attention(unet, cfg: TrainConfig, events: EventLog) -> None:
@@ -371,8 +405,9 @@ def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, b
         bucket_info=batches.bucket_info,
         extra={"seed": cfg.seed, "num_epochs": cfg.max_train_epochs, "batch_size_per_device": cfg.train_batch_size,
                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-               "mixed_precision": cfg.mixed_precision, "full_bf16": cfg.full_bf16,
+               "mixed_precision": cfg.mixed_precision, "full_bf16": cfg.full_bf16, "full_fp16": cfg.full_fp16,
                "noise_offset": cfg.noise_offset, "min_snr_gamma": cfg.min_snr_gamma,
+               "max_token_length": cfg.max_token_length, "no_half_vae": cfg.sdxl_no_half_vae,
                "caption_extension": cfg.caption_extension, "training_comment": cfg.training_comment,
                "num_processes": accelerator.num_processes})
     save_lora(path, tensors, metadata, cfg.save_precision)
@@ -429,9 +464,16 @@ def _output_message(cfg: TrainConfig, error: OutputError) -> str:
 def _nan_message(cfg: TrainConfig, progress: saved.Progress, result: TrainResult) -> str:
     last = result.saved_files[-1] if result.saved_files else None
     kept = f"the last good file is {last}" if last else "no epoch had finished, so no file was saved"
+    # Latents are checked when they are cached, so a half VAE (sdxl_no_half_vae false) cannot cause this.
+    tries = [f"a lower learning rate (now {cfg.unet_learning_rate})"]
+    if cfg.mixed_precision == "fp16":
+        tries.append("mixed_precision bf16 instead of fp16 if the GPU has it")
+    if cfg.full_fp16:
+        tries.append("full_fp16 = False (LoRA weights in fp32)")
+    if not cfg.max_grad_norm:
+        tries.append("max_grad_norm 1.0 (gradient clipping is off)")
     return (f"the loss became NaN/inf at step {progress.global_step + 1} (epoch {progress.epoch + 1}); "
-            f"training stopped and {kept}. Try a lower learning rate (now {cfg.unet_learning_rate}), "
-            "bf16 instead of fp16, or keep the VAE in fp32 (sdxl_no_half_vae).")
+            f"training stopped and {kept}. Try {', or '.join(tries)}.")
 
 
 def _fail(events: EventLog, kind: str, message: str) -> TrainingError:
