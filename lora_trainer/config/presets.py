@@ -32,6 +32,9 @@ _GUIDE: dict[str, Any] = {
     "max_bucket_reso": 2048,
     "bucket_no_upscale": True,
     "max_resolution": "1024,1024",
+    # Not in the guide (kohya's default is 75): the WebUI reads a prompt whole, in 75-token chunks, so a
+    # WD14 caption with a trigger word, often past 75 tokens, trains whole up to 225, as it is tested.
+    "max_token_length": 225,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -66,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-3,  # a tiny model and a few dozen steps: a larger rate shows learning
         "max_train_epochs": 2,
         "save_every_n_epochs": 1,
+        "max_token_length": 225,
     },
 }
 

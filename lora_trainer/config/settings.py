@@ -96,7 +96,7 @@ class TrainConfig:
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False
     max_resolution: str = "1024,1024"  # "width,height" or one number for a square
-    max_token_length: int = 75
+    max_token_length: int = 75  # kohya's default; the presets use 225 (see docs/config.md)
     training_comment: str = ""
 
     def __post_init__(self) -> None:
@@ -296,7 +296,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),
     "max_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),
     "bucket_reso_steps": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE} (SDXL needs it; 64 is usual)"),
-    "max_token_length": ((lambda v: v == 75), "75 (longer prompts, kohya's 150/225, are not supported)"),
+    "max_token_length": ((lambda v: v in MAX_TOKEN_LENGTHS),
+                         "one of 75, 150, 225 (captions are encoded in chunks of 75 CLIP tokens)"),
 }
 
 

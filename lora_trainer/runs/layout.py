@@ -126,7 +126,9 @@ START, STEP, EPOCH_END, SAVED, STOPPED, FINISHED, ERROR = (
 # Each kind and its fields, in the order a run emits them; every line has "event" and "time" too.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     WARNING: ("message",),  # something the user should know (images without captions, ...)
-    BUCKETS: ("report", "buckets"),  # the bucket report (text) and the bucket sizes
+    # the bucket report (text), the bucket sizes, and the captions cut at max_token_length:
+    # [[caption file relative to train_data_dir, tokens cut], ...], longest cut first
+    BUCKETS: ("report", "buckets", "truncated_captions"),
     CACHING: ("done", "total"),  # latent encoding progress
     LATENTS: ("encoded", "reused", "cache_dir"),  # latent cache outcome
     START: ("total_steps", "epochs", "steps_per_epoch", "images", "samples_per_epoch", "resumed_at_step",

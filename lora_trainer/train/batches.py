@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 
 from lora_trainer.config import TrainConfig
+from lora_trainer.config.settings import MAX_TOKEN_LENGTHS
 from lora_trainer.project import project_root_of
 from lora_trainer.runs import layout
 from lora_trainer.train.buckets import (
@@ -28,7 +29,7 @@ from lora_trainer.train.cache import LatentCache
 from lora_trainer.train.data import TrainingSet, process_caption, scan_training_folder
 from lora_trainer.train.events import EventLog
 from lora_trainer.train.model import SDXLModel
-from lora_trainer.train.text import TextEmbeddingCache, encode_prompts
+from lora_trainer.train.text import TextEmbeddingCache, count_cut_tokens, encode_prompts
 
 
 @dataclass
@@ -46,6 +47,20 @@ def vae_dtype(cfg: TrainConfig) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
 
 
+def truncated_captions(cfg: TrainConfig, training_set: TrainingSet, tokenizer) -> list[list]:
+    """[caption file (relative to train_data_dir), tokens cut] for every caption longer than
+    max_token_length, longest cut first."""
+    cuts = count_cut_tokens(tokenizer, [item.caption for item in training_set.items], cfg.max_token_length)
+    root = Path(cfg.train_data_dir)
+    found = []
+    for item, cut in zip(training_set.items, cuts):
+        if cut:
+            caption_file = item.path.with_suffix(cfg.caption_extension)
+            name = caption_file if caption_file.is_file() else item.path
+            found.append([name.relative_to(root).as_posix() if name.is_relative_to(root) else name.name, cut])
+    return sorted(found, key=lambda entry: (-entry[1], entry[0]))
+
+
 def model_identity(path: str) -> str:
     """Names a model file's exact contents cheaply (path, size, modification time): hashing a 7 GB
     checkpoint on every run would cost more than the latents it protects."""
@@ -61,7 +76,7 @@ def model_identity(path: str) -> str:
 
 class TrainingBatches:
     def __init__(self, cfg: TrainConfig, training_set: TrainingSet, geometries: list[Geometry],
-                 latents: LatentCache, model_name: str, world_size: int):
+                 latents: LatentCache, model_name: str, world_size: int, truncated: list[list] | None = None):
         self.cfg = cfg
         self.items = training_set.items
         self.geometries = geometries
@@ -74,7 +89,8 @@ class TrainingBatches:
         self.tag_frequency = training_set.tag_frequency()
         repeats = [item.repeats for item in self.items]
         self.bucket_info = json.loads(bucket_info_json(geometries, repeats))
-        self.bucket_report = bucket_report(geometries, repeats)
+        self.truncated_captions = truncated or []  # [caption file, tokens cut]
+        self.bucket_report = bucket_report(geometries, repeats, self.truncated_captions, cfg.max_token_length)
         self.batches_per_epoch = batches_per_epoch(self.sample_buckets, cfg.train_batch_size, world_size)
         self.text_cache: TextEmbeddingCache | None = None
 
@@ -95,9 +111,13 @@ class TrainingBatches:
         model.vae.to(accelerator.device, dtype)
         cache = LatentCache(model.vae, vae_id, project_root_of(cfg.train_data_dir).latent_cache if use_disk else None,
                             flip_aug=cfg.flip_aug, dtype=dtype)
+        truncated = truncated_captions(cfg, training_set, model.tokenizer_1)
         batches = cls(cfg, training_set, geometries, cache, Path(cfg.pretrained_model_name_or_path).name,
-                      accelerator.num_processes)
-        events.emit(layout.BUCKETS, report=batches.bucket_report, buckets=batches.bucket_info["buckets"])
+                      accelerator.num_processes, truncated)
+        events.emit(layout.BUCKETS, report=batches.bucket_report, buckets=batches.bucket_info["buckets"],
+                    truncated_captions=truncated)
+        if truncated:
+            events.emit(layout.WARNING, message=_truncation_warning(cfg, truncated))
         jobs = [(item.path, geometry) for item, geometry in zip(training_set.items, geometries)]
         # With a disk cache rank 0 encodes and the others then read its files.
         with accelerator.main_process_first() if use_disk else contextlib.nullcontext():
@@ -113,7 +133,8 @@ class TrainingBatches:
         if train_text_encoder:
             return
         encoders = [model.text_encoder_1, model.text_encoder_2]
-        self.text_cache = TextEmbeddingCache([model.tokenizer_1, model.tokenizer_2], encoders)
+        self.text_cache = TextEmbeddingCache([model.tokenizer_1, model.tokenizer_2], encoders,
+                                             self.cfg.max_token_length)
         self.text_cache.prepare([item.caption for item in self.items])
         if not self.cfg.shuffle_caption:
             for encoder in encoders:
@@ -139,4 +160,16 @@ class TrainingBatches:
         """(prompt_embeds, pooled): from the cache, or through the (trained) encoders with grad."""
         if self.text_cache is not None:
             return self.text_cache.get(captions, device=model.unet.device)
-        return encode_prompts([model.tokenizer_1, model.tokenizer_2], text_encoders, captions)
+        return encode_prompts([model.tokenizer_1, model.tokenizer_2], text_encoders, captions,
+                              self.cfg.max_token_length)
+
+
+def _truncation_warning(cfg: TrainConfig, truncated: list[list]) -> str:
+    shown = ", ".join(f"{name} (+{cut})" for name, cut in truncated[:10])
+    more = f" and {len(truncated) - 10} more" if len(truncated) > 10 else ""
+    longer = [str(n) for n in MAX_TOKEN_LENGTHS if n > cfg.max_token_length]
+    advice = f"Set max_token_length to {' or '.join(longer)}, or shorten them." if longer else "Shorten them."
+    shuffled = " With shuffle_caption the tags that are cut change from step to step." if cfg.shuffle_caption else ""
+    return (f"{len(truncated)} caption(s) are longer than max_token_length {cfg.max_token_length} and lose "
+            f"their last tokens in training, while the WebUI reads the whole prompt: {shown}{more}. "
+            f"{advice}{shuffled}")

@@ -99,8 +99,11 @@ class Bucketer:
         return Geometry(original_size=(width, height), resized_size=resized, crop_left_top=crop, bucket=bucket)
 
 
-def bucket_report(geometries: Sequence[Geometry], repeats: Sequence[int]) -> str:
-    """Human-readable: one line per bucket, images and samples (images x repeats) in it."""
+def bucket_report(geometries: Sequence[Geometry], repeats: Sequence[int],
+                  truncated_captions: Sequence[tuple[str, int]] = (), max_token_length: int | None = None) -> str:
+    """Human-readable: one line per bucket, images and samples (images x repeats) in it; with
+    max_token_length, then the captions cut at that length, each with how many tokens it loses
+    (`truncated_captions`: (caption file, tokens cut) pairs)."""
     images, samples = Counter(), Counter()
     for geometry, n in zip(geometries, repeats):
         images[geometry.bucket] += 1
@@ -109,6 +112,10 @@ def bucket_report(geometries: Sequence[Geometry], repeats: Sequence[int]) -> str
     for bucket in sorted(images, key=lambda b: (b[0] * b[1], b)):
         lines.append(f"  {bucket[0]:>5} x {bucket[1]:<5} {images[bucket]:>5} image(s), "
                      f"{samples[bucket]:>6} sample(s) per epoch")
+    if max_token_length is not None:
+        cut = f"{len(truncated_captions)} (cut):" if truncated_captions else "none"
+        lines.append(f"captions longer than {max_token_length} tokens: {cut}")
+        lines += [f"  {name} (+{tokens} tokens)" for name, tokens in truncated_captions]
     return "\n".join(lines)
 
 

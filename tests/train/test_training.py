@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import DDPMScheduler
+from diffusers.models.attention_processor import AttnProcessor
+from diffusers.training_utils import compute_snr
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.config.presets import load_preset
+from lora_trainer.train import batches as batches_module
 from lora_trainer.train import trainer as trainer_module
-from lora_trainer.train.events import read_events
+from lora_trainer.train.events import EventLog, read_events
 from lora_trainer.train.model import load_sdxl
 from lora_trainer.train.sgm_names import TEXT_ENCODER_LORA_TARGETS, UNET_LORA_TARGETS, lora_target_names
 from lora_trainer.train.stop import request_stop
@@ -207,13 +212,191 @@ def test_ctrl_c_saves_and_exits_cleanly(tiny_sdxl, character_dataset, tmp_path):
     assert (tmp_path / "model" / "myLoRA-state" / "state.pt").is_file()
 
 
-def test_plain_attention_and_gradient_checkpointing_train(tiny_sdxl, character_dataset, tmp_path):
-    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1, xformers="none",
+class Watch:
+    """What a run did inside: the model it loaded, the captions and flips the loop used, the text-encoder
+    calls made once the loop had started, and the prompt lengths the U-Net was given."""
+
+    def __init__(self, monkeypatch):
+        self.model = None
+        self.loop_started = False
+        self.encoder_calls_in_loop = 0
+        self.captions: list[str] = []
+        self.flips: list[bool] = []
+        self.prompt_lengths: set[int] = set()
+        real_load, real_embed = trainer_module.load_sdxl, batches_module.TrainingBatches.embed
+        real_get = batches_module.LatentCache.get
+
+        def load_sdxl(*args, **kwargs):
+            self.model = real_load(*args, **kwargs)
+            for encoder in (self.model.text_encoder_1, self.model.text_encoder_2):
+                encoder.register_forward_hook(self._encoder_called)
+            self.model.unet.register_forward_pre_hook(
+                lambda module, args: self.prompt_lengths.add(args[2].shape[1]))
+            return self.model
+
+        def embed(batches, captions, *args, **kwargs):
+            self.captions += captions
+            return real_embed(batches, captions, *args, **kwargs)
+
+        def get(cache, path, geometry, flipped=False):
+            if self.loop_started:
+                self.flips.append(flipped)
+            return real_get(cache, path, geometry, flipped)
+
+        monkeypatch.setattr(trainer_module, "load_sdxl", load_sdxl)
+        monkeypatch.setattr(batches_module.TrainingBatches, "embed", embed)
+        monkeypatch.setattr(batches_module.LatentCache, "get", get)
+
+    def _encoder_called(self, module, args, output):
+        if self.loop_started:
+            self.encoder_calls_in_loop += 1
+
+    def on_event(self, event):
+        if event["event"] == "start":
+            self.loop_started = True
+
+
+def test_eight_options_together_each_do_what_they_say(tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    watch = Watch(monkeypatch)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=2, xformers="none",
                       gradient_checkpointing=True, gradient_accumulation_steps=2, min_snr_gamma=5.0,
                       noise_offset=0.05, flip_aug=True, shuffle_caption=True, keep_tokens=1)
-    result = run(cfg, tiny_sdxl)
-    assert result.global_step == 4  # 8 batches, 2 per optimizer step
+    result = run(cfg, tiny_sdxl, on_event=watch.on_event)
     assert all(v.isfinite().all() for v in load_file(result.final_file).values())
+    # gradient_accumulation_steps 2: 8 batches per epoch, one optimizer step every two
+    assert result.global_step == 8
+    # xformers "none": plain attention everywhere; gradient_checkpointing: on in the U-Net
+    assert {type(p) for p in watch.model.unet.attn_processors.values()} == {AttnProcessor}
+    assert watch.model.unet.is_gradient_checkpointing
+    # flip_aug: both the mirrored and the plain latents are cached and trained on
+    latents = next(e for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "latents")
+    assert latents["encoded"] == 16
+    assert len(watch.flips) == 16 and 0 < sum(watch.flips) < 16
+    # shuffle_caption with keep_tokens 1: the trigger word stays first, the other tags change order
+    originals = {p.read_text().strip() for p in character_dataset.glob("*/*.txt")}
+    assert len(watch.captions) == 16 and all(c.startswith("myLoRA, ") for c in watch.captions)
+    assert all(sorted(c.split(", ")) in [sorted(o.split(", ")) for o in originals] for c in watch.captions)
+    assert sum(c not in originals for c in watch.captions) >= 12
+    # noise_offset and min_snr_gamma: see the _diffusion_loss tests below
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tiny_sdxl):
+    return load_sdxl(str(tiny_sdxl.single_file), config_dir=str(tiny_sdxl.config_dir)).unet
+
+
+class ZeroUNet(torch.nn.Module):
+    """Predicts zero noise, so the loss is the mean square of the target noise."""
+
+    def forward(self, noisy, timesteps, prompt_embeds, added_cond_kwargs):
+        return type("Out", (), {"sample": torch.zeros_like(noisy)})
+
+
+def _loss(unet, cfg, seed=0, latents=None, scheduler=None):
+    latents = torch.zeros(16, 4, 8, 8) if latents is None else latents
+    scheduler = scheduler or DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    rng = torch.Generator().manual_seed(seed)
+    batch = len(latents)
+    return trainer_module._diffusion_loss(unet, scheduler, latents, torch.zeros(batch, 77, 80),
+                                          torch.zeros(batch, 48), torch.zeros(batch, 6), rng, cfg, torch.float32)
+
+
+def test_noise_offset_shifts_each_channel_of_the_noise():
+    plain, offset = TrainConfig(), TrainConfig(noise_offset=0.5)
+    rng = torch.Generator().manual_seed(0)
+    noise = torch.randn(16, 4, 8, 8, generator=rng)
+    shift = torch.randn(16, 4, 1, 1, generator=rng)
+    torch.testing.assert_close(_loss(ZeroUNet(), plain), noise.square().mean())
+    torch.testing.assert_close(_loss(ZeroUNet(), offset), (noise + 0.5 * shift).square().mean())
+
+
+def test_min_snr_gamma_weights_the_loss_by_min_snr_over_snr():
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    rng = torch.Generator().manual_seed(0)
+    per_sample = torch.randn(16, 4, 8, 8, generator=rng).square().mean(dim=(1, 2, 3))
+    timesteps = torch.randint(0, 1000, (16,), generator=rng)
+    snr = compute_snr(scheduler, timesteps)
+    weighted = _loss(ZeroUNet(), TrainConfig(min_snr_gamma=5.0), scheduler=scheduler)
+    torch.testing.assert_close(weighted, (per_sample * torch.clamp(snr, max=5.0) / snr).mean())
+    assert abs(weighted - _loss(ZeroUNet(), TrainConfig(), scheduler=scheduler)) > 0.01
+
+
+def test_gradient_checkpointing_and_plain_attention_give_the_same_loss_and_gradients(tiny_unet):
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    weight = tiny_unet.conv_in.weight
+
+    def loss_and_grad(checkpointing: bool, attention: str):
+        trainer_module._set_attention(tiny_unet, TrainConfig(xformers=attention), EventLog())
+        tiny_unet.train()
+        if checkpointing:
+            tiny_unet.enable_gradient_checkpointing()
+        else:
+            tiny_unet.disable_gradient_checkpointing()
+        weight.requires_grad_(True)
+        weight.grad = None
+        loss = _loss(tiny_unet, TrainConfig(), latents=latents)
+        loss.backward()
+        return loss.detach(), weight.grad.clone()
+
+    try:
+        reference = loss_and_grad(False, "sdpa")
+        for variant in (loss_and_grad(True, "sdpa"), loss_and_grad(False, "none")):
+            torch.testing.assert_close(variant[0], reference[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(variant[1], reference[1], rtol=1e-3, atol=1e-5)
+        assert reference[1].abs().sum() > 0
+    finally:
+        tiny_unet.disable_gradient_checkpointing()
+        tiny_unet.requires_grad_(False).eval()
+
+
+def _write_long_captions(img_root: Path) -> None:
+    """001.txt: 100 tokens (cut at 75 by 25); 002.txt: 160 tokens (cut at 150 by 10)."""
+    folder = img_root / "1_myLoRA"
+    (folder / "001.txt").write_text("myLoRA " + " ".join(["red"] * 99) + "\n")
+    (folder / "002.txt").write_text("myLoRA " + " ".join(["hair"] * 159) + "\n")
+
+
+@pytest.mark.parametrize("cache_setting", [False, True])
+def test_frozen_text_encoders_are_not_called_in_the_loop(tiny_sdxl, character_dataset, tmp_path, monkeypatch,
+                                                         cache_setting):
+    """The text-encoder outputs are cached whenever the encoders are frozen; sdxl_cache_text_encoder_outputs
+    (kohya's name) asks for what happens anyway. Also: long captions at max_token_length 150, end to end."""
+    _write_long_captions(character_dataset)
+    watch = Watch(monkeypatch)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1, max_token_length=150,
+                      sdxl_cache_text_encoder_outputs=cache_setting)
+    result = run(cfg, tiny_sdxl, on_event=watch.on_event)
+    assert watch.loop_started and len(watch.captions) == 8
+    assert watch.encoder_calls_in_loop == 0
+    # Captions of more than 75 tokens reach the U-Net as two chunks; the one over 150 is cut and reported.
+    assert watch.prompt_lengths == {77, 154}
+    events = read_events(result.run_dir / "events.jsonl")
+    buckets = next(e for e in events if e["event"] == "buckets")
+    assert buckets["truncated_captions"] == [["1_myLoRA/002.txt", 10]]
+    assert "captions longer than 150 tokens: 1 (cut):\n  1_myLoRA/002.txt (+10 tokens)" in buckets["report"]
+    warning = next(e["message"] for e in events if e["event"] == "warning" and "max_token_length" in e["message"])
+    assert "1_myLoRA/002.txt (+10)" in warning and "max_token_length to 225" in warning
+
+
+def test_caption_cut_at_75_tokens_is_reported(tiny_sdxl, character_dataset, tmp_path, capsys):
+    from lora_trainer.train.cli import print_event
+
+    _write_long_captions(character_dataset)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_token_length=75, max_train_steps=1)
+    result = run(cfg, tiny_sdxl, on_event=print_event)
+    buckets = next(e for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "buckets")
+    assert buckets["truncated_captions"] == [["1_myLoRA/002.txt", 85], ["1_myLoRA/001.txt", 25]]
+    printed = capsys.readouterr()
+    assert ("captions longer than 75 tokens: 2 (cut):\n  1_myLoRA/002.txt (+85 tokens)\n"
+            "  1_myLoRA/001.txt (+25 tokens)") in printed.out
+    assert "warning: 2 caption(s) are longer than max_token_length 75" in printed.err
+
+
+def test_text_encoder_cache_setting_is_refused_while_the_encoders_train():
+    with pytest.raises(ConfigError, match="cannot be used while the text encoders are trained"):
+        TrainConfig(sdxl_cache_text_encoder_outputs=True, network_train_unet_only=False)
+    with pytest.raises(ConfigError, match="cannot be used with shuffle_caption"):
+        TrainConfig(sdxl_cache_text_encoder_outputs=True, network_train_unet_only=True, shuffle_caption=True)
 
 
 def _full_disk_for(monkeypatch, module, name_part: str) -> None:
