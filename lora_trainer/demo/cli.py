@@ -1,5 +1,5 @@
-"""`python -m lora_trainer demo --dir demo`: the whole job on built-in material, offline, in a minute or
-two on a CPU: a tiny SDXL-shaped model and a synthetic character dataset are generated, then a
+"""`python -m lora_trainer demo --dir demo`: the whole job on built-in material, offline, in about ten
+seconds on two CPU cores: a tiny SDXL-shaped model and a synthetic character dataset are generated, then a
 LoRA is trained and saved exactly as a real run would do it. Run again into the same folder, it
 reuses the model, the images and their cached latents, and trains under the next free output name
 (myLoRA_v2, ...): earlier runs' LoRA files are kept, as the UI keeps them."""
