@@ -17,6 +17,7 @@ from typing import Any
 from lora_trainer.config.settings import (
     ATTENTIONS,
     LR_SCHEDULERS,
+    MAX_TOKEN_LENGTHS,
     OPTIMIZERS,
     ConfigError,
     TrainConfig,
@@ -363,10 +364,11 @@ def _read_token_length(data: dict[str, Any], values: dict[str, Any], ignored: di
     if raw is None:
         return
     length = _coerce("max_token_length", raw)
-    if length == TrainConfig.max_token_length:
+    if length in MAX_TOKEN_LENGTHS:
         values["max_token_length"] = length
     else:
-        ignored["max_token_length"] = f"not supported: {length} tokens (captions are cut at 75 tokens)"
+        ignored["max_token_length"] = (f"not supported: {length} tokens (kohya_ss and this trainer take "
+                                       f"{', '.join(map(str, MAX_TOKEN_LENGTHS))})")
 
 
 def _read_additional_parameters(data: dict[str, Any], values: dict[str, Any], ignored: dict[str, str]) -> None:

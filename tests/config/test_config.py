@@ -64,7 +64,7 @@ def test_ints_are_accepted_for_floats():
     ({"mixed_precision": "fp32"}, "mixed_precision = 'fp32': must be one of 'no', 'fp16', 'bf16'"),
     ({"save_precision": "fp32"}, "save_precision = 'fp32'"),
     ({"xformers": True}, "xformers = True: must be a string"),
-    ({"max_token_length": 225}, "max_token_length = 225: must be 75"),
+    ({"max_token_length": 100}, "max_token_length = 100: must be one of 75, 150, 225"),
     ({"sdxl": False}, "only SDXL is supported"),
     ({"unet_lr": 0.0}, "unet_lr = 0.0: must be > 0, or null"),
     ({"caption_extension": "txt"}, "caption_extension = 'txt'"),

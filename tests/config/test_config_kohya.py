@@ -38,7 +38,8 @@ def test_every_real_preset_imports(path):
     for key, reason in result.ignored.items():
         assert reason and reason != "unknown kohya_ss setting", (key, reason)
     assert "conv_dim" not in data or result.ignored["conv_dim"] == "LoCon/LyCORIS only"
-    assert result.config.sdxl and result.config.max_token_length == 75
+    assert result.config.sdxl and result.config.max_token_length == int(data.get("max_token_length") or 75)
+    assert "max_token_length" not in result.ignored
 
 
 @needs_presets
@@ -97,7 +98,7 @@ def test_dadaptation_becomes_prodigy_and_long_captions_are_reported():
     assert "additional_parameters" not in result.ignored
     assert (config.lr_scheduler, config.lr_warmup) == ("cosine", 5)
     assert config.warmup_steps(1000) == 50
-    assert "225" in result.ignored["max_token_length"]
+    assert config.max_token_length == 225 and "max_token_length" not in result.ignored
     assert config.shuffle_caption and config.keep_tokens == 2
 
 
