@@ -93,7 +93,9 @@ def test_stop_writes_the_flag_of_the_run_started_with_the_same_set_options(tmp_p
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "my.json"
     load_preset("CPU smoke test", output_dir=str(tmp_path / "model"), output_name="hero").save_json(config)
-    # what the run `train --config my.json --set output_name=hero_v2` checks after each step
+    # what the run `train --config my.json --set output_name=hero_v2` checks after each step (the run
+    # made its output_dir as it started)
+    (tmp_path / "model").mkdir()
     running = StopSignal(stop_flag_path(tmp_path / "model", "hero_v2"), handle_sigint=False)
     assert not running.requested()
     assert main(["stop", "--config", str(config), "--set", "output_name=hero_v2"]) == 0
@@ -112,7 +114,12 @@ def test_stop_refuses_an_empty_output_dir_instead_of_writing_here(tmp_path, monk
     assert main(["stop", "--config", str(config)]) == 1
     assert "output_dir is empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my.json"]
-    # the run's own --set output_dir=... is what makes it work
+    # a mistyped folder is refused, not created
+    assert main(["stop", "--config", str(config), "--set", f"output_dir={tmp_path / 'typo'}"]) == 1
+    assert "typo does not exist, so no run writes there" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    # the run's own --set output_dir=... (a folder the run created) is what makes it work
+    (tmp_path / "out").mkdir()
     assert main(["stop", "--config", str(config), "--set", f"output_dir={tmp_path / 'out'}"]) == 0
     assert (tmp_path / "out" / "lora.stop").is_file()
 

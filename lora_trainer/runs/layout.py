@@ -72,9 +72,9 @@ class RunFiles:
 
 def request_stop(output_dir: str | Path, output_name: str) -> Path:
     """Ask a running trainer to save and stop after its current step (it checks the flag file after
-    every step: works on every OS, from any process); returns the flag's path."""
+    every step: works on every OS, from any process); returns the flag's path. The output folder must
+    exist (a run creates it as it starts): a mistyped one is not created."""
     flag = RunFiles(output_dir, output_name).stop_flag
-    flag.parent.mkdir(parents=True, exist_ok=True)
     flag.write_text("stop requested\n", encoding="utf-8")
     return flag
 

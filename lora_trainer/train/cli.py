@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.config.settings import check_paths
-from lora_trainer.train.stop import request_stop
+from lora_trainer.runs import layout
+from lora_trainer.runs.layout import request_stop
 
 
 def register(subparsers) -> None:
@@ -123,29 +124,33 @@ def run_stop(args: argparse.Namespace) -> int:
         print(f"error: {args.config}: output_dir is empty: the stop flag goes in the run's output_dir. "
               "Set it in the file, or pass the run's --set output_dir=DIR.", file=sys.stderr)
         return 1
-    had_output = Path(cfg.output_dir).is_dir()
+    if not Path(cfg.output_dir).is_dir():
+        print(f"error: {cfg.output_dir} does not exist, so no run writes there (a run creates its output_dir "
+              "as it starts): check the path, or give `stop` the same --set options as `train`.", file=sys.stderr)
+        return 1
     flag = request_stop(cfg.output_dir, cfg.output_name)
     print(f"stop requested: wrote {flag}\nThe run with output_name {cfg.output_name!r} saves and exits after "
           "its current step (a run started later ignores this flag).")
-    if not had_output:
-        print(f"note: {cfg.output_dir} did not exist, so no run has written there yet: if one is going, "
-              "give `stop` the same --set options as `train`.", file=sys.stderr)
     return 0
 
 
 def print_event(event: dict) -> None:
-    """Console lines for what the progress bar does not show."""
+    """Console lines for what the progress bar does not show; written through tqdm, which clears the
+    bar first, so a line never lands glued to a half-drawn progress bar (trainer.log merges both)."""
+    from tqdm import tqdm
+
     kind = event["event"]
-    if kind == "warning":
-        print(f"warning: {event['message']}", file=sys.stderr)
-    elif kind == "buckets":
-        print(event["report"])
-    elif kind == "latents":
-        print(f"latents: {event['encoded']} encoded, {event['reused']} reused from cache")
-    elif kind == "start":
-        print(f"training {event['total_steps']} steps ({event['epochs']} epochs x {event['steps_per_epoch']}) "
-              f"on {event['device']}; TensorBoard: tensorboard --logdir {Path(event['run_dir']).parent}")
-    elif kind == "saved":
-        print(f"saved {event['path']}")
-    elif kind == "finished":
-        print(f"finished: {event['path']}")
+    if kind == layout.WARNING:
+        tqdm.write(f"warning: {event['message']}", file=sys.stderr)
+    elif kind == layout.BUCKETS:
+        tqdm.write(event["report"], file=sys.stdout)
+    elif kind == layout.LATENTS:
+        tqdm.write(f"latents: {event['encoded']} encoded, {event['reused']} reused from cache", file=sys.stdout)
+    elif kind == layout.START:
+        tqdm.write(f"training {event['total_steps']} steps ({event['epochs']} epochs x {event['steps_per_epoch']}"
+                   f") on {event['device']}; TensorBoard: tensorboard --logdir {Path(event['run_dir']).parent}",
+                   file=sys.stdout)
+    elif kind == layout.SAVED:
+        tqdm.write(f"saved {event['path']}", file=sys.stdout)
+    elif kind == layout.FINISHED:
+        tqdm.write(f"finished: {event['path']}", file=sys.stdout)
