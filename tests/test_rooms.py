@@ -64,3 +64,10 @@ def test_run_management_config_and_project_load_without_torch():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_every_room_is_a_regular_package():
+    """A folder without __init__.py imports as a namespace package, which another extension's
+    folder of the same name on Forge's shared sys.path could join."""
+    folders = {p.parent for p in PACKAGE.rglob("*.py")}
+    assert sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").is_file()) == []
