@@ -12,6 +12,11 @@ a runner made after the WebUI restarted adopts it (follows it, can stop it, refu
 Start refuses an output name whose LoRA files exist (`runs/lora_files.py`): the WebUI would keep
 showing the old files under their names. A run's file names come from `runs/layout.py`.
 
+`status(project)` is what a page showing that project displays: the runner's run when it is in that
+project, else the project's last run read from its files (`runs/follow.py` `last_run_status`), with a
+word about a run going on in another project. `resumable_output_name` names a project's stopped run
+that Resume can continue, so a page opened later (a reload, a restarted UI) offers its name again.
+
 No torch and no gradio here: the UI (`lora_trainer/ui/`) calls these functions and shows the `RunStatus`.
 """
 
@@ -38,7 +43,10 @@ from lora_trainer.runs.follow import (
     SavedLora,
     fill_progress,
     find_new_run_dir,
+    last_run_status,
+    log_header,
     outcome,
+    read_events,
     read_log_tail,
 )
 from lora_trainer.runs.layout import RunFiles
@@ -53,7 +61,7 @@ from lora_trainer.runs.trainer_record import (
 )
 
 __all__ = ["OutputNameTaken", "RunnerError", "TrainRunner", "config_for_project", "load_project_settings",
-           "tensorboard_command"]
+           "resumable_output_name", "tensorboard_command"]
 
 
 class RunnerError(RuntimeError):
@@ -96,6 +104,28 @@ def load_project_settings(project: Project) -> dict[str, Any]:
     return TrainConfig.from_json(project.config_file).to_dict()
 
 
+def resumable_output_name(project: Project) -> str | None:
+    """The output name of the project's run that Resume can continue (the newest if several): it saved
+    its state (`<output_name>-state/` with progress, in model/) and did not finish. None if there is
+    none. A stopped run always saved a LoRA file too, so the names are taken from those files."""
+    model = project.model
+    found = []
+    for name in dict.fromkeys(f.output_name for f in project_lora_files(model)):
+        files = RunFiles(model, name)
+        try:
+            progress = json.loads(files.progress.read_text(encoding="utf-8"))
+            saved_at, step, run_name = files.progress.stat().st_mtime, int(progress["global_step"]), progress["run_name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if step < 1 or files.final_lora.exists():
+            continue
+        events = read_events(layout.events_file(project.log / str(run_name)))
+        if any(e.get("event") == layout.FINISHED for e in events):
+            continue
+        found.append((saved_at, name))
+    return max(found)[1] if found else None
+
+
 def tensorboard_command(project: Project) -> str:
     folder = str(project.log.resolve())
     return f'tensorboard --logdir "{folder}"' if re.search(r"[\s'\"]", folder) else f"tensorboard --logdir {folder}"
@@ -131,6 +161,7 @@ class TrainRunner:
         self._lock = threading.RLock()
         self._run: _Run | None = None
         self._starting: str | None = None  # "project: output name" while the host frees its memory
+        self._starting_root: Path | None = None  # that project's folder
         # saved file -> (its version, the host's name for it or None, why the host refused it)
         self._published: dict[Path, tuple[tuple | None, str | None, str]] = {}
         self.adopt()
@@ -148,6 +179,7 @@ class TrainRunner:
             config.save_json(project.config_file)
             run_dir = self._resume_run_dir(config) if resume else None
             self._starting = f"{project.name}: {config.output_name}"
+            self._starting_root = project.root.resolve()
         try:
             # Outside the lock: the host may wait for its own work (Forge: a generation in progress),
             # and status() must keep answering meanwhile.
@@ -202,10 +234,30 @@ class TrainRunner:
             run.stop_requested = True
             return self._status()
 
-    def status(self) -> RunStatus:
+    def status(self, project: Project | None = None) -> RunStatus:
+        """The run this runner follows; with `project`, what a page showing that project displays:
+        the runner's run when it is in that project, else the project's last run read from its files
+        (idle when it has none), with `elsewhere` describing a run going on in another project."""
         with self._lock:
             self._refresh()
-            return self._status()
+            current = self._status()
+            root = self._starting_root if self._starting else (self._run.project.root if self._run else None)
+        if project is None or (root is not None and _same_folder(root, project.root)):
+            return current
+        shown = last_run_status(project)
+        if current.active:
+            shown.elsewhere = f"training in project {current.project}" + \
+                (f" ({current.output_name})" if current.output_name else "") + f": {current.message}"
+        return shown
+
+    def current_output_name(self, project: Project) -> str | None:
+        """The output name of the run going on in `project`, if one is."""
+        with self._lock:
+            self._refresh()
+            run = self._run
+            if run and run.returncode is None and _same_folder(run.project.root, project.root):
+                return run.config.output_name
+            return None
 
     def adopt(self, projects: Iterable[Project] = ()) -> RunStatus:
         """Follow a trainer that an earlier UI process started and that still runs (the UI restarted
@@ -259,8 +311,7 @@ class TrainRunner:
         project.trainer_log.parent.mkdir(parents=True, exist_ok=True)
         with open(project.trainer_log, "ab") as log:
             offset = log.tell()
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"\n=== {stamp} {'resume' if resume else 'start'}: {' '.join(command)}\n".encode())
+            log.write(log_header(resume, command).encode())
             log.flush()
             launched_at = time.time()
             try:
@@ -435,3 +486,7 @@ class TrainRunner:
 
 def _request_stop(config: TrainConfig) -> None:
     layout.request_stop(config.output_dir, config.output_name)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()

@@ -1,10 +1,13 @@
 """The UI's training runner: real trainer subprocesses on the tiny model (CPU), followed through
 events.jsonl; saved LoRAs handed to the host; stop, resume and failures as the user sees them; a run
-adopted after a UI restart; the project's LoRA files listed; output names already used refused."""
+adopted after a UI restart; the project's LoRA files listed; output names already used refused; a
+project's last run read back from its files (what a page on that project shows), the trainer's console
+output as a terminal shows it."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,12 +22,16 @@ from lora_trainer.config.presets import PRESETS
 from lora_trainer.demo.synthetic import make_character_dataset
 from lora_trainer.host import StandaloneHost, subprocess_env
 from lora_trainer.project import Project, open_project
+from lora_trainer.runs import layout
+from lora_trainer.runs.follow import last_run_status, log_header, read_log_tail
+from lora_trainer.runs.layout import RunFiles
 from lora_trainer.runs.runner import (
     OutputNameTaken,
     RunnerError,
     TrainRunner,
     config_for_project,
     load_project_settings,
+    resumable_output_name,
 )
 from lora_trainer.runs.trainer_record import TrainerRecord, process_start_time, write_record
 
@@ -302,3 +309,157 @@ def test_project_loras_lists_earlier_runs_and_hands_each_file_to_the_host_once(r
     saved, problems = runner.project_loras(project, recheck=True)  # the project selected again
     assert problems == [] and [s.name for s in saved] == ["pub-new-step00000003", "pub-old-000001", "pub-old"]
     assert len(host.published) == 5
+
+
+# --- a project's last run, read back from its files (no runner follows it) -----------------------------
+
+def write_run(project: Project, output_name: str, started: float, events: list[tuple[str, dict]],
+              run_dir: Path | None = None) -> Path:
+    """A run folder with these events, one second apart from `started` (`run_dir`: a resumed run's)."""
+    run_dir = run_dir or project.log / layout.run_folder_name(output_name, started)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (kind, fields) in enumerate(events):
+        layout.check_event(kind, fields)  # written as the trainer writes them
+        lines.append(json.dumps({"event": kind, "time": started + i, **fields}) + "\n")
+    with open(layout.events_file(run_dir), "a", encoding="utf-8") as f:
+        f.writelines(lines)
+    return run_dir
+
+
+def start_event(total=32, resumed_at=None):
+    return (layout.START, dict(total_steps=total, epochs=4, steps_per_epoch=8, images=8, samples_per_epoch=8,
+                               resumed_at_step=resumed_at, run_dir="r", processes=1, device="cpu"))
+
+
+def step_events(first, last):
+    return [(layout.STEP, dict(step=s, epoch=1 + (s - 1) // 8, loss=1.0 + s / 100, average_loss=1.0, lr={"unet": 1e-3}))
+            for s in range(first, last + 1)]
+
+
+def write_log(project: Project, started: float, ended: float, output: str, resume: bool = False) -> None:
+    """A launch's block in trainer.log as the runner and the trainer write it, the last line at `ended`."""
+    project.trainer_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(project.trainer_log, "a", encoding="utf-8", newline="") as f:
+        f.write(log_header(resume, ["python", "-m", "lora_trainer", "train"], now=started) + output)
+    os.utime(project.trainer_log, (ended, ended))
+
+
+# tqdm redraws its bar with \r (twice a step: the count, then the loss); `print` writes right after a
+# redraw, with no newline between.
+TQDM_OUTPUT = (
+    "\rLoading pipeline components...:   0%|          | 0/7 [00:00<?, ?it/s]"
+    "\rLoading pipeline components...: 100%|██████████| 7/7 [00:00<00:00, 31.27it/s]\n"
+    "training 32 steps (4 epochs x 8) on cpu\n"
+    "\rhero:   0%|          | 0/32 [00:00<?, ?step/s]"
+    "\rhero:   3%|▎         | 1/32 [00:01<00:40,  1.30s/step]"
+    "\rhero:   3%|▎         | 1/32 [00:01<00:40,  1.30s/step, epoch=1, loss=1.0871]"
+    "\rhero:   6%|▋         | 2/32 [00:02<00:39,  1.31s/step, epoch=1, loss=1.0871]"
+    "\rhero:   6%|▋         | 2/32 [00:02<00:39,  1.31s/step, epoch=1, loss=1.0278]saved /m/hero-step00000002.safetensors\n"
+    "\rhero:   6%|▋         | 2/32 [00:02<00:40,  1.33s/step, epoch=1, loss=1.0278]\n"
+    "stopped at step 2; resume with:\n"
+    "  python -m lora_trainer train --config hero.json --resume\n")
+
+
+def test_the_log_tail_shows_what_a_terminal_shows(tmp_path):
+    """Each progress line once (its last redraw), and a line printed after a redraw on its own line."""
+    log = tmp_path / "trainer.log"
+    log.write_text("older output\n" + TQDM_OUTPUT, encoding="utf-8", newline="")
+    assert read_log_tail(log, len("older output\n")) == [
+        "Loading pipeline components...: 100%|██████████| 7/7 [00:00<00:00, 31.27it/s]",
+        "training 32 steps (4 epochs x 8) on cpu",
+        "hero:   6%|▋         | 2/32 [00:02<00:39,  1.31s/step, epoch=1, loss=1.0278]",
+        "saved /m/hero-step00000002.safetensors",
+        "hero:   6%|▋         | 2/32 [00:02<00:40,  1.33s/step, epoch=1, loss=1.0278]",
+        "stopped at step 2; resume with:",
+        "  python -m lora_trainer train --config hero.json --resume"]
+    # a bar still being drawn (no newline yet): its last drawing; Windows line ends are no redraws
+    log.write_text("a\r\nb\r\n\rhero: 3%|▎| 1/32 [00:01<00:40]\rhero: 6%|▋| 2/32 [00:02<00:39]", encoding="utf-8",
+                   newline="")
+    assert read_log_tail(log, 0) == ["a", "b", "hero: 6%|▋| 2/32 [00:02<00:39]"]
+
+
+def test_a_stopped_run_is_read_back_as_stopped_and_resumable(tmp_path, write_lora):
+    """After a UI restart no runner follows the run: its files say how it ended."""
+    project = Project(tmp_path / "hero", "hero").create()
+    assert last_run_status(project).state == "idle" and resumable_output_name(project) is None
+
+    started = time.time() - 600
+    write_log(project, started - 5, started + 6, TQDM_OUTPUT)
+    stop_file = project.model / "hero-step00000003.safetensors"
+    run_dir = write_run(project, "hero", started, [start_event(), *step_events(1, 3), (layout.SAVED, dict(
+        kind=layout.STOP, path=str(stop_file), epoch=0, step=3, rank_checksums=[0.0])),
+        (layout.STOPPED, dict(step=3, epoch=0, resume_with="s"))])
+    status = last_run_status(project)
+    assert (status.state, status.message) == ("stopped", "stopped at step 3/32; Resume continues from there")
+    assert (status.project, status.output_name, status.run_dir, status.step) == ("hero", "hero", run_dir, 3)
+    assert [s for s, _, _ in status.losses] == [1, 2, 3] and not status.active and status.eta_s is None
+    assert status.log_tail.splitlines()[-2:] == ["stopped at step 2; resume with:",
+                                                 "  python -m lora_trainer train --config hero.json --resume"]
+
+    # Resume needs the state the trainer saved beside the LoRA (and a run that did not finish)
+    write_lora(project.model, "hero-step00000003", started + 10, ss_output_name="hero", ss_steps="3")
+    assert resumable_output_name(project) is None  # no state saved
+    files = RunFiles(project.model, "hero")
+    files.state_dir.mkdir()
+    files.progress.write_text(json.dumps({"global_step": 3, "run_name": run_dir.name}))
+    assert resumable_output_name(project) == "hero"
+    write_lora(project.model, "old_v2-000001", started - 100, ss_output_name="old_v2", ss_steps="8")
+    assert resumable_output_name(project) == "hero"  # a run without state is not resumable
+
+    # resumed, then finished: the last launch's events tell the state; the curve is the whole run's
+    write_log(project, started + 19, started + 51, "training 32 steps\nfinished: /m/hero.safetensors\n",
+              resume=True)
+    write_run(project, "hero", started + 20, [start_event(resumed_at=3), *step_events(4, 32), (
+        layout.FINISHED, dict(path=str(files.final_lora), epoch=4, step=32))], run_dir=run_dir)
+    status = last_run_status(project)
+    assert status.state == "finished" and status.message.startswith("finished: 4 epoch(s), 32 steps")
+    assert [s for s, _, _ in status.losses] == list(range(1, 33))
+    assert status.log_tail == "training 32 steps\nfinished: /m/hero.safetensors"
+    assert resumable_output_name(project) is None  # finished (its final file is not needed to tell)
+
+
+def test_a_failed_run_is_read_back_with_its_error(tmp_path):
+    project = Project(tmp_path / "hero", "hero").create()
+    started = time.time() - 600
+    write_log(project, started - 1, started + 4, "training\nerror: out of memory\n")
+    write_run(project, "hero", started, [start_event(), *step_events(1, 2),
+                                         (layout.ERROR, dict(kind="out_of_memory", message="CUDA out of memory"))])
+    status = last_run_status(project)
+    assert (status.state, status.error, status.step) == ("failed", "CUDA out of memory", 2)
+
+    # a later launch that failed before writing any event: its output tells
+    write_log(project, started + 60, started + 61, "error: model not found: /m/x.safetensors (no such file or folder)\n")
+    status = last_run_status(project)
+    assert (status.state, status.error) == ("failed", "model not found: /m/x.safetensors (no such file or folder)")
+    assert status.losses == [] and status.run_dir is None
+
+    # a headless run after it (no block in trainer.log), killed: it ended without a word
+    write_run(project, "hero_v2", started + 120, [start_event(), *step_events(1, 5)])
+    status = last_run_status(project)
+    assert status.state == "failed" and status.error.startswith("it ended without a word") and status.log_tail == ""
+    assert status.output_name == "" and status.step == 5  # it saved no LoRA: its name is unknown
+
+
+def test_a_project_shows_its_own_run_and_names_one_in_another_project(runner, project, tiny_sdxl, tmp_path):
+    """The status a page shows is its project's: another project's run is named, not shown."""
+    other = Project(tmp_path / "other", "other").create()
+    started = time.time() - 600
+    write_run(other, "other", started, [start_event(), *step_events(1, 2),
+                                        (layout.STOPPED, dict(step=2, epoch=0, resume_with="s"))])
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a trainer, loading
+    try:
+        recorded(project, stand_in.pid, process_start_time(stand_in.pid), smoke_config(project, tiny_sdxl))
+        runner.adopt([project])
+        assert runner.status(project).state == "running" and runner.status().project == "myLoRA"
+        shown = runner.status(other)
+        assert (shown.state, shown.project, shown.step) == ("stopped", "other", 2)
+        assert shown.elsewhere == ("training in project myLoRA (myLoRA): loading the model and checking the "
+                                   "dataset") and not shown.active
+        assert runner.current_output_name(project) == "myLoRA" and runner.current_output_name(other) is None
+        stand_in.kill()
+        wait_for(runner, lambda s: not s.active, timeout=30)
+        assert runner.status(other).elsewhere == ""  # nothing trains any more
+    finally:
+        stand_in.kill()
+        stand_in.wait()
