@@ -19,8 +19,13 @@ def message(text: str, error: bool = False) -> str:
 
 
 def status(s: RunStatus) -> str:
-    parts = [f'<div class="lora-trainer-status lora-trainer-state-{s.state}">',
-             f"<b>{STATE_LABELS.get(s.state, s.state)}</b> &mdash; {escape(s.message)}"]
+    """The shown project's run; first, a run going on in another project (Start waits for it)."""
+    parts = [f'<div class="lora-trainer-status lora-trainer-state-{s.state}">']
+    if s.elsewhere:
+        parts.append(f'<div class="lora-trainer-elsewhere"><b>Busy</b> &mdash; {escape(s.elsewhere)} '
+                     "(one run at a time: Start waits until it ends; select that project to follow or "
+                     "stop it)</div>")
+    parts.append(f"<b>{STATE_LABELS.get(s.state, s.state)}</b> &mdash; {escape(s.message)}")
     if s.total_steps:
         parts.append(f'<br><progress max="{s.total_steps}" value="{s.step}" style="width:100%"></progress>')
     details = _details(s)

@@ -9,6 +9,12 @@ a user mistake (a wrong setting, a second Start, ...) comes back as a message in
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -27,6 +33,7 @@ from lora_trainer.runs.runner import (
     TrainRunner,
     config_for_project,
     load_project_settings,
+    resumable_output_name,
     tensorboard_command,
 )
 from lora_trainer.ui import render
@@ -35,8 +42,16 @@ from lora_trainer.ui.form import FIELDS, FormField, form_values, settings_from_f
 # What a user can get wrong; shown in the panel. ConfigError and a bad project name are ValueErrors.
 USER_ERRORS = (ConfigError, RunnerError, OutputError, ValueError)
 DEFAULT_PRESET = preset_names()[0]
+# The Preset box's two entries that are not presets: the form holds the project's saved settings, or
+# values of the user's own (edited, or another project's). Choosing a real preset always fires then.
+SAVED_SETTINGS = "(project's saved settings)"
+CUSTOM = "Custom"
+PRESET_CHOICES = [*preset_names(), SAVED_SETTINGS, CUSTOM]
+# A config written without an output name (`python -m lora_trainer config ...`) has kohya's default.
+KOHYA_OUTPUT_NAME = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "output_name")
 STATUS_INTERVAL_S = 1.0
 NO_LORA_YET = "No LoRA saved in this project yet."
+MAX_PAGES = 1000  # open pages remembered by the status poll (the oldest is forgotten first)
 
 
 def preset_settings(name: str) -> dict[str, Any]:
@@ -49,32 +64,48 @@ def loss_frame(losses: list[tuple[int, float, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
+@dataclass
+class _Page:
+    """What the status poll knows of one open page: its project, and the loss curve and project list
+    it shows (sent again only when they change)."""
+
+    project: str | None
+    plot_key: str
+    projects_key: str
+
+
 class TrainPanel:
     def __init__(self, host: Host, runner: TrainRunner):
         self.host = host
         self.runner = runner
+        # The status poll has no inputs: gradio 4.40's page warns "Too many arguments provided for the
+        # endpoint" for every call that sends any (its client looks the endpoint up by index among
+        # the unnamed ones, and finds none). So each page's project is kept here, by session.
+        self._pages: OrderedDict[str, _Page] = OrderedDict()
+        self._pages_lock = threading.Lock()
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> TrainPanel:
         self._project_row()
         saved = self._saved_settings(self.project.value)  # the first project opens with its own settings
-        self._model_row(saved["pretrained_model_name_or_path"] if saved else None)
+        self._model_row(saved["pretrained_model_name_or_path"] if saved else "")
         start = saved or preset_settings(DEFAULT_PRESET)
         self.base = gr.State(start)  # preset or loaded config under the form
-        self.preset = gr.Dropdown(preset_names(), value=DEFAULT_PRESET, label="Preset",
-                                  elem_id="lora_trainer_preset")
-        output_name = saved["output_name"] if saved else self._free_output_name(self.project.value) or "lora"
+        self.preset = gr.Dropdown(PRESET_CHOICES, value=SAVED_SETTINGS if saved else DEFAULT_PRESET,
+                                  label="Preset", elem_id="lora_trainer_preset")
+        output_name = saved["output_name"] if saved else self._output_name(self.project.value) or KOHYA_OUTPUT_NAME
         values = form_values({**start, "output_name": output_name})
         self.fields = self._settings(values)
         self.output_name = self.fields[[f.key for f in FIELDS].index("output_name")]
-        keep_out_of_forge_ui_config(self.project, self.repeats, self.output_name)
-        self._buttons()
+        keep_out_of_forge_ui_config(self.project, self.repeats, self.new_project, self.output_name, self.preset)
+        first_status = self._status(self.project.value)  # the page shows the first project's run at once
+        self._buttons(first_status)
         self.message = gr.HTML(elem_id="lora_trainer_message")
         # Shown when Start refuses an output name that has files: one click puts the free name in the box.
         self.use_name_button = gr.Button("Use the free name", visible=False, size="sm",
                                          elem_id="lora_trainer_use_name")
         self.suggested_name = gr.State("")
-        self._status_area()
+        self._status_area(first_status)
         self._wire()
         return self
 
@@ -82,22 +113,26 @@ class TrainPanel:
         projects = list_projects(self.host.workspace())
         first = projects[0] if projects else None
         with gr.Row():
-            self.project = gr.Dropdown(projects, value=first, label="Project", allow_custom_value=True,
-                                       elem_id="lora_trainer_project", scale=3,
-                                       info=f"a folder in {self.host.workspace()}; type a new name to start one")
+            # Only listed names: with allow_custom_value, gradio 4.40's dropdown keeps its selected
+            # index when its choices change, so a project added before the selected one showed as
+            # selected (✓) and choosing it did nothing. New names go in the box beside it.
+            self.project = gr.Dropdown(projects, value=first, label="Project", elem_id="lora_trainer_project",
+                                       scale=3, info=f"a folder in {self.host.workspace()} (with an img/ folder)")
             self.repeats = gr.Number(value=self._project_repeats(first), precision=0, label="Repeats",
                                      elem_id="lora_trainer_repeats", info="img/<repeats>_<name>", scale=1)
+            self.new_project = gr.Textbox(label="New project", placeholder="a name: letters, digits, . _ -",
+                                          elem_id="lora_trainer_new_project", scale=2, max_lines=1)
             self.create_project_button = gr.Button("Create project", elem_id="lora_trainer_create_project",
                                                    scale=0, min_width=140)
             self.refresh_projects_button = gr.Button("Refresh", elem_id="lora_trainer_refresh_projects",
                                                      scale=0, min_width=100)
         self.project_info = gr.HTML(self._project_info(first), elem_id="lora_trainer_project_info")
+        self._first_projects_key = _projects_key(projects)  # the list a new page has
 
-    def _model_row(self, model: str | None) -> None:
+    def _model_row(self, model: str) -> None:
         with gr.Row():
-            choices = self._model_choices()
-            listed, path = self._model_fields(model) if model else (choices[0][1] if choices else None, "")
-            self.model = gr.Dropdown(choices, value=listed, label="Base model (SDXL)",
+            choices, listed, path, note = self._model_choice(model)
+            self.model = gr.Dropdown(choices, value=listed, label="Base model (SDXL)", info=note,
                                      scale=3, elem_id="lora_trainer_model")
             self.model_path = gr.Textbox(path, label="... or a model path", scale=3, elem_id="lora_trainer_model_path",
                                          placeholder="a .safetensors file or diffusers folder; overrides the list")
@@ -119,61 +154,72 @@ class TrainPanel:
                              if f.advanced and f.kind != "bool"})
         return [made[f.key] for f in FIELDS]
 
-    def _buttons(self) -> None:
+    def _buttons(self, status: RunStatus) -> None:
+        free = _can_start(status)
         with gr.Row():
             self.save_button = gr.Button("Save config", elem_id="lora_trainer_save_config")
             self.load_button = gr.Button("Load config", elem_id="lora_trainer_load_config")
-            self.start_button = gr.Button("Start", variant="primary", elem_id="lora_trainer_start")
-            self.stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="lora_trainer_stop")
-            self.resume_button = gr.Button("Resume", elem_id="lora_trainer_resume")
+            self.start_button = gr.Button("Start", variant="primary", interactive=free, elem_id="lora_trainer_start")
+            self.stop_button = gr.Button("Stop", variant="stop", interactive=status.active,
+                                         elem_id="lora_trainer_stop")
+            self.resume_button = gr.Button("Resume", interactive=free, elem_id="lora_trainer_resume")
 
-    def _status_area(self) -> None:
-        self.status = gr.HTML(render.status(RunStatus()), elem_id="lora_trainer_status")
-        self.plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", label="Loss",
+    def _status_area(self, status: RunStatus) -> None:
+        self.status = gr.HTML(render.status(status), elem_id="lora_trainer_status")
+        self.plot = gr.LinePlot(loss_frame(status.losses), x="step", y="loss", color="series", label="Loss",
                                 elem_id="lora_trainer_loss_plot", height=260)
         self.saved = gr.HTML(elem_id="lora_trainer_saved")  # the project's LoRA files, from the first refresh
         self.tensorboard = gr.Textbox(self._tensorboard(self.project.value), label="TensorBoard",
                                       interactive=False, show_copy_button=True,
                                       elem_id="lora_trainer_tensorboard")
-        self.log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, interactive=False,
+        self.log = gr.Textbox(status.log_tail, label="Trainer output", lines=8, max_lines=8, interactive=False,
                               autoscroll=True, elem_id="lora_trainer_log")
-        self.plot_key = gr.State("")
+        self._first_plot_key = _plot_key(status)  # the curve a new page shows
         self.timer = gr.Timer(STATUS_INTERVAL_S)
 
     # --- events ---------------------------------------------------------------------------------
     def _wire(self) -> None:
         project_inputs = [self.project, self.repeats]
         config_inputs = [*project_inputs, self.model, self.model_path, self.base, *self.fields]
-        status_outputs = [self.status, self.plot, self.saved, self.log, self.start_button, self.stop_button,
-                          self.resume_button, self.plot_key]
         output_name = self.output_name
 
         self._open_project_event(self.project.change)
-        self.create_project_button.click(self.create_project, project_inputs,
-                                         [self.project, self.project_info, self.message])
+        create = {"fn": self.create_project, "inputs": [self.new_project, self.repeats],
+                  "outputs": [self.project, self.project_info, self.message, self.new_project]}
+        self.create_project_button.click(**create)
+        self.new_project.submit(**create)
         self.refresh_projects_button.click(self.refresh_projects, [self.project], [self.project])
         self.refresh_models_button.click(self.refresh_models, [self.model], [self.model])
-        self.preset.input(self.apply_preset, [self.preset], [self.base, *self.fields])
+        settings_outputs = [self.base, *self.fields, self.model, self.model_path, self.preset]
+        self.preset.input(self.apply_preset, [self.preset, self.project], [*settings_outputs, self.message])
+        for field, component in zip(FIELDS, self.fields):
+            if field.key != "output_name":  # a setting edited by hand: the form no longer holds a preset
+                component.input(None, None, [self.preset], js=f"() => {CUSTOM!r}", queue=False)
         self.save_button.click(self.save_config, config_inputs, [self.message])
-        self.load_button.click(self.load_config, project_inputs,
-                               [self.base, *self.fields, self.model, self.model_path, self.message])
-        refresh = {"fn": self.refresh, "inputs": [self.plot_key, self.project], "outputs": status_outputs,
-                   "show_progress": "hidden"}
+        self.load_button.click(self.load_config, project_inputs, [*settings_outputs, self.message])
         launch_outputs = [self.message, self.use_name_button, self.suggested_name]
-        self.start_button.click(self.start, config_inputs, launch_outputs).then(**refresh)
-        self.resume_button.click(self.resume, config_inputs, launch_outputs).then(**refresh)
+        self.start_button.click(self.start, config_inputs, launch_outputs).then(**self._refresh_event())
+        self.resume_button.click(self.resume, config_inputs, launch_outputs).then(**self._refresh_event())
         self.use_name_button.click(self.use_suggested_name, [self.suggested_name],
                                    [output_name, self.use_name_button, self.message])
-        self.stop_button.click(self.stop, None, [self.message]).then(**refresh)
-        self.timer.tick(**refresh)
+        self.stop_button.click(self.stop, None, [self.message]).then(**self._refresh_event())
+        self.timer.tick(**self._refresh_event())
+
+    def _refresh_event(self) -> dict[str, Any]:
+        """The status poll: the page's project's run, its LoRA files, and the workspace's projects.
+        No inputs (see `__init__`): the page's project is the one `open_project` last opened for it."""
+        return {"fn": self.refresh, "inputs": None,
+                "outputs": [self.status, self.plot, self.saved, self.log, self.start_button, self.stop_button,
+                            self.resume_button, self.project],
+                "show_progress": "hidden"}
 
     def _open_project_event(self, trigger) -> None:
-        """What opening a project shows: its folders, LoRA files, free output name, saved settings."""
-        trigger(self.select_project, [self.project],
-                [self.repeats, self.output_name, self.project_info, self.tensorboard, self.saved,
-                 self.use_name_button], show_progress="hidden").then(
-            self.open_saved_settings, [self.project], [self.base, *self.fields, self.model, self.model_path],
-            show_progress="hidden")
+        """What opening a project shows: its folders, output name, saved settings, its run and LoRA
+        files; in one answer (each call costs a round trip)."""
+        trigger(self.open_project, [self.project, self.preset],
+                [self.repeats, self.project_info, self.tensorboard, self.use_name_button,
+                 self.base, *self.fields, self.model, self.model_path, self.preset,
+                 *self._refresh_event()["outputs"]], show_progress="hidden")
 
     def wire_page_load(self, blocks: gr.Blocks) -> None:
         """The tab is built once (at WebUI start); a page opened later must show the project as it is
@@ -181,50 +227,74 @@ class TrainPanel:
         self._open_project_event(blocks.load)
 
     # --- callbacks: project and model -----------------------------------------------------------
-    def select_project(self, name: str | None):
-        """The project's folders, its LoRA files (published to the host again), a training it has
-        running since before a UI restart, and an output name no earlier run used."""
+    def open_project(self, name: str | None, preset: str | None, request: gr.Request = None):
+        """The project's folders, a training it has running since before a UI restart (adopted), its
+        saved settings, its output name (`_output_name`), its run and its LoRA files (published to
+        the host again). The page's status poll follows this project from now on."""
         hide = gr.update(visible=False)
+        self._page(request).project = name
         try:
             project = self._open(name)
         except ValueError as e:
-            return gr.update(), gr.update(), render.message(str(e), error=True), "", "", hide
+            return (gr.update(), render.message(str(e), error=True), "", hide,
+                    *[gr.update()] * (len(FIELDS) + 4), *self.refresh(request))
         self.runner.adopt([project])
-        saved = render.saved_files(*self.runner.project_loras(project, recheck=True), empty=NO_LORA_YET)
-        return (project.repeats, self._free_output_name(project.name), self._project_info(project.name),
-                tensorboard_command(project), saved, hide)
+        self.runner.project_loras(project, recheck=True)  # the user may have removed a published copy
+        return (project.repeats, self._project_info(project.name), tensorboard_command(project), hide,
+                *self.open_saved_settings(project.name, preset), *self.refresh(request))
 
-    def open_saved_settings(self, name: str | None):
-        """A project that has saved settings fills the form with them; otherwise the form stays."""
+    def open_saved_settings(self, name: str | None, preset: str | None):
+        """(base, form fields, model, model path, preset): a project that has saved settings fills the
+        form with them and the Preset box says so; otherwise the form stays (and no longer holds a
+        project's saved settings) but for the output name, which is the project's."""
         settings = self._saved_settings(name)
         if settings is None:
-            return [gr.update() for _ in range(len(FIELDS) + 3)]
-        model, model_path = self._model_fields(settings["pretrained_model_name_or_path"])
-        return settings, *form_values(settings), model, model_path
+            output_name = self._output_name(name) or gr.update()
+            fields = [output_name if f.key == "output_name" else gr.update() for f in FIELDS]
+            return gr.update(), *fields, gr.update(), gr.update(), (CUSTOM if preset == SAVED_SETTINGS else gr.update())
+        return (settings, *form_values(settings), *self._model_updates(settings["pretrained_model_name_or_path"]),
+                SAVED_SETTINGS)
 
-    def create_project(self, name: str | None, repeats: float | None):
+    def create_project(self, name: str | None, repeats: float | None, request: gr.Request = None):
+        """Make the project's folders and select it (the project's change event opens it)."""
+        if not (name or "").strip():
+            return gr.update(), gr.update(), render.message("type the new project's name first", error=True), gr.update()
         try:
             project = self._open(name, repeats).create()
         except USER_ERRORS as e:
-            return gr.update(), gr.update(), render.message(str(e), error=True)
+            return gr.update(), gr.update(), render.message(str(e), error=True), gr.update()
         projects = list_projects(self.host.workspace())
+        self._page(request).projects_key = _projects_key(projects)
         return (gr.update(choices=projects, value=project.name), self._project_info(project.name),
-                render.message(f"project folders ready in {project.root}"))
+                render.message(f"project folders ready in {project.root}"), "")
 
-    def refresh_projects(self, current: str | None):
-        return gr.update(choices=list_projects(self.host.workspace()), value=current)
+    def refresh_projects(self, current: str | None, request: gr.Request = None):
+        projects = list_projects(self.host.workspace())
+        self._page(request).projects_key = _projects_key(projects)
+        return gr.update(choices=projects, value=current)
 
     def refresh_models(self, current: str | None):
         return gr.update(choices=self._model_choices(), value=current)
 
     # --- callbacks: settings --------------------------------------------------------------------
-    def apply_preset(self, name: str | None):
+    def apply_preset(self, name: str | None, project_name: str | None):
+        """A preset fills the form (the output name belongs to the project, the model to the user);
+        the saved-settings entry loads the project's saved settings again."""
+        keep = gr.update()
+        if name == SAVED_SETTINGS:
+            settings = self._saved_settings(project_name)
+            if settings is None:
+                return (*[keep] * (len(FIELDS) + 3), CUSTOM,
+                        render.message(f"project {project_name or ''!r} has no saved settings yet: Save config "
+                                       "or Start saves them", error=True))
+            return (settings, *form_values(settings), *self._model_updates(settings["pretrained_model_name_or_path"]),
+                    keep, render.message(f"settings loaded from {self._open(project_name).config_file}"))
         if name not in PRESETS:
-            return gr.update(), *[gr.update() for _ in FIELDS]
+            return *[keep] * (len(FIELDS) + 4), keep
         settings = preset_settings(name)
         values = form_values(settings)
-        # The output name belongs to the project, not to the preset.
-        return settings, *[gr.update() if f.key == "output_name" else v for f, v in zip(FIELDS, values)]
+        return (settings, *[keep if f.key == "output_name" else v for f, v in zip(FIELDS, values)],
+                keep, keep, keep, keep)
 
     def save_config(self, *inputs):
         try:
@@ -238,12 +308,12 @@ class TrainPanel:
     def load_config(self, name: str | None, repeats: float | None):
         try:
             project = self._open(name, repeats)
-            settings = load_project_settings(project)
+            settings = self._form_settings(project, load_project_settings(project))
         except USER_ERRORS as e:
-            unchanged = [gr.update() for _ in range(len(FIELDS) + 3)]
+            unchanged = [gr.update() for _ in range(len(FIELDS) + 4)]
             return *unchanged, render.message(str(e), error=True)
-        model, model_path = self._model_fields(settings["pretrained_model_name_or_path"])
-        return settings, *form_values(settings), model, model_path, render.message(f"loaded {project.config_file}")
+        return (settings, *form_values(settings), *self._model_updates(settings["pretrained_model_name_or_path"]),
+                SAVED_SETTINGS, render.message(f"loaded {project.config_file}"))
 
     # --- callbacks: the run ---------------------------------------------------------------------
     def start(self, *inputs):
@@ -277,25 +347,54 @@ class TrainPanel:
         return render.message("stop requested: the run finishes its step, saves the LoRA and its state, "
                               "and exits; Resume continues it")
 
-    def refresh(self, plot_key: str, project_name: str | None):
-        status = self.runner.status()
-        key = f"{status.run_dir}:{len(status.losses)}"
-        plot = loss_frame(status.losses) if key != plot_key else gr.update()
-        return (render.status(status), plot, self._saved_files(project_name), status.log_tail,
-                gr.update(interactive=not status.active), gr.update(interactive=status.active),
-                gr.update(interactive=not status.active), key)
+    def refresh(self, request: gr.Request = None):
+        """The page's project's run (the runner's when it is in that project, else its last run on
+        disk), its LoRA files; the project list when it changed (a project made elsewhere appears);
+        Start and Resume only while nothing trains anywhere, Stop while the shown run trains."""
+        page = self._page(request)
+        status = self._status(page.project)
+        key = _plot_key(status)
+        plot = loss_frame(status.losses) if key != page.plot_key else gr.update()
+        projects = list_projects(self.host.workspace())
+        listed = _projects_key(projects)
+        choices = gr.update(choices=projects) if listed != page.projects_key else gr.update()
+        page.plot_key, page.projects_key = key, listed
+        free = _can_start(status)
+        return (render.status(status), plot, self._saved_files(page.project), status.log_tail,
+                gr.update(interactive=free), gr.update(interactive=status.active),
+                gr.update(interactive=free), choices)
 
     # --- helpers --------------------------------------------------------------------------------
+    def _page(self, request: gr.Request | None) -> _Page:
+        """The open page that made this call (a new page starts as the panel was built)."""
+        session = getattr(request, "session_hash", None) or ""
+        with self._pages_lock:
+            page = self._pages.get(session)
+            if page is None:
+                page = self._pages[session] = _Page(self.project.value, self._first_plot_key,
+                                                    self._first_projects_key)
+                while len(self._pages) > MAX_PAGES:
+                    self._pages.popitem(last=False)
+            self._pages.move_to_end(session)
+            return page
+
     def _open(self, name: str | None, repeats: float | None = None) -> Project:
         name = (name or "").strip()
         if not name:
-            raise ValueError("choose a project, or type a new project name")
+            raise ValueError("choose a project, or create one (New project, then Create project)")
         return open_project(self.host.workspace(), name, None if repeats is None else int(repeats))
 
     def _config(self, name, repeats, model, model_path, base, *values) -> tuple[Project, TrainConfig]:
         project = self._open(name, repeats)
         settings = settings_from_form(base, list(values))
         return project, config_for_project(project, settings, (model_path or "").strip() or model or "")
+
+    def _status(self, name: str | None) -> RunStatus:
+        try:
+            project = self._open(name)
+        except ValueError:
+            return self.runner.status()
+        return self.runner.status(project)
 
     def _project_repeats(self, name: str | None) -> int:
         try:
@@ -319,22 +418,37 @@ class TrainPanel:
         return render.saved_files(*self.runner.project_loras(project), empty=NO_LORA_YET)
 
     def _saved_settings(self, name: str | None) -> dict[str, Any] | None:
-        """The project's saved settings with an output name no earlier run used; None when it has no
+        """The project's saved settings as the form shows them (`_form_settings`); None when it has no
         (valid) settings file: a broken one is reported by *Load config*, not on opening."""
         try:
             project = self._open(name)
-            settings = load_project_settings(project)
+            return self._form_settings(project, load_project_settings(project))
         except USER_ERRORS:
             return None
-        return {**settings, "output_name": next_free_output_name(project.model, settings["output_name"])}
 
-    def _free_output_name(self, name: str | None) -> str:
-        """The project's name as output name, or `<name>_v2` (...) when earlier runs used it."""
+    def _form_settings(self, project: Project, settings: dict[str, Any]) -> dict[str, Any]:
+        """Saved settings with the output name the project gets now (`_output_name`) and, when they
+        name no model (a config written by the `config` command), the first listed one."""
+        model = settings["pretrained_model_name_or_path"].strip()
+        if not model:
+            choices = self._model_choices()
+            model = choices[0][1] if choices else ""
+        return {**settings, "pretrained_model_name_or_path": model,
+                "output_name": self._output_name(project.name, settings["output_name"])}
+
+    def _output_name(self, name: str | None, saved: str | None = None) -> str:
+        """The output name a project opens with: the name of a run going on in it or of a stopped run
+        Resume can continue; else the saved settings' name (the project's name when they have kohya's
+        default 'lora' or none) or, when earlier runs used it, the next free `<name>_v2` (`_v3`, ...)."""
         try:
             project = self._open(name)
         except ValueError:
             return ""
-        return next_free_output_name(project.model, project.name)
+        going_on = self.runner.current_output_name(project) or resumable_output_name(project)
+        if going_on:
+            return going_on
+        wanted = saved.strip() if saved and saved.strip() != KOHYA_OUTPUT_NAME else project.name
+        return next_free_output_name(project.model, wanted)
 
     def _tensorboard(self, name: str | None) -> str:
         try:
@@ -347,10 +461,46 @@ class TrainPanel:
         names = [p.name for p in paths]
         return [(p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}", str(p)) for p in paths]
 
-    def _model_fields(self, model: str) -> tuple[str | None, str]:
-        """(dropdown value, path box value) for a config's model: the list when it holds it."""
-        known = {value for _, value in self._model_choices()}
-        return (model, "") if model in known else (None, model)
+    def _model_choice(self, model: str) -> tuple[list[tuple[str, str]], str | None, str, str]:
+        """(the list's choices, its value, the path box's value, a note under the list) for a saved
+        model: the listed file it is (a hard link or another path to it counts); an existing file or
+        folder outside the list is added to it; anything else (a hub id, a missing file) goes in the
+        path box with a note; no model: the first listed one."""
+        choices = self._model_choices()
+        model = (model or "").strip()
+        if not model:
+            return choices, (choices[0][1] if choices else None), "", ""
+        for _, listed in choices:
+            if _same_file(model, listed):
+                return choices, listed, "", ""
+        path = Path(model)
+        if path.exists():
+            return [*choices, (f"{path.name} ({path.parent})", model)], model, "", ""
+        return choices, None, model, f"the saved model {model} is not in this list: the path box holds it"
+
+    def _model_updates(self, model: str) -> tuple[Any, str]:
+        choices, listed, path, note = self._model_choice(model)
+        return gr.update(choices=choices, value=listed, info=note), path
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _can_start(status: RunStatus) -> bool:
+    """Start and Resume: while nothing trains, here or in another project (one run at a time)."""
+    return not status.active and not status.elsewhere
+
+
+def _plot_key(status: RunStatus) -> str:
+    return f"{status.run_dir}:{len(status.losses)}"
+
+
+def _projects_key(projects: list[str]) -> str:
+    return "\n".join(projects)
 
 
 def _component(field: FormField, value: Any) -> gr.components.Component:

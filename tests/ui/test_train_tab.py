@@ -5,6 +5,8 @@ restart). Everything stays on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -64,23 +66,38 @@ def workspace(tmp_path_factory, tiny_sdxl, write_lora):
     return root
 
 
-@pytest.fixture(scope="module")
-def ui_url(workspace, tiny_sdxl):
+def start_ui(workspace: Path, config_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m lora_trainer ui` on a free port, serving; in its own process group (with any trainer
+    it starts), which `end_ui` ends."""
     port = free_port()
-    log = workspace / "ui.log"
     command = [sys.executable, "-m", "lora_trainer", "ui", "--dir", str(workspace),
-               "--model-config-dir", str(tiny_sdxl.config_dir), "--port", str(port)]
+               "--model-config-dir", str(config_dir), "--port", str(port)]
     with open(log, "wb") as out:
-        # Its own process group: teardown ends the UI and any trainer it started.
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                   env=subprocess_env({"GRADIO_ANALYTICS_ENABLED": "False"}))
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_serving(url, server, log)
+    except BaseException:
+        end_ui(server)
+        raise
+    return server, url
+
+
+def end_ui(server: subprocess.Popen) -> None:
+    """End the UI and every process of its group (a trainer it started, even after the UI itself ended)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ui_url(workspace, tiny_sdxl):
+    server, url = start_ui(workspace, tiny_sdxl.config_dir, workspace / "ui.log")
+    try:
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        end_ui(server)
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +187,13 @@ def test_train_two_epochs_from_the_page(page, workspace):
     assert f"tensorboard --logdir {workspace / 'myLoRA' / 'log'}" == page.input_value(
         "#lora_trainer_tensorboard textarea")
     assert (workspace / "myLoRA" / "myLoRA.json").is_file()  # the settings the run used
+    # The trainer output as a terminal shows it: a progress bar's last redraw only (a bar line ends
+    # where the trainer prints a line), and "saved ..." on a line of its own (it may follow a \r redraw).
+    log = page.input_value("#lora_trainer_log textarea").splitlines()
+    is_bar = [line.startswith("myLoRA:") for line in log]
+    assert any(is_bar) and not any(a and b for a, b in zip(is_bar, is_bar[1:])), log
+    assert all(".safetensors" not in line for line, bar in zip(log, is_bar) if bar), log
+    assert f"saved {model_dir.resolve() / 'myLoRA-000002.safetensors'}" in log, log
 
 
 def test_a_project_opens_with_its_saved_settings(page):
@@ -239,3 +263,188 @@ def test_start_refuses_a_used_output_name_and_offers_a_free_one(page, workspace)
     page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'older_v3'")
     wait_for_text(page, "lora_trainer_message", "output name set to older_v3: press Start")
     assert not page.is_visible("#lora_trainer_use_name")
+
+
+def test_status_polls_leave_the_browser_console_quiet(page):
+    """gradio 4.40's page warns "Too many arguments provided for the endpoint" for each call that sends
+    inputs: the status poll sends none."""
+    page.wait_for_timeout(2000)  # the page-load calls are answered
+    messages, polls = [], []
+    page.on("console", lambda m: messages.append(m.text))
+    page.on("request", lambda r: polls.append(r.url) if "/queue/join" in r.url else None)
+    page.wait_for_timeout(4000)
+    assert len(polls) >= 2, polls  # the status was polled meanwhile
+    assert not [m for m in messages if "Too many arguments" in m], messages
+
+
+def option_labels(page, elem_id: str) -> list[str]:
+    return page.evaluate(f"[...document.querySelectorAll('#{elem_id} li')].map(e => e.getAttribute('aria-label'))")
+
+
+def open_options_until(page, elem_id: str, option: str, timeout: float = 30.0) -> None:
+    """Open the dropdown until `option` is listed (the status poll brings a changed project list)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page.click(f"#{elem_id} input")
+        if option in option_labels(page, elem_id):
+            return
+        page.keyboard.press("Escape")
+        page.locator("body").click(position={"x": 5, "y": 5})
+        assert time.monotonic() < deadline, f"{option!r} never listed: {option_labels(page, elem_id)}"
+        page.wait_for_timeout(500)
+
+
+def test_projects_made_elsewhere_are_listed_and_open(page, workspace):
+    """A project folder made after the page opened (another tab, the CLI) is listed without Refresh;
+    choosing it opens it, also when it sorts before the selected project (gradio kept the selected
+    index, so the new entry showed as selected and choosing it did nothing); labels are plain names."""
+    choose(page, "lora_trainer_project", "older")
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'older_v3'")
+    make_character_dataset(workspace / "newbie" / "img", name="newbie", count=2, size=64, repeats=3, seed=1)
+
+    open_options_until(page, "lora_trainer_project", "newbie")
+    assert option_labels(page, "lora_trainer_project") == ["myLoRA", "newbie", "older"]
+    texts = page.evaluate("[...document.querySelectorAll('#lora_trainer_project li')].map(e => e.innerText.trim())")
+    assert texts == ["myLoRA", "newbie", "✓\nolder"]  # gradio's mark on the selected one only
+    page.get_by_role("option", name="newbie", exact=True).click()
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'newbie'")
+    wait_for_text(page, "lora_trainer_project_info", "(2 image(s))")
+    assert page.input_value("#lora_trainer_repeats input") == "3"
+
+    # a new project from the box beside the list: listed, selected and opened
+    page.fill("#lora_trainer_new_project input", "pnew")
+    page.click("#lora_trainer_create_project")
+    page.wait_for_function("document.querySelector('#lora_trainer_project input').value === 'pnew'")
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'pnew'")
+    wait_for_text(page, "lora_trainer_message", f"project folders ready in {workspace / 'pnew'}")
+    assert page.input_value("#lora_trainer_new_project input") == ""
+    choose(page, "lora_trainer_project", "older")
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'older_v3'")
+    choose(page, "lora_trainer_project", "pnew")
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'pnew'")
+    assert (workspace / "pnew" / "img" / "3_pnew").is_dir()  # with the repeats in the box
+
+
+def test_saved_settings_show_as_such_and_presets_apply_over_them(page, workspace, tiny_sdxl):
+    """A config written by the `config` command (output_name 'lora', no model) opens with the project's
+    name and the first listed model; the Preset box says the form holds saved settings, so any preset
+    chosen then applies; a saved model path that is the listed file (a hard link) shows in the list."""
+    cli = workspace / "pcli"
+    (cli / "img" / "1_pcli").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-m", "lora_trainer", "config", "--preset", "CPU smoke test",
+                           "-o", str(cli / "pcli.json")], env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    linked = workspace / "plinked"
+    (linked / "img" / "1_plinked").mkdir(parents=True)
+    elsewhere = workspace / "elsewhere" / "tiny_link.safetensors"
+    elsewhere.parent.mkdir()
+    os.link(workspace / "models" / "tiny_sdxl.safetensors", elsewhere)  # as the demo does
+    settings = json.loads((cli / "pcli.json").read_text())
+    assert (settings["output_name"], settings["pretrained_model_name_or_path"]) == ("lora", "")
+    (linked / "plinked.json").write_text(json.dumps({**settings, "pretrained_model_name_or_path": str(elsewhere),
+                                                     "max_train_epochs": 3}))
+
+    def epochs_are(value: str) -> None:
+        page.wait_for_function(f"document.querySelector('#lora_trainer_max_train_epochs input').value === '{value}'")
+
+    open_options_until(page, "lora_trainer_project", "pcli")
+    page.get_by_role("option", name="pcli", exact=True).click()
+    page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'pcli'")
+    epochs_are("2")
+    assert page.input_value("#lora_trainer_preset input") == "(project's saved settings)"
+    assert page.input_value("#lora_trainer_model input") == "tiny_sdxl.safetensors"
+    assert page.input_value("#lora_trainer_model_path textarea") == ""
+
+    choose(page, "lora_trainer_preset", "Realistic character (guide)")  # fires: the box said otherwise
+    epochs_are("64")
+    assert output_name(page) == "pcli"  # the output name belongs to the project
+    page.fill("#lora_trainer_max_train_epochs input", "5")
+    page.keyboard.press("Tab")
+    page.wait_for_function("document.querySelector('#lora_trainer_preset input').value === 'Custom'")
+    choose(page, "lora_trainer_preset", "Realistic character (guide)")  # the same preset again
+    epochs_are("64")
+    choose(page, "lora_trainer_preset", "(project's saved settings)")
+    epochs_are("2")
+    wait_for_text(page, "lora_trainer_message", f"settings loaded from {cli / 'pcli.json'}")
+
+    choose(page, "lora_trainer_project", "plinked")
+    epochs_are("3")
+    assert page.input_value("#lora_trainer_model input") == "tiny_sdxl.safetensors"
+    assert page.input_value("#lora_trainer_model_path textarea") == ""
+
+
+def wait_for_status(page, text: str, timeout: float = 180_000) -> None:
+    page.wait_for_function("t => document.querySelector('#lora_trainer_status').innerText.includes(t)", arg=text,
+                           timeout=timeout)
+
+
+def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts(browser, tmp_path, tiny_sdxl):
+    """The status is the selected project's; another project's run is named (and Start waits for it),
+    also in a UI started while it trains; a stopped run's name comes back with its project after a
+    restart, and Resume continues it."""
+    workspace = tmp_path / "ws"
+    (workspace / "models").mkdir(parents=True)
+    shutil.copy(tiny_sdxl.single_file, workspace / "models" / "tiny_sdxl.safetensors")
+    for name in ("alpha", "beta"):  # alpha is listed first: a page opens on it
+        make_character_dataset(workspace / name / "img", name=name, count=8, size=64, repeats=1, seed=0)
+    servers = []
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
+    context.route(lambda url: not url.startswith("http://127.0.0.1"), lambda route: route.abort())
+
+    def restart_ui():
+        """A new UI process; the one before ends without a word to its trainer (SIGTERM to it alone)."""
+        if servers:
+            servers[-1].send_signal(signal.SIGTERM)
+            servers[-1].wait(timeout=30)
+        server, url = start_ui(workspace, tiny_sdxl.config_dir, tmp_path / f"ui{len(servers)}.log")
+        servers.append(server)
+        return open_page(context, url)
+
+    try:
+        page = restart_ui()
+        choose(page, "lora_trainer_project", "beta")
+        page.wait_for_function("document.querySelector('#lora_trainer_output_name textarea').value === 'beta'")
+        choose(page, "lora_trainer_preset", "CPU smoke test")
+        page.wait_for_function("document.querySelector('#lora_trainer_max_resolution textarea').value === '64,64'")
+        page.fill("#lora_trainer_max_train_epochs input", "500")
+        page.keyboard.press("Tab")
+        page.click("#lora_trainer_start")
+        wait_for_status(page, "epoch 1/500, step ")
+
+        page = open_page(context, page.url)  # a reload in the middle of the run
+        wait_for_status(page, "Busy")  # on alpha
+        assert "training in project beta (beta): epoch " in text_of(page, "lora_trainer_status")
+        assert "Idle" in text_of(page, "lora_trainer_status")  # alpha's own state
+        assert not page.is_enabled("#lora_trainer_start") and not page.is_enabled("#lora_trainer_stop")
+        choose(page, "lora_trainer_project", "beta")
+        wait_for_status(page, "Running")
+        assert output_name(page) == "beta"
+        choose(page, "lora_trainer_project", "alpha")
+        wait_for_status(page, "Busy")
+
+        page = restart_ui()  # while beta trains; the page opens on alpha
+        wait_for_status(page, "training in project beta (beta): epoch ")
+        page.wait_for_function("document.querySelector('#lora_trainer_start').disabled")
+        choose(page, "lora_trainer_project", "beta")
+        wait_for_status(page, "Running")
+        page.wait_for_function("!document.querySelector('#lora_trainer_stop').disabled")
+        page.click("#lora_trainer_stop")
+        wait_for_status(page, "Stopped")
+
+        page = restart_ui()  # the stopped run comes back with its project
+        choose(page, "lora_trainer_project", "beta")
+        wait_for_status(page, "Stopped")
+        assert "Resume continues from there" in text_of(page, "lora_trainer_status")
+        assert output_name(page) == "beta"
+        assert "stopped at step" in page.input_value("#lora_trainer_log textarea")
+        page.click("#lora_trainer_start")  # the name is taken: Start says to Resume or use a new name
+        wait_for_text(page, "lora_trainer_message", "is taken")
+        assert "press Resume" in text_of(page, "lora_trainer_message")
+        assert page.inner_text("#lora_trainer_use_name") == "Use beta_v2"
+        page.click("#lora_trainer_resume")
+        wait_for_text(page, "lora_trainer_message", "resumed beta")
+        wait_for_status(page, "Running")
+    finally:
+        context.close()
+        for server in servers:
+            end_ui(server)

@@ -3,6 +3,7 @@ the HTML the panel shows."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,4 +113,74 @@ def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_p
 
     blocks = build_ui(StandaloneHost(workspace_dir=tmp_path))
     not_saved = {b.elem_id for b in blocks.blocks.values() if getattr(b, "do_not_save_to_config", False)}
-    assert not_saved == {"lora_trainer_project", "lora_trainer_repeats", "lora_trainer_output_name"}
+    assert not_saved == {"lora_trainer_project", "lora_trainer_repeats", "lora_trainer_new_project",
+                         "lora_trainer_output_name", "lora_trainer_preset"}
+
+
+def test_a_run_in_another_project_is_named_above_the_projects_own_state():
+    html = render.status(RunStatus(message="no training started in this project yet",
+                                   elsewhere="training in project <b>: epoch 2/4, step 9/32"))
+    assert "<b>Busy</b> &mdash; training in project &lt;b&gt;: epoch 2/4, step 9/32" in html
+    assert html.index("Busy") < html.index("Idle")
+    assert "Busy" not in render.status(RunStatus())
+
+
+def panel_for(workspace: Path, model_dirs: list[Path]):
+    import gradio as gr
+
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.runs.runner import TrainRunner
+    from lora_trainer.ui.train_panel import TrainPanel
+
+    host = StandaloneHost(workspace, model_dirs=model_dirs)
+    with gr.Blocks():
+        return TrainPanel(host, TrainRunner(host)).build()
+
+
+@THIRD_PARTY_WARNINGS
+def test_a_saved_model_shows_in_the_list_when_the_list_has_it(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    listed = models / "base.safetensors"
+    listed.write_bytes(b"x")
+    other = tmp_path / "other"
+    other.mkdir()
+    os.link(listed, other / "link.safetensors")  # the demo's model: a hard link of the listed file
+    (other / "own.safetensors").write_bytes(b"y")
+    panel = panel_for(tmp_path, [models])
+    choices = [("base.safetensors", str(listed))]
+    assert panel._model_choice(str(other / "link.safetensors")) == (choices, str(listed), "", "")
+    assert panel._model_choice("") == (choices, str(listed), "", "")  # no model saved: the first listed
+    own = str(other / "own.safetensors")  # a file outside the list joins it
+    assert panel._model_choice(own) == ([*choices, (f"own.safetensors ({other})", own)], own, "", "")
+    gone = str(tmp_path / "gone.safetensors")  # the path box holds what is not a file, with a note
+    assert panel._model_choice(gone) == (
+        choices, None, gone, f"the saved model {gone} is not in this list: the path box holds it")
+
+
+@THIRD_PARTY_WARNINGS
+def test_a_config_from_the_config_command_opens_with_the_projects_name(tmp_path, write_lora):
+    from lora_trainer.project import Project
+    from lora_trainer.runs.layout import RunFiles
+    from lora_trainer.ui.train_panel import SAVED_SETTINGS
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "base.safetensors").write_bytes(b"x")
+    project = Project(tmp_path / "hero", "hero").create()
+    load_preset("CPU smoke test").save_json(project.config_file)  # output_name 'lora', no model
+    panel = panel_for(tmp_path, [models])
+    assert panel.output_name.value == "hero" and panel.preset.value == SAVED_SETTINGS  # as the page opens
+
+    def opened():
+        base, *values, model, path, preset = panel.open_saved_settings("hero", "CPU smoke test")
+        fields = dict(zip((f.key for f in FIELDS), values))
+        return fields["output_name"], model["value"], path, preset
+
+    assert opened() == ("hero", str(models / "base.safetensors"), "", SAVED_SETTINGS)
+    write_lora(project.model, "hero-000001", 1, ss_output_name="hero")
+    assert opened()[0] == "hero_v2"  # earlier runs used the name
+    files = RunFiles(project.model, "hero")  # that run stopped and can be resumed: its name comes back
+    files.state_dir.mkdir()
+    files.progress.write_text('{"global_step": 8, "run_name": "hero20260101000000"}')
+    assert opened()[0] == "hero"
