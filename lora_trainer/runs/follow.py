@@ -21,8 +21,8 @@ from typing import Any
 
 from lora_trainer.project import Project
 from lora_trainer.runs import layout
-from lora_trainer.runs.layout import CACHING, ERROR, FINISHED, START, STEP, STOPPED
-from lora_trainer.runs.trainer_record import EXIT_UNKNOWN
+from lora_trainer.runs.layout import CACHING, ERROR, FINISHED, START, STEP, STOPPED, RunFiles
+from lora_trainer.runs.trainer_record import EXIT_UNKNOWN, RecordedProcess
 
 ACTIVE_STATES = ("starting", "running", "stopping")
 TERMINAL_EVENTS = (STOPPED, FINISHED, ERROR)  # the last event of a launch that ended by itself
@@ -190,7 +190,11 @@ def _parsed_events(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, Any
 
 def last_launch(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The events of the last launch in a run's events (a resumed run appends to its stopped one's):
-    those after the terminal event (stopped, finished, error) that ended the launch before it."""
+    from its "launch" event, or (a run written before that event existed) those after the terminal
+    event (stopped, finished, error) that ended the launch before it."""
+    launches = [i for i, e in enumerate(events) if e.get("event") == layout.LAUNCH]
+    if launches:
+        return events[launches[-1]:]
     ends = [i for i, e in enumerate(events) if e.get("event") in TERMINAL_EVENTS]
     if ends and ends[-1] == len(events) - 1:
         ends.pop()  # the last launch's own end
@@ -206,6 +210,23 @@ def newest_run_dir(logging_dir: Path) -> Path | None:
         except OSError:
             continue
     return max(found)[2] if found else None
+
+
+def live_launch(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The "launch" event of a launch that has not ended and whose process still runs (a trainer
+    started from the command line, or by another UI), else None."""
+    launch = next((e for e in events if e.get("event") == layout.LAUNCH), None)
+    if launch is None or any(e["event"] in TERMINAL_EVENTS for e in events):
+        return None
+    if not launch["process_started"] or not RecordedProcess.find(launch["pid"], launch["process_started"]):
+        return None
+    return launch
+
+
+def outside_run(project: Project) -> dict[str, Any] | None:
+    """The "launch" event of a trainer that runs in `project` and that no runner of ours follows."""
+    run_dir = newest_run_dir(project.log)
+    return live_launch(last_launch(read_events(layout.events_file(run_dir)))) if run_dir else None
 
 
 def last_run_status(project: Project) -> RunStatus:
@@ -234,6 +255,14 @@ def last_run_status(project: Project) -> RunStatus:
     fill_progress(status, events, every)
     if events:  # from the launch (when its header is known) or its first event to its last event
         status.elapsed_s = events[-1]["time"] - (launched if launched is not None and tail else first)
+    running = live_launch(events)
+    if running:  # started outside this UI and still going: its counters, and where it runs
+        stop_requested = RunFiles(running["output_dir"], running["output_name"]).stop_flag.exists()
+        status.state, message, _ = outcome(status, events, [], returncode=None, stop_requested=stop_requested,
+                                           output_dir=running["output_dir"])
+        status.message = f"running outside this UI (process {running['pid']}): {message}"
+        status.elapsed_s = time.time() - events[0]["time"]
+        return status
     status.state, status.message, status.error = outcome(
         status, events, tail, returncode=EXIT_UNKNOWN, stop_requested=False,
         output_dir=str(project.model.resolve()),
@@ -250,7 +279,11 @@ def _modified(path: Path) -> float:
 
 
 def _output_name(run_dir: Path | None, events: list[dict[str, Any]]) -> str:
-    """The run's output name, from the file names its saved LoRAs have (matched with its folder name)."""
+    """The run's output name: its launch says it; a run from before that event, the file names its
+    saved LoRAs have (matched with its folder name)."""
+    for event in reversed(events):
+        if event["event"] == layout.LAUNCH:
+            return event["output_name"]
     for event in reversed(events):
         if event["event"] in (layout.SAVED, FINISHED):
             name = layout.parse_lora_stem(Path(event["path"]).stem)[0]

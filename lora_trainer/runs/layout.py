@@ -119,12 +119,15 @@ def events_file(run_dir: Path) -> Path:
 
 # --- events --------------------------------------------------------------------------------------
 
-WARNING, BUCKETS, CACHING, LATENTS = "warning", "buckets", "caching", "latents"
+LAUNCH, WARNING, BUCKETS, CACHING, LATENTS = "launch", "warning", "buckets", "caching", "latents"
 START, STEP, EPOCH_END, SAVED, STOPPED, FINISHED, ERROR = (
     "start", "step", "epoch", "saved", "stopped", "finished", "error")
 
 # Each kind and its fields, in the order a run emits them; every line has "event" and "time" too.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    # A trainer process began (or resumed) this run: which process (pid and its start time, so a UI can
+    # tell whether it still runs, also one started from the command line) and where it writes.
+    LAUNCH: ("output_dir", "output_name", "pid", "process_started", "resumed"),
     WARNING: ("message",),  # something the user should know (images without captions, ...)
     # the bucket report (text), the bucket sizes, and the captions cut at max_token_length:
     # [[caption file relative to train_data_dir, tokens cut], ...], longest cut first

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_trainer.config import ConfigError, TrainConfig
+from lora_trainer.config.settings import check_paths
 from lora_trainer.host import Host, subprocess_env
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs import layout
@@ -46,6 +47,7 @@ from lora_trainer.runs.follow import (
     last_run_status,
     log_header,
     outcome,
+    outside_run,
     read_events,
     read_log_tail,
 )
@@ -171,8 +173,13 @@ class TrainRunner:
         """Write the config into the project, free the host's GPU memory, and launch the trainer;
         RunnerError if a run is going or starting, OutputNameTaken if a new run's name has files."""
         with self._lock:
-            self._adopt([project, *self._workspace_projects()])  # one an earlier UI left running
+            others = self._workspace_projects()
+            self._adopt([project, *others])  # one an earlier UI left running
             self._check_not_busy()
+            self._check_no_outside_run([project, *others])
+            problems = check_paths(config)
+            if problems:
+                raise ConfigError("; ".join(problems))
             if not resume:
                 self._check_output_name(config)
             project.create()
@@ -200,6 +207,17 @@ class TrainRunner:
             raise RunnerError(f"a training run is already in progress ({busy}); stop it or wait until it ends")
 
     @staticmethod
+    def _check_no_outside_run(projects: list[Project]) -> None:
+        """A trainer started from the command line (or by another UI) holds the GPU too."""
+        for project in projects:
+            launch = outside_run(project)
+            if launch:
+                raise RunnerError(
+                    f"a training started outside this UI is running in project {project.name} "
+                    f"({launch['output_name']}, process {launch['pid']}); wait until it ends, or stop it "
+                    "(Stop on that project, Ctrl-C in its terminal, or `python -m lora_trainer stop`)")
+
+    @staticmethod
     def _check_output_name(config: TrainConfig) -> None:
         model_dir = Path(config.output_dir)
         files = files_using_output_name(model_dir, config.output_name)
@@ -221,15 +239,22 @@ class TrainRunner:
             self._run.publish_problems = list(previous.publish_problems)
         self._watch_in_background(self._run)
 
-    def stop(self) -> RunStatus:
-        """Ask the run to finish its step, save the LoRA and its state, and exit."""
+    def stop(self, project: Project | None = None) -> RunStatus:
+        """Ask the run to finish its step, save the LoRA and its state, and exit; with `project`, also
+        a run that trains there without this runner (started from the command line)."""
         with self._lock:
             self._refresh()
             run = self._run
             if self._starting:
                 raise RunnerError("the trainer is still starting; press Stop again in a moment")
+            if run and project and not _same_folder(run.project.root, project.root):
+                run = None  # the page shows another project: stop what trains there, not this
             if not run or run.returncode is not None:
-                raise RunnerError("no training is running")
+                launch = outside_run(project) if project else None
+                if launch is None:
+                    raise RunnerError("no training is running")
+                layout.request_stop(launch["output_dir"], launch["output_name"])
+                return last_run_status(project)
             _request_stop(run.config)
             run.stop_requested = True
             return self._status()
@@ -485,6 +510,9 @@ class TrainRunner:
 
 
 def _request_stop(config: TrainConfig) -> None:
+    # A run this runner follows is live, so its output folder is the right place even before the
+    # trainer has made it (it may still be loading the model).
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     layout.request_stop(config.output_dir, config.output_name)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import random
 import shutil
 import time
@@ -28,6 +29,7 @@ from lora_trainer.config import TrainConfig
 from lora_trainer.fsutil import OutputError, atomic_path, write_json_atomic
 from lora_trainer.runs import layout
 from lora_trainer.runs.layout import RunFiles
+from lora_trainer.runs.trainer_record import process_start_time
 from lora_trainer.train import state as saved
 from lora_trainer.train.batches import TrainingBatches
 from lora_trainer.train.cache import LatentError
@@ -84,6 +86,8 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
         run_name=layout.run_folder_name(cfg.output_name, started), started_at=started)
     run_dir = logging_dir / progress.run_name
     events = EventLog(layout.events_file(run_dir) if is_main else None, on_event if is_main else None)
+    events.emit(layout.LAUNCH, output_dir=str(output_dir.resolve()), output_name=cfg.output_name,
+                pid=os.getpid(), process_started=process_start_time(os.getpid()), resumed=resumed is not None)
     try:
         return _run(cfg, accelerator, events, stop, progress, resumed, run_dir, model_config_dir)
     except torch.cuda.OutOfMemoryError as e:

@@ -339,9 +339,13 @@ class TrainPanel:
     def use_suggested_name(self, name: str):
         return name, gr.update(visible=False), render.message(f"output name set to {name}: press Start")
 
-    def stop(self):
+    def stop(self, request: gr.Request = None):
         try:
-            self.runner.stop()
+            project = self._open(self._page(request).project)
+        except ValueError:
+            project = None
+        try:
+            self.runner.stop(project)
         except RunnerError as e:
             return render.message(str(e), error=True)
         return render.message("stop requested: the run finishes its step, saves the LoRA and its state, "

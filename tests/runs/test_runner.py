@@ -143,16 +143,25 @@ def test_stop_then_resume_finishes_the_same_run(runner, host, project, tiny_sdxl
     assert (project.model / "myLoRA.safetensors").is_file()
 
 
-def test_trainer_error_shows_in_the_status(runner, host, project, tiny_sdxl, tmp_path):
+def test_a_missing_model_is_refused_at_start_naming_the_key(runner, host, project, tiny_sdxl, tmp_path):
     missing = tmp_path / "no-such-model.safetensors"
     config = smoke_config(project, tiny_sdxl).replace(pretrained_model_name_or_path=str(missing))
+    with pytest.raises(ConfigError, match=rf"pretrained_model_name_or_path = '{missing}': no such file or folder"):
+        runner.start(project, config)
+    assert runner.status().state == "idle" and not project.trainer_log.exists()  # nothing was launched
+
+
+def test_trainer_error_shows_in_the_status(runner, host, project, tiny_sdxl, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    config = smoke_config(project, tiny_sdxl).replace(pretrained_model_name_or_path=str(broken))
     runner.start(project, config)
     status = wait_for(runner, lambda s: not s.active)
     assert status.state == "failed"
-    assert f"pretrained_model_name_or_path = '{missing}': no such file or folder" in status.error
+    assert str(broken) in status.error
     assert status.message == f"failed: {status.error}"
     assert host.published == [] and status.saved == []
-    assert "no such file or folder" in status.log_tail
+    assert str(broken) in status.log_tail
 
 
 def test_killed_process_is_reported_and_a_new_run_may_start(runner, project, tiny_sdxl):
@@ -463,3 +472,37 @@ def test_a_project_shows_its_own_run_and_names_one_in_another_project(runner, pr
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+def test_a_run_started_from_the_command_line_shows_as_running_and_stops_from_the_ui(
+        runner, host, tiny_sdxl, tmp_path):
+    """`python -m lora_trainer train` in a terminal, then the UI opened on its project: the page shows
+    it running (not failed), Start anywhere is refused (it holds the GPU), and Stop reaches it."""
+    project = Project(tmp_path / "hero", "hero").create()  # in the workspace (the host's tmp_path)
+    make_character_dataset(project.img, name="hero", count=4, size=64, repeats=1, seed=2)
+    config = smoke_config(project, tiny_sdxl, max_train_epochs=200, output_name="hero")
+    config.save_json(project.config_file)
+    headless = subprocess.Popen([sys.executable, "-m", "lora_trainer", "train", "--config", str(project.config_file),
+                                 "--model-config-dir", str(tiny_sdxl.config_dir)], env=subprocess_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while (status := runner.status(project)).step < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status.state == "running" and status.active, status.message
+        assert status.message.startswith(f"running outside this UI (process {headless.pid}): epoch 1/200")
+        assert status.output_name == "hero"
+
+        other = Project(tmp_path / "other", "other").create()
+        make_character_dataset(other.img, name="other", count=2, size=64, repeats=1, seed=1)
+        with pytest.raises(RunnerError, match=rf"started outside this UI is running in project hero .*{headless.pid}"):
+            runner.start(other, smoke_config(other, tiny_sdxl, output_name="other"))
+        assert host.memory_freed == 0
+
+        runner.stop(project)
+        assert headless.wait(timeout=120) == 0
+    finally:
+        headless.kill()
+    status = runner.status(project)
+    assert status.state == "stopped" and status.output_name == "hero", status.message
+    assert RunFiles(config.output_dir, "hero").state_dir.is_dir()
