@@ -213,10 +213,12 @@ def test_the_tab_loads_with_its_setting_flag_script_and_style(forge):
         assert forge.get("/" + url[1]) == asset.read_text(encoding="utf-8"), f"Forge does not serve {url[1]}"
 
     # Forge saves each field's first value and restores it at every start; fields that follow the
-    # workspace's contents (project, output name) must not be frozen that way.
+    # workspace's contents (project, output name, the preset box that says "project's saved settings")
+    # must not be frozen that way.
     saved = json.loads(forge.ui_config.read_text(encoding="utf-8"))
     ours = {key.split("/")[1] for key in saved if key.startswith("lora_trainer/")}
-    assert "Preset" in ours and not ours & {"Project", "Repeats", "Output name (output_name)"}, sorted(ours)
+    assert "Epochs (max_train_epochs)" in ours, sorted(ours)
+    assert not ours & {"Project", "Repeats", "New project", "Output name (output_name)", "Preset"}, sorted(ours)
 
     assert _our_errors(forge.log()) == []
 
