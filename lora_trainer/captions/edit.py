@@ -105,7 +105,10 @@ def set_caption(folder: str | os.PathLike, image: str | os.PathLike, tags: list[
                 extension: str = CAPTION_EXTENSION) -> EditResult:
     """Per-image editing: replace one image's caption (`image` absolute or relative to `folder`);
     undoable like a batch edit."""
-    image = Path(folder) / image
+    folder = Path(folder)
+    image = folder / image
+    if not image.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"image {image} is not inside the dataset folder {folder}; refused")
     if not image.is_file():
         raise FileNotFoundError(f"image {image} does not exist")
     result = EditResult(f"edit {image.name}")
@@ -121,14 +124,16 @@ def last_edit(folder: str | os.PathLike) -> str | None:
 
 
 def undo(folder: str | os.PathLike, force: bool = False) -> UndoResult:
-    """Revert the last edit. A caption changed again since that edit is left alone unless `force`."""
+    """Revert the last edit. A caption changed again since that edit is left alone unless `force`.
+    Every path in the journal must lie inside `folder` (symlinks followed): a journal naming any other
+    file is refused as a whole, before anything is written."""
     folder = Path(folder)
     journal = _read_journal(folder)
     if journal is None:
         raise LookupError(f"nothing to undo in {folder} (no {JOURNAL})")
     result = UndoResult(journal["label"])
-    for entry in journal["files"]:
-        path = folder / entry["path"]
+    entries = [(_confined(folder, entry["path"]), entry) for entry in journal["files"]]
+    for path, entry in entries:
         if read_caption_text(path) != entry["after"] and not force:
             result.skipped.append(path)
             continue
@@ -141,6 +146,16 @@ def undo(folder: str | os.PathLike, force: bool = False) -> UndoResult:
     return result
 
 
+def _confined(folder: Path, relative: str) -> Path:
+    """`folder / relative` if it resolves (symlinks followed) to a caption file inside `folder`."""
+    path = folder / relative
+    resolved, root = path.resolve(), folder.resolve()
+    if not resolved.is_relative_to(root) or resolved == root or path.name == JOURNAL:
+        raise ValueError(f"undo journal {journal_path(folder)} names {relative!r}, which is not a caption "
+                         f"inside {folder}; refused, nothing was changed (delete the journal to start afresh)")
+    return path
+
+
 def _read_journal(folder: Path) -> dict | None:
     path = journal_path(folder)
     try:
@@ -149,6 +164,13 @@ def _read_journal(folder: Path) -> dict | None:
         return None
     except (OSError, ValueError) as e:
         raise ValueError(f"undo journal {path} is unreadable ({e}); delete it to start afresh") from e
-    if not isinstance(data, dict) or not isinstance(data.get("files"), list) or "label" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list) or "label" not in data \
+            or not all(_valid_entry(e) for e in data["files"]):
         raise ValueError(f"undo journal {path} is not in the expected format; delete it to start afresh")
     return data
+
+
+def _valid_entry(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("path"), str) and bool(entry["path"])
+            and "\x00" not in entry["path"]
+            and all(isinstance(entry.get(k), str) or entry.get(k) is None for k in ("before", "after")))

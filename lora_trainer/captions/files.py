@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..fsutil import write_text_atomic
 from ..images import list_images
+from .encoding import read_caption_file
 from .tagtext import join_caption, split_caption
 
 __all__ = ["CAPTION_EXTENSION", "caption_path", "list_images", "read_caption", "select_images"]
@@ -36,13 +37,10 @@ def caption_path(image: str | os.PathLike, extension: str = CAPTION_EXTENSION) -
 
 
 def read_caption_text(path: Path) -> str | None:
-    """The caption file's text (None when there is none); a UTF-8 byte-order mark is dropped."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"caption {path} is not UTF-8 text: {e}") from e
+    """The caption file's text (None when there is none): UTF-8 (a byte-order mark is dropped) or UTF-16
+    with a byte-order mark. Any other encoding, or a caption over 64 KB, is a ValueError naming the file
+    (`encoding.CaptionFileError`); nothing is ever decoded with replacement characters."""
+    return read_caption_file(path, hint="save it as UTF-8 text")
 
 
 def read_caption(image: str | os.PathLike, extension: str = CAPTION_EXTENSION) -> list[str]:

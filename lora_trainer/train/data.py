@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from lora_trainer.captions.encoding import CaptionFileError, read_caption_file
 from lora_trainer.images import TRAINING_EXTENSIONS as IMAGE_EXTENSIONS
 from lora_trainer.images import is_image, list_images
 
@@ -189,9 +190,10 @@ def _read_caption(path: Path, warnings: list[str]) -> tuple[str | None, str]:
     if not path.is_file():
         return None, ""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: Windows editors write a BOM
-    except UnicodeDecodeError as e:
-        return None, f"caption is not UTF-8 text ({e.reason} at byte {e.start})"
+        text = read_caption_file(path, hint="save it as UTF-8 text")  # UTF-8 (BOM or not) / UTF-16 with BOM
+    except CaptionFileError as e:
+        problem = str(e).removeprefix(f"{path}: ")
+        return None, problem if problem.startswith("caption") else f"caption {problem}"
     except OSError as e:
         return None, f"caption cannot be read: {e}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]

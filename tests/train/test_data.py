@@ -87,6 +87,25 @@ def test_every_bad_file_is_listed_in_one_error(tmp_path):
     assert "ok.png" not in message
 
 
+def test_utf16_captions_train_and_oversized_or_bomless_ones_are_listed(tmp_path):
+    folder = tmp_path / "1_set"
+    _image(folder / "bom16.png")
+    (folder / "bom16.txt").write_bytes("café, smile".encode("utf-16"))  # with a BOM: read as text
+    _image(folder / "big.png")
+    (folder / "big.txt").write_bytes(b"tag, " * 20000)  # 100 KB: no real caption
+    _image(folder / "nobom.png")
+    (folder / "nobom.txt").write_bytes("my caption".encode("utf-16-le"))  # no BOM: "m\x00y\x00..." refused
+    with pytest.raises(DatasetError) as info:
+        scan_training_folder(tmp_path)
+    message = str(info.value)
+    assert message.startswith("2 file(s)") and "big.txt: caption over 64 KB" in message
+    assert "nobom.txt: caption holds NUL bytes" in message and "bom16" not in message
+    (folder / "big.txt").unlink()
+    (folder / "nobom.txt").unlink()
+    items = {item.path.name: item.caption for item in scan_training_folder(tmp_path).items}
+    assert items["bom16.png"] == "café, smile"
+
+
 def test_exif_rotation_gives_the_trained_size(tmp_path):
     path = tmp_path / "1_x" / "portrait.jpg"
     path.parent.mkdir()
