@@ -71,6 +71,10 @@ def register(subparsers) -> None:
     p.add_argument("--compress-level", type=int, default=3,
                    help="PNG compression 0-9 (default 3: fast; 6-9 give files a few percent smaller)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
+    p.add_argument("--caption-encoding", default="", metavar="NAME",
+                   help="the captions' encoding when they are not UTF-8 or UTF-16 with a byte-order mark "
+                        "(e.g. cp1252, latin-1, shift_jis); by default such captions are reported and their "
+                        "images skipped")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_edit_options(p)
     p.set_defaults(func=cmd_prepare)
@@ -122,20 +126,47 @@ def cmd_prepare(args) -> int:
     from .prepare import PrepareOptions, prepare
 
     try:
-        boxes = json.loads(args.boxes.read_text(encoding="utf-8")) if args.boxes else None
+        boxes = read_boxes(args.boxes) if args.boxes else None
         options = PrepareOptions(
             size=args.size, mode="bucket" if args.bucket else "pad", fill=args.fill, alpha_fill=args.alpha_fill,
             upscale=args.upscale, crop=args.crop, edits=_edits(args), background=args.remove_background,
             background_model=args.model, background_seed=args.seed, allow_download=args.download_model,
             closeups=args.closeups, keep_duplicates=args.keep_duplicates, compress_level=args.compress_level,
             max_pixels=int(args.max_megapixels * 1e6) if args.max_megapixels else DEFAULT_MAX_PIXELS,
-            workers=args.workers)
+            workers=args.workers, caption_encoding=args.caption_encoding)
         report = prepare(args.inputs, Project(args.project, args.name, args.repeats), options, boxes=boxes)
     except (ValueError, FileNotFoundError, ModelMissingError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text(), end="")
     return 0 if report.count("ok") else 1
+
+
+def read_boxes(path: Path) -> dict[str, list[int]]:
+    """The `--boxes` file: {name: [left, top, right, bottom]}; errors name the file and the entry."""
+    from ..captions.encoding import decode_text
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(16 * 1024 * 1024 + 1)
+    except OSError as e:
+        raise ValueError(f"--boxes {path}: cannot read it: {e.strerror or e}") from None
+    if len(data) > 16 * 1024 * 1024:
+        raise ValueError(f"--boxes {path}: over 16 MB, not a list of crop boxes")
+    try:
+        boxes = json.loads(decode_text(data, f"--boxes {path}"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--boxes {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; "
+                         'it should look like {"photo1": [left, top, right, bottom]}') from None
+    if not isinstance(boxes, dict):
+        raise ValueError(f'--boxes {path}: must be a JSON object {{"name": [left, top, right, bottom]}}')
+    for name, box in boxes.items():
+        if not (isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in box)
+                and box[0] < box[2] and box[1] < box[3]):
+            raise ValueError(f"--boxes {path}: {name!r}: {box!r} is not [left, top, right, bottom] "
+                             "(pixels, left < right, top < bottom)")
+    return boxes
 
 
 def cmd_audit(args) -> int:

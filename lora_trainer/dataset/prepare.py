@@ -9,10 +9,12 @@ Optional extra face close-ups come from the half / full body shots afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import re
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from ..captions.encoding import CaptionFileError, check_encoding_name, decode_text
 from ..fsutil import atomic_path, write_json_atomic, write_text_atomic
 from ..project import Project
 from .background import BackgroundRemover, random_fill_color, save_png
@@ -55,6 +58,7 @@ class PrepareOptions:
     compress_level: int = 3             # PNG zlib level: 1 fastest .. 9 smallest; 3 is ~4x faster than 6
                                         # for ~8% larger files (encoding is most of the time here)
     workers: int = 0                    # processes; 0 = one per CPU core
+    caption_encoding: str = ""          # captions' encoding when not UTF-8 / UTF-16 with a BOM, e.g. "cp1252"
 
     def __post_init__(self):
         if not 64 <= self.size <= 8192:
@@ -77,6 +81,8 @@ class PrepareOptions:
             raise ValueError("max_pixels must be positive, workers and face_margin not negative")
         if not self.caption_extension.startswith("."):
             raise ValueError(f"caption_extension must start with '.', got {self.caption_extension!r}")
+        if self.caption_encoding:
+            check_encoding_name(self.caption_encoding)
 
 
 @dataclass
@@ -132,6 +138,8 @@ class _Job:
     box: Box | None = None
     color: tuple[int, int, int] | None = None
     closeup: bool = False
+    caption: bytes | None = None       # the caption file's bytes, copied to sources/ as they are
+    caption_text: str | None = None    # its text (decoded), written to img/ as UTF-8
 
 
 class _Worker:
@@ -216,14 +224,14 @@ class _Worker:
         (it may have been edited since)."""
         ext = self.options.caption_extension
         target = self.project.train_images / f"{job.name}{ext}"
-        text = job.item.read_caption()
-        if text is None:
+        if job.caption is None:
             return str(target) if target.exists() else ""
         kept = self.project.sources / f"{job.name}{ext}"
         if job.copy_to is not None or not kept.exists():
-            write_text_atomic(kept, text)
+            with atomic_path(kept) as tmp:
+                tmp.write_bytes(job.caption)
         if not target.exists():
-            write_text_atomic(target, text)
+            write_text_atomic(target, job.caption_text)
         return str(target)
 
 
@@ -240,6 +248,7 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
     """Import `inputs` (folders, files, zips; none = the project's own sources/) and write the training
     folder. `boxes` maps an output name (or a source file's stem) to a manual crop box. A detector or a
     remover passed in is used as is (and the work then runs in this process)."""
+    check_name(project.name, "project name")
     project.create()
     boxes = dict(boxes or {})
     from_sources = not inputs
@@ -256,6 +265,9 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
     entries: list[Entry] = []
     jobs: list[_Job] = []
     for item in items:
+        if item.skip_reason:
+            entries.append(Entry(source=item.label, status="skipped", reason=item.skip_reason))
+            continue
         try:
             data = item.read_bytes()
         except OSError as e:
@@ -264,6 +276,13 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
         digest = content_hash(data)
         if digest in seen and not options.keep_duplicates:
             entries.append(Entry(source=item.label, status="duplicate", reason=f"same content as {seen[digest]}"))
+            continue
+        try:
+            caption = item.read_caption()
+            caption_text = None if caption is None else decode_text(
+                caption, item.caption_label, options.caption_encoding or None, hint=_CAPTION_HINT)
+        except (CaptionFileError, OSError) as e:
+            entries.append(Entry(source=item.label, status="skipped", reason=f"caption: {e}"))
             continue
         seen.setdefault(digest, item.label)
         if from_sources:
@@ -274,13 +293,14 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
             name = names.allocate(item.stem, digest)
             copy_to = project.sources / f"{name}{_suffix(item)}"
         box = boxes.get(name, boxes.get(item.stem))
-        jobs.append(_Job(item=item, name=name, copy_to=copy_to, box=tuple(box) if box else None))
+        jobs.append(_Job(item=item, name=name, copy_to=copy_to, box=tuple(box) if box else None,
+                         caption=caption, caption_text=caption_text))
 
     if options.background and remover is None:
         remover = BackgroundRemover.create(options.background_model, allow_download=options.allow_download)
     if remover is not None:
         rng = random.Random(options.background_seed)
-        jobs = [_Job(j.item, j.name, j.copy_to, j.box, color=random_fill_color(rng)) for j in jobs]
+        jobs = [dataclasses.replace(j, color=random_fill_color(rng)) for j in jobs]
     worker = _Worker(project, options, detector, remover)
     results = _run(worker, jobs, options, progress)
     entries.extend(entry for entry, _ in results)
@@ -297,6 +317,20 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
                            options=_options_dict(options), entries=entries)
     write_json_atomic(project.root / REPORT_NAME, report.to_dict())
     return report
+
+
+_CAPTION_HINT = ("the image was skipped: save the caption as UTF-8, remove it to import the image "
+                 "without it, or name its encoding with --caption-encoding (e.g. cp1252, latin-1, shift_jis)")
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` unless it holds a control character (a newline, a tab, ...), which would end up in
+    folder and file names."""
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    if bad:
+        raise ValueError(f"{what} {name!r} holds the control character {bad[0]!r}: "
+                         "use letters, digits, '.', '_' or '-'")
+    return name
 
 
 def _options_dict(options: PrepareOptions) -> dict:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..captions.encoding import MAX_CAPTION_BYTES, CaptionFileError, too_large_message
 from ..images import IMPORT_EXTENSIONS  # looked at when a folder or archive is scanned
 
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # a zip member larger than this is refused (zip bomb guard)
@@ -29,6 +30,7 @@ class SourceItem:
     member: str | None = None
     caption_path: Path | None = None  # `<stem>.txt` beside a file on disk
     caption_member: str | None = None
+    skip_reason: str = ""      # set for an input that is reported but not imported (hidden, zip in a zip)
 
     def read_bytes(self) -> bytes:
         if self.path is not None:
@@ -39,13 +41,28 @@ class SourceItem:
                 raise OSError(f"{info.file_size} bytes uncompressed, over the {MAX_MEMBER_BYTES} limit")
             return z.read(info)
 
-    def read_caption(self) -> str | None:
+    @property
+    def caption_label(self) -> str:
+        return str(self.caption_path) if self.caption_path is not None else f"{self.archive}:{self.caption_member}"
+
+    def read_caption(self) -> bytes | None:
+        """The caption file's bytes, exactly as they are (None when there is none). A caption over
+        MAX_CAPTION_BYTES raises CaptionFileError naming it, before more than that is read."""
         if self.caption_path is not None:
-            return self.caption_path.read_text(encoding="utf-8", errors="replace")
-        if self.caption_member is not None:
+            with open(self.caption_path, "rb") as f:
+                data = f.read(MAX_CAPTION_BYTES + 1)
+        elif self.caption_member is not None:
             with zipfile.ZipFile(self.archive) as z:
-                return z.read(self.caption_member).decode("utf-8", errors="replace")
-        return None
+                info = z.getinfo(self.caption_member)
+                if info.file_size > MAX_CAPTION_BYTES:
+                    raise CaptionFileError(too_large_message(self.caption_label))
+                with z.open(info) as f:
+                    data = f.read(MAX_CAPTION_BYTES + 1)
+        else:
+            return None
+        if len(data) > MAX_CAPTION_BYTES:
+            raise CaptionFileError(too_large_message(self.caption_label))
+        return data
 
 
 def gather(inputs: Iterable[str | Path], caption_extension: str = ".txt") -> list[SourceItem]:
@@ -58,7 +75,12 @@ def gather(inputs: Iterable[str | Path], caption_extension: str = ".txt") -> lis
         path = Path(raw)
         if path.is_dir():
             for p in sorted(path.rglob("*")):
-                if not p.is_file() or _hidden(p.relative_to(path)):
+                if not p.is_file():
+                    continue
+                why = _hidden_reason(p.relative_to(path))
+                if why:
+                    if _reported(p.name, p.relative_to(path)):
+                        items.append(SourceItem(label=str(p), stem=p.stem, path=p, skip_reason=why))
                     continue
                 if p.suffix.lower() in IMPORT_EXTENSIONS:
                     items.append(_file_item(p, caption_extension))
@@ -73,10 +95,24 @@ def gather(inputs: Iterable[str | Path], caption_extension: str = ".txt") -> lis
     return items
 
 
-def _hidden(rel: Path) -> bool:
-    """Hidden files and folders, and macOS's zip resource forks (a "../" in a zip is not hidden: it is
-    harmless here, since only the file's stem is ever used for an output name)."""
-    return any((part.startswith(".") and part not in (".", "..")) or part == "__MACOSX" for part in rel.parts)
+def _hidden_reason(rel: Path) -> str:
+    """Why a file is not imported because it is hidden ("" if it is not): a hidden file or one in a
+    hidden folder, or macOS's zip resource forks (a "../" in a zip is not hidden: it is harmless here,
+    since only the file's stem is ever used for an output name)."""
+    if "__MACOSX" in rel.parts:
+        return "macOS resource fork (__MACOSX), not a photo"
+    if rel.name.startswith("."):
+        return "hidden file (its name starts with '.'): skipped; rename it to import it"
+    hidden = [part for part in rel.parts[:-1] if part.startswith(".") and part not in (".", "..")]
+    if hidden:
+        return f"in the hidden folder {hidden[0]!r}: skipped; move it out to import it"
+    return ""
+
+
+def _reported(name: str, rel: Path) -> bool:
+    """Hidden files that get a report line: what would have been imported (images, zips), except
+    macOS's resource forks, which are metadata rather than inputs."""
+    return "__MACOSX" not in rel.parts and Path(name).suffix.lower() in (*IMPORT_EXTENSIONS, ".zip")
 
 
 def _file_item(path: Path, caption_extension: str) -> SourceItem:
@@ -93,10 +129,20 @@ def _zip_items(archive: Path, caption_extension: str) -> Iterator[SourceItem]:
         raise ValueError(f"{archive}: not a readable zip archive ({e})") from None
     for name in sorted(names):
         member = PurePosixPath(name.replace("\\", "/"))
-        if member.suffix.lower() not in IMPORT_EXTENSIONS or _hidden(Path(*member.parts)):
+        label = f"{archive}:{name}"
+        why = _hidden_reason(Path(*member.parts)) if member.parts else "empty name"
+        if why:
+            if _reported(member.name, Path(*member.parts)):
+                yield SourceItem(label=label, stem=member.stem, archive=archive, member=name, skip_reason=why)
+            continue
+        if member.suffix.lower() == ".zip":
+            yield SourceItem(label=label, stem=member.stem, archive=archive, member=name,
+                             skip_reason="a zip inside a zip is not opened: extract it and import it separately")
+            continue
+        if member.suffix.lower() not in IMPORT_EXTENSIONS:
             continue
         caption = str(member.with_suffix(caption_extension))
-        yield SourceItem(label=f"{archive}:{name}", stem=member.stem, archive=archive, member=name,
+        yield SourceItem(label=label, stem=member.stem, archive=archive, member=name,
                          caption_member=caption if caption in names else None)
 
 
