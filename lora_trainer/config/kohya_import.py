@@ -18,6 +18,7 @@ from lora_trainer.config.settings import (
     ATTENTIONS,
     LR_SCHEDULERS,
     MAX_TOKEN_LENGTHS,
+    OPTIMIZER_ARGS,
     OPTIMIZERS,
     ConfigError,
     TrainConfig,
@@ -35,8 +36,6 @@ _OPTIMIZER_SUBSTITUTES = {
     "PagedAdamW8bit": "AdamW8bit", "PagedAdamW": "AdamW", "PagedAdamW32bit": "AdamW",
 }
 # Keyword arguments of prodigyopt.Prodigy: D-Adaptation's other arguments would make it fail.
-_PRODIGY_ARGS = {"betas", "beta3", "weight_decay", "eps", "decouple", "use_bias_correction",
-                 "safeguard_warmup", "d0", "d_coef", "growth_rate", "fsdp_in_use", "slice_p"}
 
 _REASON_GROUPS = {
     "LoCon/LyCORIS only": (
@@ -291,29 +290,30 @@ def _read_optimizer(data: dict[str, Any], values: dict[str, Any], ignored: dict[
     values["optimizer"] = substitute
     ignored["optimizer"] = f"not supported: optimizer {name!r}; using {substitute!r} instead"
     if substitute == "Prodigy":
-        _put_optimizer_args(values, ignored, args, allowed=_PRODIGY_ARGS)
+        _put_optimizer_args(values, ignored, args)
     elif args:
         ignored["optimizer_args"] = f"arguments for {name!r}, not used with {substitute!r}"
 
 
-def _put_optimizer_args(values: dict[str, Any], ignored: dict[str, str], args: str,
-                        allowed: set[str] | None = None) -> None:
+def _put_optimizer_args(values: dict[str, Any], ignored: dict[str, str], args: str) -> None:
+    """Keep the arguments the chosen optimizer takes; the others are dropped and listed."""
+    allowed = OPTIMIZER_ARGS[values.get("optimizer", "AdamW")]
     try:
         tokens = shlex.split(args)
     except ValueError as e:
         ignored["optimizer_args"] = f"cannot read {args!r}: {e}"
         return
-    kept = [t for t in tokens if allowed is None or t.partition("=")[0] in allowed]
+    kept = [t for t in tokens if t.partition("=")[0] in allowed]
     dropped = [t for t in tokens if t not in kept]
     candidate = shlex.join(kept)
     try:
-        TrainConfig(optimizer_args=candidate)
+        TrainConfig(optimizer=values.get("optimizer", "AdamW"), optimizer_args=candidate)
     except ConfigError as e:
         ignored["optimizer_args"] = f"cannot read: {e}"
         return
     values["optimizer_args"] = candidate
     if dropped:
-        ignored["optimizer_args"] = f"not for {values['optimizer']}, dropped: {' '.join(dropped)}"
+        ignored["optimizer_args"] = f"not for {values.get('optimizer', 'AdamW')}, dropped: {' '.join(dropped)}"
 
 
 def _read_scheduler(data: dict[str, Any], values: dict[str, Any], ignored: dict[str, str]) -> None:

@@ -12,14 +12,34 @@ import dataclasses
 import json
 import re
 import shlex
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lora_trainer.captions.encoding import CaptionFileError, decode_text
 from lora_trainer.fsutil import write_json_atomic
 
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "Prodigy")
+# The keyword arguments each optimizer's constructor takes besides `params` and `lr` (the trainer passes
+# those itself), so a wrong optimizer_args key is refused when the config is read, not with a TypeError at
+# the first step. Kept here as a table because config/ must not import torch; tests/config checks it against
+# the installed optimizers' signatures (torch.optim.AdamW, transformers' Adafactor, bitsandbytes'
+# AdamW8bit, prodigyopt's Prodigy).
+OPTIMIZER_ARGS: dict[str, tuple[str, ...]] = {
+    "AdamW": ("betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable",
+              "fused"),
+    "AdamW8bit": ("betas", "eps", "weight_decay", "amsgrad", "optim_bits", "args", "min_8bit_size",
+                  "percentile_clipping", "block_wise", "is_paged"),
+    "Adafactor": ("eps", "clip_threshold", "decay_rate", "beta1", "weight_decay", "scale_parameter",
+                  "relative_step", "warmup_init"),
+    "Prodigy": ("betas", "beta3", "eps", "weight_decay", "decouple", "use_bias_correction", "safeguard_warmup",
+                "d0", "d_coef", "growth_rate", "fsdp_in_use", "slice_p"),
+}
+# Seeds go to torch.manual_seed and random.Random, and (in kohya's sd-scripts, which reads our files too)
+# to numpy, whose limit is the smallest: 2^32 - 1.
+MAX_SEED = 2**32 - 1
 LR_SCHEDULERS = (
     "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial", "adafactor",
 )
@@ -108,8 +128,18 @@ class TrainConfig:
             if value is not None and not is_ok(value):
                 raise ConfigError(f"{name} = {value!r}: must be {allowed}")
         parse_resolution(self.max_resolution)
-        parse_optimizer_args(self.optimizer_args)
+        self._check_optimizer_args()
         self._check_combinations()
+
+    def _check_optimizer_args(self) -> None:
+        accepted = OPTIMIZER_ARGS[self.optimizer]
+        for key in parse_optimizer_args(self.optimizer_args):
+            if key == "lr":
+                raise ConfigError(f"optimizer_args = {self.optimizer_args!r}: set the learning rate with "
+                                  "learning_rate (unet_lr, text_encoder_lr), not 'lr'")
+            if key not in accepted:
+                raise ConfigError(f"optimizer_args = {self.optimizer_args!r}: {self.optimizer} has no argument "
+                                  f"{key!r}; it takes {', '.join(accepted)}")
 
     def _check_combinations(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -260,14 +290,18 @@ def _above(low: float) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v > low), f"> {low}"
 
 
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
 def _multiple_of_size(v: int) -> bool:
     return v > 0 and v % SIZE_MULTIPLE == 0
 
 
 # Per-field range and choice rules, checked after the types (None values of optional fields are skipped).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "output_name": ((lambda v: bool(v.strip()) and not any(c in v for c in '/\\:*?"<>|')),
-                    "a non-empty file name without / \\ : * ? \" < > |"),
+    "output_name": ((lambda v: bool(v.strip()) and not any(c in v for c in '/\\:*?"<>|') and not _has_control(v)),
+                    "a non-empty file name without / \\ : * ? \" < > | or control characters (newline, tab)"),
     "network_dim": _at_least(1),
     "network_alpha": _above(0),
     "learning_rate": _above(0),
@@ -284,7 +318,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_train_steps": _at_least(0),
     "train_batch_size": _at_least(1),
     "gradient_accumulation_steps": _at_least(1),
-    "seed": _at_least(0),
+    "seed": ((lambda v: 0 <= v <= MAX_SEED), f"from 0 to {MAX_SEED} (2^32 - 1)"),
     "save_every_n_epochs": _at_least(1),
     "mixed_precision": _choice(MIXED_PRECISIONS),
     "save_precision": _choice(SAVE_PRECISIONS),
@@ -345,9 +379,11 @@ def _looks_like_hub_id(text: str) -> bool:
 def read_json(path: Path) -> Any:
     """A JSON file's content, or a ConfigError naming the file and what is wrong with it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(decode_text(path.read_bytes(), path, hint="save it as UTF-8"))
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    except CaptionFileError as e:
+        raise ConfigError(f"cannot read config {e}") from e
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
 
