@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lora_trainer.images import list_images
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # whole names only: fullmatch (a "$" would pass "abc\n")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Project:
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
-        if not _NAME.match(self.name) or len(self.name) > 100:
+        if not _NAME.fullmatch(self.name) or len(self.name) > 100:
             raise ValueError(f"project name {self.name!r}: use letters, digits, '.', '_' or '-' "
                              "(starting with a letter or digit)")
         if not isinstance(self.repeats, int) or self.repeats < 1:
@@ -104,7 +104,7 @@ def project_root_of(train_data_dir: str | Path) -> Project:
     """The project whose `img/` folder is `train_data_dir` (kohya's layout: img/, model/, log/ and
     cache/ side by side), for the trainer, which is given folders rather than a project."""
     root = Path(train_data_dir).resolve().parent
-    return Project(root, root.name if _NAME.match(root.name) else "project")
+    return Project(root, root.name if _NAME.fullmatch(root.name) else "project")
 
 
 def list_projects(workspace: Path) -> list[str]:
@@ -112,7 +112,7 @@ def list_projects(workspace: Path) -> list[str]:
     workspace = Path(workspace)
     if not workspace.is_dir():
         return []
-    return sorted((p.name for p in workspace.iterdir() if (p / "img").is_dir() and _NAME.match(p.name)),
+    return sorted((p.name for p in workspace.iterdir() if (p / "img").is_dir() and _NAME.fullmatch(p.name)),
                   key=str.lower)
 
 

@@ -25,6 +25,8 @@ def test_open_project_reads_repeats_from_the_image_folder(tmp_path):
         open_project(tmp_path, "hero", repeats=0)
     with pytest.raises(ValueError, match="project name '../x'"):
         open_project(tmp_path, "../x")
+    with pytest.raises(ValueError, match=r"project name 'hero\\n'"):
+        open_project(tmp_path, "hero\n")  # a trailing newline would make folders with newlines in their names
 
 
 def test_training_folders_count_images_and_config_paths(tmp_path):
