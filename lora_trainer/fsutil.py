@@ -14,7 +14,8 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,6 +95,77 @@ def write_json_atomic(target: str | os.PathLike, data: Any) -> None:
     with atomic_open(target, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
+
+
+# --- lock files ----------------------------------------------------------------------------------
+
+class LockHeld(RuntimeError):
+    """A lock file is held by a live process; `owner` is what that process wrote into it."""
+
+    def __init__(self, path: Path, owner: dict):
+        self.path, self.owner = Path(path), owner
+        super().__init__(f"{path} is held by process {owner.get('pid')}")
+
+
+_FRESH_LOCK_S = 10.0  # an empty lock file this young is being written by its creator
+
+
+def _read_owner(path: Path) -> dict | None:
+    try:
+        owner = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def lock_owner(path: str | os.PathLike, is_live: Callable[[dict], bool]) -> dict | None:
+    """What the live process holding the lock file wrote into it; None when no live process holds it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    owner = _read_owner(path)
+    if owner is None:
+        try:
+            young = time.time() - path.stat().st_mtime < _FRESH_LOCK_S
+        except OSError:
+            return None
+        return {"pid": None} if young else None
+    return owner if is_live(owner) else None
+
+
+def acquire_lock(path: str | os.PathLike, owner: dict, is_live: Callable[[dict], bool]) -> None:
+    """Create the lock file `path` holding `owner` (JSON), atomically (O_CREAT | O_EXCL): LockHeld if a
+    live process holds it; one left by a process that has ended (`is_live` says no) is replaced."""
+    path = Path(path)
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, new_file_mode())
+        except FileExistsError:
+            seen = _read_owner(path)
+            held = lock_owner(path, is_live)
+            if held is not None:
+                raise LockHeld(path, held) from None
+            if _read_owner(path) == seen:  # still the stale one (no other process replaced it meanwhile)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            continue
+        except OSError as e:
+            raise OutputError(e.errno, f"cannot create {path}: {e.strerror}") from e
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(owner, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    held = lock_owner(path, is_live)
+    raise LockHeld(path, held or {"pid": None})
+
+
+def release_lock(path: str | os.PathLike, owner: dict) -> None:
+    """Remove the lock file if it still holds `owner` (never another process's)."""
+    path = Path(path)
+    if _read_owner(path) == owner:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def png_beside(source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:

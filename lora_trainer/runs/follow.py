@@ -112,7 +112,7 @@ def find_new_run_dir(logging_dir: Path, output_name: str, launched_at: float) ->
         stamp = layout.run_folder_stamp(events.parent.name, output_name)
         if stamp and stamp >= launched:
             found.append(events.parent)
-    return max(found, key=lambda p: p.name) if found else None
+    return max(found, key=lambda p: layout.run_folder_order(p.name, output_name)) if found else None
 
 
 def log_header(resume: bool, command: list[str], now: float | None = None) -> str:

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     train.add_argument("--resume", type=Path, nargs="?", const=True, default=None,
                        help="continue a stopped run from its '<output_name>-state' folder "
                        "(no value: the one in output_dir)")
+    train.add_argument("--resume-changed", action="store_true",
+                       help="with --resume: continue even if training images or captions changed since the "
+                       "run stopped (the changes are listed as a warning); without it such a resume is refused")
     train.add_argument("--model-config-dir", default=None,
                        help="diffusers config folder for a single-file checkpoint (offline loading), "
                        "e.g. Forge's backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
@@ -65,6 +68,9 @@ def run_train(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if getattr(args, "resume_changed", False) and args.resume is None:
+        print("error: --resume-changed goes with --resume", file=sys.stderr)
+        return 1
     problems = check_paths(cfg)
     if problems:
         for problem in problems:
@@ -81,7 +87,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     try:
         resume = state_dir_for(cfg.output_dir, cfg.output_name) if args.resume is True else args.resume
-        result = train(cfg, resume_from=resume, model_config_dir=args.model_config_dir, on_event=print_event)
+        result = train(cfg, resume_from=resume, model_config_dir=args.model_config_dir, on_event=print_event,
+                       **({"resume_changed": True} if getattr(args, "resume_changed", False) else {}))
     except (ConfigError, DatasetError, ModelLoadError, ResumeError, TrainingError, OptimizerUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -5,17 +5,24 @@ previous state intact.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from lora_trainer.fsutil import OutputError
+from lora_trainer.images import list_images
 from lora_trainer.runs.layout import PROGRESS_FILE, RunFiles
 
 STATE_FILE = "state.pt"
+CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"  # the training images and captions the state was trained on
 
 
 @dataclass
@@ -49,7 +56,7 @@ def restore_rng(saved: dict, generator: torch.Generator, caption_rng: random.Ran
 
 
 def write_main_state(tmp_dir: Path, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
-                     progress: Progress, config: dict) -> None:
+                     progress: Progress, config: dict, dataset: dict | None = None) -> None:
     """Rank 0's part: weights, optimizer and scheduler are identical on every rank."""
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
@@ -58,7 +65,9 @@ def write_main_state(tmp_dir: Path, *, trainable: dict[str, torch.Tensor], optim
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                 tmp_dir / STATE_FILE)
     (tmp_dir / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
-    (tmp_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (tmp_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if dataset is not None:
+        (tmp_dir / DATASET_FILE).write_text(json.dumps(dataset, indent=1), encoding="utf-8")
 
 
 def write_rank_rng(tmp_dir: Path, rank: int, rng: dict) -> None:
@@ -66,9 +75,28 @@ def write_rank_rng(tmp_dir: Path, rank: int, rng: dict) -> None:
 
 
 def _save_torch(obj, path: Path) -> None:
-    # Through a Python file: a full disk then raises OSError (ENOSPC), not torch's opaque RuntimeError.
-    with open(path, "wb") as f:
-        torch.save(obj, f)
+    # Through a Python file: a full disk then raises OSError (ENOSPC). torch's zip writer may still
+    # turn it into its own RuntimeError ("[enforce fail at inline_container.cc:...]") raised while the
+    # OSError is handled: that one is an OutputError naming the file too.
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except RuntimeError as e:
+        cause = _os_error_behind(e)
+        if cause is None and "inline_container" not in str(e):
+            raise
+        code = cause.errno if cause is not None and cause.errno else errno.EIO
+        raise OutputError(code, os.strerror(code), str(path)) from e
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def commit_state(tmp_dir: Path, final_dir: Path) -> None:
@@ -91,24 +119,116 @@ class SavedState:
     progress: Progress
     config: dict
     rng: dict
+    dataset: dict | None = field(default=None)  # None: a state from before datasets were recorded
 
 
 class ResumeError(ValueError):
-    """The state folder is missing, incomplete, or does not fit the config."""
+    """The state folder is missing, incomplete, damaged, or does not fit the config."""
+
+
+def _damaged(state_dir: Path, name: str, why: str) -> ResumeError:
+    return ResumeError(
+        f"cannot resume from {state_dir}: {name} is damaged ({why}), so this state cannot be continued. "
+        f"Start over with a new run (train without --resume, or Start in the UI); the LoRA files already "
+        f"saved in {state_dir.parent} stay usable. Delete {state_dir} to get rid of the damaged state.")
+
+
+def _load_tensors(state_dir: Path, name: str, keys: tuple[str, ...]) -> dict:
+    path = state_dir / name
+    try:
+        # Only tensors and plain containers: a file that holds anything else is refused, never run.
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure means the same to the user
+        why = "cut short" if isinstance(e, EOFError) or "central directory" in str(e) or \
+            "truncated" in str(e).lower() or path.stat().st_size == 0 else "not a training state file"
+        raise _damaged(state_dir, name, why) from None
+    if not isinstance(data, dict) or not all(k in data for k in keys):
+        raise _damaged(state_dir, name, "it does not hold what a training state holds")
+    return data
+
+
+def _load_json(state_dir: Path, name: str) -> dict:
+    try:
+        data = json.loads((state_dir / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _damaged(state_dir, name, f"not readable JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise _damaged(state_dir, name, "not a JSON object")
+    return data
+
+
+def _progress(state_dir: Path, data: dict) -> Progress:
+    known = {f.name: f.type for f in fields(Progress)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise _damaged(state_dir, PROGRESS_FILE, f"unknown key(s) {', '.join(unknown)}")
+    kinds = {"int": int, "float": (int, float), "str": str}
+    for key, value in data.items():
+        if not isinstance(value, kinds[known[key]]) or isinstance(value, bool):
+            raise _damaged(state_dir, PROGRESS_FILE, f"{key} is {value!r}, not a {known[key]}")
+    return Progress(**data)
 
 
 def load_state(state_dir: str | Path, rank: int) -> SavedState:
     state_dir = Path(state_dir)
-    needed = [state_dir / STATE_FILE, state_dir / PROGRESS_FILE, state_dir / "config.json",
+    needed = [state_dir / STATE_FILE, state_dir / PROGRESS_FILE, state_dir / CONFIG_FILE,
               state_dir / rng_file(rank)]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise ResumeError(f"cannot resume from {state_dir}: missing {', '.join(missing)} "
                           "(pass the '<output_name>-state' folder a stopped run wrote)")
-    main = torch.load(state_dir / STATE_FILE, map_location="cpu", weights_only=True)
-    return SavedState(
-        trainable=main["trainable"], optimizer=main["optimizer"], scheduler=main["scheduler"],
-        progress=Progress(**json.loads((state_dir / PROGRESS_FILE).read_text(encoding="utf-8"))),
-        config=json.loads((state_dir / "config.json").read_text(encoding="utf-8")),
-        rng=torch.load(state_dir / rng_file(rank), map_location="cpu", weights_only=True),
-    )
+    progress = _progress(state_dir, _load_json(state_dir, PROGRESS_FILE))
+    config = _load_json(state_dir, CONFIG_FILE)
+    dataset = _load_json(state_dir, DATASET_FILE) if (state_dir / DATASET_FILE).is_file() else None
+    main = _load_tensors(state_dir, STATE_FILE, ("trainable", "optimizer", "scheduler"))
+    rng = _load_tensors(state_dir, rng_file(rank), ("generator", "caption", "torch"))
+    return SavedState(trainable=main["trainable"], optimizer=main["optimizer"], scheduler=main["scheduler"],
+                      progress=progress, config=config, rng=rng, dataset=dataset)
+
+
+# --- the dataset a state was trained on ----------------------------------------------------------
+
+def dataset_record(train_data_dir: str | Path, caption_extension: str) -> dict:
+    """Each training image (path relative to `train_data_dir`, '/'-separated) with its size, its
+    modification time and its caption's SHA-256 (None without a caption)."""
+    root = Path(train_data_dir)
+    if not caption_extension.startswith("."):
+        caption_extension = "." + caption_extension
+    record = {}
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return {}
+    for folder in folders:
+        try:
+            images = list_images(folder)
+        except OSError:
+            continue
+        for image in images:
+            try:
+                st = image.stat()
+            except OSError:
+                continue
+            try:
+                caption = hashlib.sha256(image.with_suffix(caption_extension).read_bytes()).hexdigest()
+            except OSError:
+                caption = None
+            record[image.relative_to(root).as_posix()] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                                          "caption": caption}
+    return record
+
+
+def dataset_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between two `dataset_record`s, one line per file ('added', 'removed', 'changed')."""
+    changes = [f"removed: {name}" for name in sorted(set(saved) - set(current))]
+    changes += [f"added: {name}" for name in sorted(set(current) - set(saved))]
+    for name in sorted(set(saved) & set(current)):
+        before, now = saved[name], current[name]
+        if not isinstance(before, dict):
+            changes.append(f"changed image: {name}")
+            continue
+        if (before.get("size"), before.get("mtime_ns")) != (now["size"], now["mtime_ns"]):
+            changes.append(f"changed image: {name}")
+        if before.get("caption") != now["caption"]:
+            changes.append(f"changed caption: {name}")
+    return changes

@@ -8,6 +8,7 @@ Run it headless with `python -m lora_trainer train --config my.json`, under
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -26,7 +27,7 @@ from peft import LoraConfig
 from tqdm.auto import tqdm
 
 from lora_trainer.config import TrainConfig
-from lora_trainer.fsutil import OutputError, atomic_path, write_json_atomic
+from lora_trainer.fsutil import LockHeld, OutputError, atomic_path, release_lock, write_json_atomic
 from lora_trainer.runs import layout
 from lora_trainer.runs.layout import RunFiles
 from lora_trainer.runs.trainer_record import process_start_time
@@ -64,7 +65,10 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_config_dir: str | None = None,
-          on_event: EventCallback | None = None, stop: StopSignal | None = None) -> TrainResult:
+          on_event: EventCallback | None = None, stop: StopSignal | None = None,
+          resume_changed: bool = False) -> TrainResult:
+    """`resume_changed`: resume even if the training images or captions changed since the state was
+    saved (the changes are named in a warning); without it such a resume is refused."""
     # The first text encoder's last layer feeds nothing (SDXL uses its penultimate state), so its
     # LoRA gets no gradient; multi-process training must be told that this is expected.
     ddp_options = DistributedDataParallelKwargs(find_unused_parameters=cfg.train_text_encoder)
@@ -73,23 +77,82 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
     is_main = accelerator.is_main_process
     output_dir, logging_dir = Path(cfg.output_dir), Path(cfg.logging_dir)
     files = RunFiles(output_dir, cfg.output_name)
+    lock = None
     if is_main:
+        too_long = layout.check_name_lengths(output_dir, cfg.output_name, logging_dir)
+        if too_long:
+            raise TrainingError(f"{too_long}. Nothing was started.")
         _check_writable(output_dir, logging_dir)
+        lock = _take_output_lock(cfg)  # before anything of this output is touched
+    try:
+        return _train_locked(cfg, accelerator, files, resume_from=resume_from, model_config_dir=model_config_dir,
+                             on_event=on_event, stop=stop, resume_changed=resume_changed)
+    finally:
+        if lock is not None:
+            release_lock(files.lock, lock)
+
+
+def _take_output_lock(cfg: TrainConfig) -> dict:
+    """One run at a time writes an output name's files: a second one is refused, naming the first."""
+    pid = os.getpid()
+    try:
+        return layout.take_output_lock(cfg.output_dir, cfg.output_name, pid, process_start_time(pid))
+    except LockHeld as e:
+        raise TrainingError(layout.lock_refusal(cfg.output_dir, cfg.output_name, e.owner)) from None
+    except OutputError as e:
+        raise TrainingError(f"cannot write to {cfg.output_dir}: {e.strerror or e}. Choose another output "
+                            "folder or free disk space.") from e
+
+
+def _remove_leftovers(files: RunFiles) -> None:
+    """What a killed run of this name left half-written: its temporary files and state folders. A state
+    swap cut between its two renames has only `-state.old`: that whole previous state is put back."""
+    for path in files.leftovers():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if files.state_old.is_dir():
+        if files.state_dir.exists():
+            shutil.rmtree(files.state_old, ignore_errors=True)
+        else:
+            files.state_old.rename(files.state_dir)
+    if files.state_tmp.is_dir():
+        shutil.rmtree(files.state_tmp, ignore_errors=True)
+
+
+def _train_locked(cfg: TrainConfig, accelerator: Accelerator, files: RunFiles, *, resume_from, model_config_dir,
+                  on_event, stop, resume_changed: bool) -> TrainResult:
+    is_main = accelerator.is_main_process
+    logging_dir = Path(cfg.logging_dir)
+    if is_main:
+        _remove_leftovers(files)
     stop = stop or StopSignal(files.stop_flag)
     if is_main:
         stop.clear()  # a flag left from an earlier run must not stop this one at step 1
     resumed = saved.load_state(resume_from, accelerator.process_index) if resume_from else None
+    dataset = saved.dataset_record(cfg.train_data_dir, cfg.caption_extension)
+    changes = []
     if resumed:
         _check_resume_fits(cfg, resumed.config, resume_from)
+        changes = saved.dataset_changes(resumed.dataset, dataset) if resumed.dataset is not None else []
+        if changes and not resume_changed:
+            raise saved.ResumeError(_dataset_changed_message(resume_from, changes, cfg.train_data_dir))
     started = time.time()
-    progress = resumed.progress if resumed else saved.Progress(
-        run_name=layout.run_folder_name(cfg.output_name, started), started_at=started)
-    run_dir = logging_dir / progress.run_name
+    if resumed:
+        progress, run_dir = resumed.progress, logging_dir / resumed.progress.run_name
+    else:
+        run_dir = (layout.claim_run_folder(logging_dir, cfg.output_name, started) if is_main
+                   else logging_dir / layout.run_folder_name(cfg.output_name, started))
+        progress = saved.Progress(run_name=run_dir.name, started_at=started)
     events = EventLog(layout.events_file(run_dir) if is_main else None, on_event if is_main else None)
-    events.emit(layout.LAUNCH, output_dir=str(output_dir.resolve()), output_name=cfg.output_name,
+    events.emit(layout.LAUNCH, output_dir=str(files.output_dir.resolve()), output_name=cfg.output_name,
                 pid=os.getpid(), process_started=process_start_time(os.getpid()), resumed=resumed is not None)
+    if changes:
+        events.emit(layout.WARNING, message=f"resumed with a changed dataset (--resume-changed), so the run "
+                    f"will differ from one that never stopped: {_list_changes(changes)}")
+    saved_files: list[Path] = []
     try:
-        return _run(cfg, accelerator, events, stop, progress, resumed, run_dir, model_config_dir)
+        return _run(cfg, accelerator, events, stop, progress, resumed, run_dir, model_config_dir,
+                    dataset=dataset, saved_files=saved_files)
     except torch.cuda.OutOfMemoryError as e:
         raise _fail(events, "out_of_memory", (
             f"out of GPU memory ({e}). Try: train_batch_size 1, gradient_checkpointing on, "
@@ -98,7 +161,7 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
             "(frozen text encoders: their outputs are cached and the encoders leave the GPU); "
             "close other programs using the GPU.")) from e
     except OutputError as e:
-        raise _fail(events, "output", _output_message(cfg, e)) from e
+        raise _fail(events, "output", _output_message(cfg, e, saved_files)) from e
     except LatentError as e:  # NaN latents (e.g. from a half VAE) or an image that changed: it names the image
         raise _fail(events, "training", str(e)) from e
     except TrainingError as e:
@@ -109,9 +172,22 @@ def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_conf
         stop.close()
 
 
+def _list_changes(changes: list[str], most: int = 20) -> str:
+    shown = "; ".join(changes[:most])
+    return shown + (f"; and {len(changes) - most} more" if len(changes) > most else "")
+
+
+def _dataset_changed_message(state_dir, changes: list[str], train_data_dir: str) -> str:
+    return (f"cannot resume from {state_dir}: the training images or captions in {train_data_dir} changed "
+            f"since the run stopped ({len(changes)} change(s): {_list_changes(changes)}). A resumed run "
+            "would no longer match one that never stopped (other steps per epoch, another order). Put the "
+            "files back, start a new run, or resume anyway with --resume-changed (the changes are then named "
+            "in a warning)")
+
+
 def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: StopSignal,
          progress: saved.Progress, resumed: saved.SavedState | None, run_dir: Path,
-         model_config_dir: str | None) -> TrainResult:
+         model_config_dir: str | None, *, dataset: dict, saved_files: list[Path]) -> TrainResult:
     device, is_main = accelerator.device, accelerator.is_main_process
     torch.manual_seed(cfg.seed)
 
@@ -177,7 +253,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
                 processes=accelerator.num_processes, device=str(device))
     run_files = RunFiles(cfg.output_dir, cfg.output_name)
     result = TrainResult(global_step=progress.global_step, epochs_done=progress.epoch, run_dir=run_dir,
-                         state_dir=run_files.state_dir)
+                         state_dir=run_files.state_dir, saved_files=saved_files)
     trained_encoders = [wrapped["te1"], wrapped["te2"]] if train_te else None
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not is_main, unit="step",
                desc=cfg.output_name, dynamic_ncols=True)
@@ -185,7 +261,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     def save_everything(kind: str, path: Path) -> None:
         checksums = _rank_checksums(trained, accelerator)
         path = _save_lora_file(cfg, accelerator, trained, batches, progress, path)
-        _save_state(cfg, accelerator, trained, optimizer, scheduler, progress, noise_rng, caption_rng)
+        _save_state(cfg, accelerator, trained, optimizer, scheduler, progress, noise_rng, caption_rng, dataset)
         if path:
             result.saved_files.append(path)
             events.emit(layout.SAVED, kind=kind, path=str(path), epoch=progress.epoch, step=progress.global_step,
@@ -341,7 +417,7 @@ def _check_writable(*folders: Path) -> None:
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write-test"
+            probe = folder / f".write-test-{os.getpid()}"  # two runs starting at once never share it
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
@@ -431,18 +507,19 @@ def _rank_checksums(trained: dict, accelerator: Accelerator) -> list[float]:
 
 
 def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optimizer, scheduler,
-                progress: saved.Progress, noise_rng, caption_rng) -> None:
-    final_dir = RunFiles(cfg.output_dir, cfg.output_name).state_dir
-    tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
+                progress: saved.Progress, noise_rng, caption_rng, dataset: dict | None = None) -> None:
+    files = RunFiles(cfg.output_dir, cfg.output_name)
+    final_dir, tmp_dir = files.state_dir, files.state_tmp
     try:
         if accelerator.is_main_process:
             saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer,
-                                   scheduler=scheduler, progress=progress, config=cfg.to_dict())
+                                   scheduler=scheduler, progress=progress, config=cfg.to_dict(), dataset=dataset)
         accelerator.wait_for_everyone()
         saved.write_rank_rng(tmp_dir, accelerator.process_index, saved.capture_rng(noise_rng, caption_rng))
     except OSError as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)  # give the space back; the previous state is untouched
-        raise OutputError(e.errno, f"cannot write the training state into {tmp_dir}: {e.strerror or e}") from e
+        raise OutputError(e.errno, f"cannot write the training state {e.filename or tmp_dir}: "
+                                   f"{e.strerror or e}") from e
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         saved.commit_state(tmp_dir, final_dir)
@@ -457,12 +534,19 @@ def _save_final_copy(cfg: TrainConfig, last_epoch_file: Path) -> Path:
     return final
 
 
-def _output_message(cfg: TrainConfig, error: OutputError) -> str:
+def _output_message(cfg: TrainConfig, error: OutputError, saved_files: list[Path] = ()) -> str:
     state_dir = RunFiles(cfg.output_dir, cfg.output_name).state_dir
-    cause = "the disk is full" if error.errno == errno.ENOSPC else "the folder cannot be written"
+    if error.errno == errno.ENOSPC:
+        cause = "the disk is full"
+    elif error.errno == errno.ENAMETOOLONG:
+        cause = f"output_name {cfg.output_name!r} is too long for this folder"
+    else:
+        cause = "the folder cannot be written"
+    kept = (f"The files saved before this one are intact (the last: {Path(saved_files[-1]).name})"
+            if saved_files else "No LoRA file of this run had been saved yet")
     resume = (f"; free some space, then continue from the last saved state with --resume ({state_dir})"
               if (state_dir / saved.STATE_FILE).is_file() else "")
-    return f"{error.strerror} ({cause}). Files saved before this one are intact{resume}."
+    return f"{error.strerror} ({cause}). {kept}{resume}."
 
 
 def _nan_message(cfg: TrainConfig, progress: saved.Progress, result: TrainResult) -> str:
