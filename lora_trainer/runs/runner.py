@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.config.settings import check_paths
 from lora_trainer.host import Host, subprocess_env
@@ -169,9 +171,12 @@ class TrainRunner:
         self.adopt()
 
     # --- commands ---
-    def start(self, project: Project, config: TrainConfig, *, resume: bool = False) -> RunStatus:
+    def start(self, project: Project, config: TrainConfig, *, resume: bool = False,
+              resume_changed: bool = False) -> RunStatus:
         """Write the config into the project, free the host's GPU memory, and launch the trainer;
-        RunnerError if a run is going or starting, OutputNameTaken if a new run's name has files."""
+        RunnerError if a run is going or starting, if another process holds the output's lock, or if
+        the output name is too long for its folder; OutputNameTaken if a new run's name has files.
+        `resume_changed`: resume although the training images or captions changed (else refused)."""
         with self._lock:
             others = self._workspace_projects()
             self._adopt([project, *others])  # one an earlier UI left running
@@ -180,6 +185,7 @@ class TrainRunner:
             problems = check_paths(config)
             if problems:
                 raise ConfigError("; ".join(problems))
+            self._check_output_free(config)
             if not resume:
                 self._check_output_name(config)
             project.create()
@@ -193,7 +199,7 @@ class TrainRunner:
             self._free_host_memory()
             with self._lock:
                 self._starting = None
-                self._begin(project, config, resume, run_dir)
+                self._begin(project, config, resume, run_dir, resume_changed)
                 return self._status()
         finally:
             self._starting = None
@@ -218,6 +224,17 @@ class TrainRunner:
                     "(Stop on that project, Ctrl-C in its terminal, or `python -m lora_trainer stop`)")
 
     @staticmethod
+    def _check_output_free(config: TrainConfig) -> None:
+        """The trainer takes the output's lock itself (and refuses there too, with no window between a
+        check and the lock); this answers at once instead of after a launch."""
+        too_long = layout.check_name_lengths(config.output_dir, config.output_name, config.logging_dir)
+        if too_long:
+            raise RunnerError(too_long)
+        owner = layout.output_lock_owner(config.output_dir, config.output_name)
+        if owner is not None:
+            raise RunnerError(layout.lock_refusal(config.output_dir, config.output_name, owner))
+
+    @staticmethod
     def _check_output_name(config: TrainConfig) -> None:
         model_dir = Path(config.output_dir)
         files = files_using_output_name(model_dir, config.output_name)
@@ -230,8 +247,9 @@ class TrainRunner:
         except Exception as e:  # noqa: BLE001 - whatever the host raises, the user gets a message
             raise RunnerError(f"could not free {self.host.name}'s GPU memory before training: {e}") from e
 
-    def _begin(self, project: Project, config: TrainConfig, resume: bool, run_dir: Path | None) -> None:
-        previous, self._run = self._run, self._launch(project, config, resume, run_dir)
+    def _begin(self, project: Project, config: TrainConfig, resume: bool, run_dir: Path | None,
+               resume_changed: bool = False) -> None:
+        previous, self._run = self._run, self._launch(project, config, resume, run_dir, resume_changed)
         if resume and previous and (previous.project.root, previous.config.output_name) == \
                 (project.root, config.output_name):
             # A resumed run's saved files go on from the stopped one's.
@@ -321,18 +339,21 @@ class TrainRunner:
                     run.process.wait(timeout=30)
                 self._refresh()
 
-    def command(self, config_file: Path, resume: bool) -> list[str]:
+    def command(self, config_file: Path, resume: bool, resume_changed: bool = False) -> list[str]:
         command = self.host.trainer_command() + ["train", "--config", str(config_file)]
         if resume:
             command.append("--resume")
+            if resume_changed:
+                command.append("--resume-changed")
         config_dir = self.host.sdxl_config_dir()
         if config_dir:
             command += ["--model-config-dir", str(config_dir)]
         return command
 
     # --- launching ---
-    def _launch(self, project: Project, config: TrainConfig, resume: bool, run_dir: Path | None) -> _Run:
-        command = self.command(project.config_file.resolve(), resume)
+    def _launch(self, project: Project, config: TrainConfig, resume: bool, run_dir: Path | None,
+                resume_changed: bool = False) -> _Run:
+        command = self.command(project.config_file.resolve(), resume, resume_changed)
         project.trainer_log.parent.mkdir(parents=True, exist_ok=True)
         with open(project.trainer_log, "ab") as log:
             offset = log.tell()
@@ -428,6 +449,8 @@ class TrainRunner:
         returncode = run.process.poll()  # before reading events: an ended process has written them all
         if run.follower is None:
             found = find_new_run_dir(Path(run.config.logging_dir), run.config.output_name, run.launched_at)
+            if found and not _launched_by(found, run.process.pid):
+                found = None  # another trainer's run (ours was refused, or has not begun its own yet)
             if found:
                 run.run_dir, run.follower = found, EventFollower(layout.events_file(found))
         if run.follower:
@@ -507,6 +530,21 @@ class TrainRunner:
         if not status.active:
             status.eta_s = None
         return status
+
+
+def _launched_by(run_dir: Path, pid: int) -> bool:
+    """Whether the run folder's trainer is process `pid` or one it started (a launcher, as Windows venvs
+    have); a folder with no "launch" event yet is not taken. A trainer that has already ended cannot be
+    told apart: its folder is taken."""
+    launch = next((e for e in read_events(layout.events_file(run_dir)) if e.get("event") == layout.LAUNCH), None)
+    if launch is None:
+        return False
+    if launch.get("pid") == pid:
+        return True
+    try:
+        return pid in {p.pid for p in psutil.Process(launch["pid"]).parents()}
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return True
 
 
 def _request_stop(config: TrainConfig) -> None:
