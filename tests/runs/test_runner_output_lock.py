@@ -109,3 +109,30 @@ def test_a_refused_trainer_never_takes_the_running_ones_run_folder_as_its_own(tm
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_trainer_refused_by_the_lock_ends_as_failed_naming_the_running_one(setup, monkeypatch):
+    """Two UIs pressing Start at once both pass Start's check: the trainer's own lock refuses the
+    second, and its status says so (and never shows the running run's folder as its own)."""
+    import time
+
+    runner, _, project, config = setup
+    # Both checks at Start pass while the other UI's trainer has not begun yet (the race):
+    monkeypatch.setattr(TrainRunner, "_check_output_free", staticmethod(lambda config: None))
+    monkeypatch.setattr(TrainRunner, "_check_no_outside_run", staticmethod(lambda projects: None))
+    Path(config.output_dir).mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        layout.take_output_lock(config.output_dir, "hero", holder.pid, process_start_time(holder.pid))
+        _launch_folder(Path(config.logging_dir) / layout.run_folder_name("hero", time.time() + 1), holder.pid)
+        runner.start(project, config)
+        deadline = time.monotonic() + 120
+        while runner.status().active and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = runner.status()
+        assert status.state == "failed", (status.state, status.message, status.log_tail)
+        assert "already writing 'hero'" in status.log_tail and f"process {holder.pid}" in status.log_tail
+        assert status.run_dir is None, "the running run's folder is not taken for this one"
+    finally:
+        holder.kill()
+        holder.wait()
