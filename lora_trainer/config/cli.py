@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             _import(args.import_kohya, args.output, args)
         else:
             config = TrainConfig.from_json(args.check)
-            problems = check_paths(config)
+            problems = check_paths(config) + _name_problems(config)
             for problem in problems:
                 print(f"error: {args.check}: {problem}", file=sys.stderr)
             if problems:
@@ -76,6 +76,17 @@ def _with_paths(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
         local = Path(args.model).expanduser()
         changes["pretrained_model_name_or_path"] = str(local.resolve()) if local.exists() else args.model
     return config.replace(**changes) if changes else config
+
+
+def _name_problems(config: TrainConfig) -> list[str]:
+    """An output_name too long for the file names a run writes into output_dir (checked against that
+    folder's real limit, as `train` does before it loads anything)."""
+    from lora_trainer.runs.layout import check_name_lengths
+
+    if not config.output_dir.strip():
+        return []
+    problem = check_name_lengths(config.output_dir, config.output_name, config.logging_dir or None)
+    return [problem] if problem else []
 
 
 def _emit(config: TrainConfig, output: Path | None) -> None:

@@ -55,6 +55,7 @@ from lora_trainer.runs.follow import (
 )
 from lora_trainer.runs.layout import RunFiles
 from lora_trainer.runs.lora_files import files_using_output_name, next_free_output_name, project_lora_files
+from lora_trainer.runs.resume import changes_since_stop, list_changes
 from lora_trainer.runs.trainer_record import (
     RecordedProcess,
     TrainerRecord,
@@ -64,8 +65,8 @@ from lora_trainer.runs.trainer_record import (
     write_record,
 )
 
-__all__ = ["OutputNameTaken", "RunnerError", "TrainRunner", "config_for_project", "load_project_settings",
-           "resumable_output_name", "tensorboard_command"]
+__all__ = ["DatasetChanged", "OutputNameTaken", "RunnerError", "TrainRunner", "config_for_project",
+           "load_project_settings", "resumable_output_name", "tensorboard_command"]
 
 
 class RunnerError(RuntimeError):
@@ -83,6 +84,18 @@ class OutputNameTaken(RunnerError):
             f"{listed}. WebUIs know a LoRA by its file name and keep one they have loaded until they "
             f"restart, so a new run needs a new name: use {suggestion!r} (free). To continue a stopped "
             "run under its name, press Resume instead; or delete those files.")
+
+
+class DatasetChanged(RunnerError):
+    """Resume of a run whose training images or captions changed since it stopped; lists the changes."""
+
+    def __init__(self, output_name: str, changes: list[str]):
+        self.changes = changes
+        super().__init__(
+            f"the training images or captions changed since {output_name!r} stopped ({len(changes)} change(s): "
+            f"{list_changes(changes)}). A resumed run would no longer match one that never stopped (other "
+            "steps per epoch, another order): put the files back, start a new run, or resume with the "
+            "changes (they are then named in the run's warnings)")
 
 
 # --- settings for a project ------------------------------------------------------------------------
@@ -188,9 +201,11 @@ class TrainRunner:
             self._check_output_free(config)
             if not resume:
                 self._check_output_name(config)
+            run_dir = self._resume_run_dir(config) if resume else None
+            if resume and not resume_changed:
+                self._check_dataset_unchanged(config)
             project.create()
             config.save_json(project.config_file)
-            run_dir = self._resume_run_dir(config) if resume else None
             self._starting = f"{project.name}: {config.output_name}"
             self._starting_root = project.root.resolve()
         try:
@@ -211,6 +226,13 @@ class TrainRunner:
         if self._busy():
             busy = self._starting or f"{self._run.project.name}: {self._run.config.output_name}"
             raise RunnerError(f"a training run is already in progress ({busy}); stop it or wait until it ends")
+
+    @staticmethod
+    def _check_dataset_unchanged(config: TrainConfig) -> None:
+        state_dir = RunFiles(config.output_dir, config.output_name).state_dir
+        changes = changes_since_stop(state_dir, config.train_data_dir, config.caption_extension)
+        if changes:
+            raise DatasetChanged(config.output_name, changes)
 
     @staticmethod
     def _check_no_outside_run(projects: list[Project]) -> None:

@@ -6,7 +6,6 @@ previous state intact.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -17,12 +16,11 @@ from pathlib import Path
 import torch
 
 from lora_trainer.fsutil import OutputError
-from lora_trainer.images import list_images
 from lora_trainer.runs.layout import PROGRESS_FILE, RunFiles
+from lora_trainer.runs.resume import DATASET_FILE, dataset_changes, dataset_record  # noqa: F401 - re-exported
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
-DATASET_FILE = "dataset.json"  # the training images and captions the state was trained on
 
 
 @dataclass
@@ -184,51 +182,3 @@ def load_state(state_dir: str | Path, rank: int) -> SavedState:
     rng = _load_tensors(state_dir, rng_file(rank), ("generator", "caption", "torch"))
     return SavedState(trainable=main["trainable"], optimizer=main["optimizer"], scheduler=main["scheduler"],
                       progress=progress, config=config, rng=rng, dataset=dataset)
-
-
-# --- the dataset a state was trained on ----------------------------------------------------------
-
-def dataset_record(train_data_dir: str | Path, caption_extension: str) -> dict:
-    """Each training image (path relative to `train_data_dir`, '/'-separated) with its size, its
-    modification time and its caption's SHA-256 (None without a caption)."""
-    root = Path(train_data_dir)
-    if not caption_extension.startswith("."):
-        caption_extension = "." + caption_extension
-    record = {}
-    try:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return {}
-    for folder in folders:
-        try:
-            images = list_images(folder)
-        except OSError:
-            continue
-        for image in images:
-            try:
-                st = image.stat()
-            except OSError:
-                continue
-            try:
-                caption = hashlib.sha256(image.with_suffix(caption_extension).read_bytes()).hexdigest()
-            except OSError:
-                caption = None
-            record[image.relative_to(root).as_posix()] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                                          "caption": caption}
-    return record
-
-
-def dataset_changes(saved: dict, current: dict) -> list[str]:
-    """What differs between two `dataset_record`s, one line per file ('added', 'removed', 'changed')."""
-    changes = [f"removed: {name}" for name in sorted(set(saved) - set(current))]
-    changes += [f"added: {name}" for name in sorted(set(current) - set(saved))]
-    for name in sorted(set(saved) & set(current)):
-        before, now = saved[name], current[name]
-        if not isinstance(before, dict):
-            changes.append(f"changed image: {name}")
-            continue
-        if (before.get("size"), before.get("mtime_ns")) != (now["size"], now["mtime_ns"]):
-            changes.append(f"changed image: {name}")
-        if before.get("caption") != now["caption"]:
-            changes.append(f"changed caption: {name}")
-    return changes

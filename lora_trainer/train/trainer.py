@@ -30,6 +30,7 @@ from lora_trainer.config import TrainConfig
 from lora_trainer.fsutil import LockHeld, OutputError, atomic_path, release_lock, write_json_atomic
 from lora_trainer.runs import layout
 from lora_trainer.runs.layout import RunFiles
+from lora_trainer.runs.resume import list_changes
 from lora_trainer.runs.trainer_record import process_start_time
 from lora_trainer.train import state as saved
 from lora_trainer.train.batches import TrainingBatches
@@ -148,7 +149,7 @@ def _train_locked(cfg: TrainConfig, accelerator: Accelerator, files: RunFiles, *
                 pid=os.getpid(), process_started=process_start_time(os.getpid()), resumed=resumed is not None)
     if changes:
         events.emit(layout.WARNING, message=f"resumed with a changed dataset (--resume-changed), so the run "
-                    f"will differ from one that never stopped: {_list_changes(changes)}")
+                    f"will differ from one that never stopped: {list_changes(changes)}")
     saved_files: list[Path] = []
     try:
         return _run(cfg, accelerator, events, stop, progress, resumed, run_dir, model_config_dir,
@@ -172,14 +173,9 @@ def _train_locked(cfg: TrainConfig, accelerator: Accelerator, files: RunFiles, *
         stop.close()
 
 
-def _list_changes(changes: list[str], most: int = 20) -> str:
-    shown = "; ".join(changes[:most])
-    return shown + (f"; and {len(changes) - most} more" if len(changes) > most else "")
-
-
 def _dataset_changed_message(state_dir, changes: list[str], train_data_dir: str) -> str:
     return (f"cannot resume from {state_dir}: the training images or captions in {train_data_dir} changed "
-            f"since the run stopped ({len(changes)} change(s): {_list_changes(changes)}). A resumed run "
+            f"since the run stopped ({len(changes)} change(s): {list_changes(changes)}). A resumed run "
             "would no longer match one that never stopped (other steps per epoch, another order). Put the "
             "files back, start a new run, or resume anyway with --resume-changed (the changes are then named "
             "in a warning)")

@@ -28,6 +28,7 @@ from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus
 from lora_trainer.runs.lora_files import next_free_output_name
 from lora_trainer.runs.runner import (
+    DatasetChanged,
     OutputNameTaken,
     RunnerError,
     TrainRunner,
@@ -105,6 +106,9 @@ class TrainPanel:
         self.use_name_button = gr.Button("Use the free name", visible=False, size="sm",
                                          elem_id="lora_trainer_use_name")
         self.suggested_name = gr.State("")
+        # Shown when Resume refuses a run whose images or captions changed since it stopped.
+        self.resume_changed_button = gr.Button("Resume with these changes", visible=False, size="sm",
+                                               elem_id="lora_trainer_resume_changed")
         self._status_area(first_status)
         self._wire()
         return self
@@ -197,9 +201,11 @@ class TrainPanel:
                 component.input(None, None, [self.preset], js=f"() => {CUSTOM!r}", queue=False)
         self.save_button.click(self.save_config, config_inputs, [self.message])
         self.load_button.click(self.load_config, project_inputs, [*settings_outputs, self.message])
-        launch_outputs = [self.message, self.use_name_button, self.suggested_name]
+        launch_outputs = [self.message, self.use_name_button, self.suggested_name, self.resume_changed_button]
         self.start_button.click(self.start, config_inputs, launch_outputs).then(**self._refresh_event())
         self.resume_button.click(self.resume, config_inputs, launch_outputs).then(**self._refresh_event())
+        self.resume_changed_button.click(self.resume_with_changes, config_inputs, launch_outputs) \
+            .then(**self._refresh_event())
         self.use_name_button.click(self.use_suggested_name, [self.suggested_name],
                                    [output_name, self.use_name_button, self.message])
         self.stop_button.click(self.stop, None, [self.message]).then(**self._refresh_event())
@@ -218,7 +224,7 @@ class TrainPanel:
         files; in one answer (each call costs a round trip)."""
         trigger(self.open_project, [self.project, self.preset],
                 [self.repeats, self.project_info, self.tensorboard, self.use_name_button,
-                 self.base, *self.fields, self.model, self.model_path, self.preset,
+                 self.resume_changed_button, self.base, *self.fields, self.model, self.model_path, self.preset,
                  *self._refresh_event()["outputs"]], show_progress="hidden")
 
     def wire_page_load(self, blocks: gr.Blocks) -> None:
@@ -236,11 +242,11 @@ class TrainPanel:
         try:
             project = self._open(name)
         except ValueError as e:
-            return (gr.update(), render.message(str(e), error=True), "", hide,
+            return (gr.update(), render.message(str(e), error=True), "", hide, hide,
                     *[gr.update()] * (len(FIELDS) + 4), *self.refresh(request))
         self.runner.adopt([project])
         self.runner.project_loras(project, recheck=True)  # the user may have removed a published copy
-        return (project.repeats, self._project_info(project.name), tensorboard_command(project), hide,
+        return (project.repeats, self._project_info(project.name), tensorboard_command(project), hide, hide,
                 *self.open_saved_settings(project.name, preset), *self.refresh(request))
 
     def open_saved_settings(self, name: str | None, preset: str | None):
@@ -322,19 +328,26 @@ class TrainPanel:
     def resume(self, *inputs):
         return self._launch(inputs, resume=True)
 
-    def _launch(self, inputs, resume: bool):
-        """(message, the use-the-free-name button, the free name)."""
+    def resume_with_changes(self, *inputs):
+        return self._launch(inputs, resume=True, resume_changed=True)
+
+    def _launch(self, inputs, resume: bool, resume_changed: bool = False):
+        """(message, the use-the-free-name button, the free name, the resume-with-changes button)."""
         hide = gr.update(visible=False)
         try:
             project, config = self._config(*inputs)
-            self.runner.start(project, config, resume=resume)
+            self.runner.start(project, config, resume=resume, resume_changed=resume_changed)
         except OutputNameTaken as e:
             return (render.message(str(e), error=True),
-                    gr.update(value=f"Use {e.suggestion}", visible=True), e.suggestion)
+                    gr.update(value=f"Use {e.suggestion}", visible=True), e.suggestion, hide)
+        except DatasetChanged as e:
+            return render.message(str(e), error=True), hide, "", gr.update(visible=True)
         except USER_ERRORS as e:
-            return render.message(str(e), error=True), hide, ""
+            return render.message(str(e), error=True), hide, "", hide
         verb = "resumed" if resume else "started"
-        return render.message(f"{verb} {config.output_name} (settings saved to {project.config_file})"), hide, ""
+        changed = " with the changed dataset" if resume_changed else ""
+        return (render.message(f"{verb} {config.output_name}{changed} (settings saved to {project.config_file})"),
+                hide, "", hide)
 
     def use_suggested_name(self, name: str):
         return name, gr.update(visible=False), render.message(f"output name set to {name}: press Start")

@@ -130,3 +130,17 @@ def test_errors_exit_1_with_the_reason(tmp_path, capsys):
 def test_one_action_required():
     with pytest.raises(SystemExit):
         cli.main(["config"])
+
+
+def test_check_refuses_an_output_name_too_long_for_the_output_folder(tmp_path, capsys):
+    """It used to pass the check, train a whole epoch, then fail at the first save."""
+    (tmp_path / "img").mkdir()
+    base = load_preset("CPU smoke test", pretrained_model_name_or_path="stabilityai/stable-diffusion-xl-base-1.0",
+                       train_data_dir=str(tmp_path / "img"), output_dir=str(tmp_path / "model"),
+                       logging_dir=str(tmp_path / "log"))
+    base.replace(output_name="x" * 240).save_json(tmp_path / "c.json")
+    assert cli.main(["config", "--check", str(tmp_path / "c.json")]) == 1
+    err = capsys.readouterr().err
+    assert "output_name 'xxx" in err and "is too long" in err and "at most 255 bytes" in err
+    base.replace(output_name="x" * 200).save_json(tmp_path / "c.json")
+    assert cli.main(["config", "--check", str(tmp_path / "c.json")]) == 0

@@ -26,6 +26,7 @@ from lora_trainer.runs import layout
 from lora_trainer.runs.follow import last_run_status, log_header, read_log_tail
 from lora_trainer.runs.layout import RunFiles
 from lora_trainer.runs.runner import (
+    DatasetChanged,
     OutputNameTaken,
     RunnerError,
     TrainRunner,
@@ -506,3 +507,27 @@ def test_a_run_started_from_the_command_line_shows_as_running_and_stops_from_the
     status = runner.status(project)
     assert status.state == "stopped" and status.output_name == "hero", status.message
     assert RunFiles(config.output_dir, "hero").state_dir.is_dir()
+
+
+def test_resume_after_the_dataset_changed_is_refused_listing_the_changes_until_confirmed(
+        runner, host, project, tiny_sdxl):
+    config = smoke_config(project, tiny_sdxl, max_train_epochs=4)
+    runner.start(project, config)
+    wait_for(runner, lambda s: s.step >= 1 or not s.active)
+    runner.stop()
+    assert wait_for(runner, lambda s: not s.active).state == "stopped"
+    caption = sorted(project.train_images.glob("*.txt"))[0]
+    caption.write_text("myLoRA, a new tag", encoding="utf-8")
+    removed = sorted(project.train_images.glob("*.png"))[-1]
+    removed.unlink()
+
+    with pytest.raises(DatasetChanged) as refused:
+        runner.start(project, config, resume=True)
+    assert refused.value.changes == [f"removed: 1_myLoRA/{removed.name}", f"changed caption: 1_myLoRA/{caption.stem}.png"]
+    assert "resume with the changes" in str(refused.value)
+    assert runner.status().state == "stopped" and host.memory_freed == 1  # nothing was launched
+
+    runner.start(project, config, resume=True, resume_changed=True)
+    status = wait_for(runner, lambda s: not s.active)
+    assert status.state == "finished", status.log_tail
+    assert any(f"removed: 1_myLoRA/{removed.name}" in w for w in status.warnings)

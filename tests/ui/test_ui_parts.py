@@ -184,3 +184,29 @@ def test_a_config_from_the_config_command_opens_with_the_projects_name(tmp_path,
     files.state_dir.mkdir()
     files.progress.write_text('{"global_step": 8, "run_name": "hero20260101000000"}')
     assert opened()[0] == "hero"
+
+
+@THIRD_PARTY_WARNINGS
+def test_resume_refused_for_a_changed_dataset_offers_to_resume_with_the_changes(tmp_path):
+    from lora_trainer.project import Project
+    from lora_trainer.runs.runner import DatasetChanged
+
+    project = Project(tmp_path / "hero", "hero").create()
+    config = load_preset("CPU smoke test", output_name="hero")
+    calls = []
+
+    class Runner:
+        def start(self, project, config, *, resume=False, resume_changed=False):
+            calls.append((resume, resume_changed))
+            if resume and not resume_changed:
+                raise DatasetChanged("hero", ["removed: 1_hero/003.png"])
+
+    panel = panel_for(tmp_path, [])
+    panel.runner = Runner()
+    panel._config = lambda *inputs: (project, config)
+    message, _use_name, _name, offer = panel.resume()
+    assert "removed: 1_hero/003.png" in message and "resume with the changes" in message
+    assert offer["visible"] is True
+    message, _use_name, _name, offer = panel.resume_with_changes()
+    assert message.count("resumed hero with the changed dataset") == 1 and offer["visible"] is False
+    assert calls == [(True, False), (True, True)]
