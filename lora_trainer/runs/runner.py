@@ -443,16 +443,24 @@ class TrainRunner:
             return
         for project in projects:
             found = live_trainer(project.trainer_record)
-            if found and self._follow_recorded(*found):
+            if found and self._follow_recorded(project, *found):
                 return
 
-    def _follow_recorded(self, record: TrainerRecord, process: RecordedProcess) -> bool:
+    def _follow_recorded(self, found_in: Project, record: TrainerRecord, process: RecordedProcess) -> bool:
+        """Follow the recorded run, if the record describes a run of the project it was found in: every
+        path in it must lie inside that project (Stop writes into its output folder; a record is a
+        file anyone who can write the workspace could plant)."""
         try:
             project = Project(Path(record.project_root), record.project_name, record.repeats)
             config = TrainConfig.from_dict(record.config)
         except ValueError:  # a record from another version of the package; its run is not ours to show
             return False
         run_dir = Path(record.run_dir) if record.run_dir else None
+        root = found_in.root.resolve()
+        paths = [project.root, Path(config.output_dir), Path(config.logging_dir), Path(config.train_data_dir),
+                 *([run_dir] if run_dir else [])]
+        if not all(_inside(path, root) for path in paths):
+            return False
         self._run = _Run(project=project, config=config, process=process, launched_at=record.launched_at,
                          log_offset=record.log_offset, run_dir=run_dir,
                          follower=EventFollower(layout.events_file(run_dir)) if run_dir else None)
@@ -567,6 +575,13 @@ def _launched_by(run_dir: Path, pid: int) -> bool:
         return pid in {p.pid for p in psutil.Process(launch["pid"]).parents()}
     except (psutil.Error, KeyError, TypeError, ValueError):
         return True
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
 
 
 def _request_stop(config: TrainConfig) -> None:

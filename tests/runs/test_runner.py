@@ -283,6 +283,22 @@ def test_selecting_a_project_adopts_its_live_trainer_and_drops_a_stale_record(ru
         stand_in.wait()
 
 
+def test_a_planted_record_pointing_outside_its_project_is_not_followed(runner, project, tiny_sdxl, tmp_path):
+    """A record names folders Stop writes into: one whose paths leave its project is ignored."""
+    victim = tmp_path.parent / f"{tmp_path.name}-victim"
+    config = smoke_config(project, tiny_sdxl).replace(output_dir=str(victim))
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process
+    try:
+        recorded(project, stand_in.pid, process_start_time(stand_in.pid), config)
+        assert runner.adopt([project]).state == "idle"
+        with pytest.raises(RunnerError, match="no training is running"):
+            runner.stop()
+        assert not victim.exists()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
 # --- the project's LoRA files and their names ----------------------------------------------------------
 
 def test_start_refuses_an_output_name_with_files_before_any_work(runner, host, project, tiny_sdxl, write_lora):
