@@ -167,3 +167,13 @@ def test_the_resume_command_printed_after_a_stop_repeats_the_runs_options(tmp_pa
     (first, _, first_dir), (again, resume_from, again_dir) = started
     assert again == first and again.output_name == "hero_v2"
     assert resume_from == tmp_path / "model" / "hero_v2-state" and again_dir == first_dir
+
+
+def test_stop_with_a_missing_or_broken_config_names_the_file(tmp_path, capsys):
+    from lora_trainer.cli import main
+
+    assert main(["stop", "--config", str(tmp_path / "nope.json")]) == 1
+    assert f"cannot read config {tmp_path / 'nope.json'}" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    assert main(["stop", "--config", str(tmp_path / "bad.json")]) == 1
+    assert f"{tmp_path / 'bad.json'} is not valid JSON" in capsys.readouterr().err
