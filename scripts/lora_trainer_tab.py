@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import gc
 import os
+from contextlib import closing
 from pathlib import Path
 
 from modules import call_queue, script_callbacks, sd_models, shared, shared_items
 from modules.paths_internal import data_path, script_path
 
 from lora_trainer.host import CHECKPOINT_SUFFIXES, FORGE_CONFIG_SUBDIR, python_module_command
-from lora_trainer.runs.publish import project_subfolder, publish_lora
+from lora_trainer.review.spec import RenderError, RenderJob
+from lora_trainer.runs.publish import project_subfolder, publish_lora, same_file
 from lora_trainer.ui import build_ui
 
 WORKSPACE_OPTION = "lora_trainer_workspace"
@@ -61,6 +63,32 @@ class ForgeHost:
     def trainer_command(self) -> list[str]:
         return python_module_command()  # Forge's own Python (its venv)
 
+    def render(self, job: RenderJob):
+        """One image through Forge's own txt2img processing (as its API does), the LoRA in the prompt.
+        Forge renders without a LoRA it cannot find or load and still succeeds: both are checked."""
+        from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+
+        networks = _forge_lora_extension() if job.lora else None
+        if job.lora:
+            _check_listed(networks, job.lora.name, job.lora.path)
+        s = job.settings
+        with call_queue.queue_lock, closing(StableDiffusionProcessingTxt2Img(
+                sd_model=shared.sd_model, prompt=job.webui_prompt, negative_prompt=s.negative_prompt,
+                seed=job.seed, steps=s.steps, cfg_scale=s.cfg_scale, width=s.width, height=s.height,
+                sampler_name=s.sampler, scheduler=s.scheduler, do_not_save_samples=True, do_not_save_grid=True,
+                override_settings={"sd_model_checkpoint": s.checkpoint} if s.checkpoint else {})) as p:
+            shared.state.begin(job="lora_trainer_review")
+            try:
+                processed = process_images(p)
+            finally:
+                shared.state.end()
+        if job.lora and not any(getattr(n, "mentioned_name", n.name) == job.lora.name
+                                for n in networks.loaded_networks):
+            raise RenderError(f"Forge did not load the LoRA {job.lora.name!r} ({job.lora.path}); see its console")
+        if not processed.images:
+            raise RenderError(f"Forge returned no image for {job.webui_prompt!r} (seed {job.seed})")
+        return processed.images[0]
+
 
 def _forge_lora_extension():
     """Forge's built-in Lora extension (extensions-builtin/sd_forge_lora) owns the top-level module
@@ -70,6 +98,16 @@ def _forge_lora_extension():
     except ImportError:
         return None
     return networks if hasattr(networks, "update_available_networks_by_names") else None
+
+
+def _check_listed(networks, name: str, path: Path) -> None:
+    if networks is None:
+        raise RenderError("Forge's built-in Lora extension is disabled: enable it to render LoRA cells")
+    networks.update_available_networks_by_names([name])
+    entry = networks.available_networks.get(name)
+    if entry is None or not same_file(Path(entry.filename), Path(path)):
+        raise RenderError(f"Forge does not list the LoRA {name!r} as {path} (it would render without it); "
+                          "it is published when saved: check models/Lora/lora_trainer")
 
 
 HOST = ForgeHost()

@@ -106,6 +106,11 @@ def _samefile(a: Path, b: Path) -> bool:
         return False
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """The same inode (a hard link), or byte-identical content (a copy)."""
+    return _same_file(Path(a), Path(b))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """The same inode (a hard link), or byte-identical content (a copy)."""
     return _samefile(a, b) or (b.is_file() and filecmp.cmp(a, b, shallow=False))
