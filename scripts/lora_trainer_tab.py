@@ -17,7 +17,7 @@ from modules.paths_internal import data_path, script_path
 
 from lora_trainer.host import CHECKPOINT_SUFFIXES, FORGE_CONFIG_SUBDIR, python_module_command
 from lora_trainer.review.spec import RenderError, RenderJob
-from lora_trainer.runs.publish import project_subfolder, publish_lora, same_file
+from lora_trainer.runs.publish import lora_card, project_subfolder, publish_lora, same_file
 from lora_trainer.ui import build_ui
 
 WORKSPACE_OPTION = "lora_trainer_workspace"
@@ -49,7 +49,8 @@ class ForgeHost:
             memory_management.soft_empty_cache(force=True)
 
     def publish_lora(self, lora_file: Path, project: str) -> str:
-        published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(project))
+        published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(project),
+                                 card=lora_card(lora_file))
         networks = _forge_lora_extension()
         if networks is not None:
             # Refresh just this name: a full refresh empties the list first, and a generation running

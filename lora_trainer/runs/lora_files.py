@@ -44,6 +44,12 @@ def project_lora_files(model_dir: Path) -> list[LoraFile]:
     return [f for group in newest_first for f in sorted(group, key=_training_order)]
 
 
+def lora_metadata(path: Path) -> dict[str, str]:
+    """The file's `__metadata__` ({} when it has none or is not a safetensors file)."""
+    stat = Path(path).stat()
+    return dict(_metadata(str(path), stat.st_mtime_ns, stat.st_size))
+
+
 def read_lora_file(path: Path) -> LoraFile:
     """What the file's metadata (or else its name) says about it."""
     stat = path.stat()

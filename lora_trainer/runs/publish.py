@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import errno
 import filecmp
+import json
 import os
 import shutil
 from pathlib import Path
 
-from lora_trainer.fsutil import atomic_path
+from lora_trainer.fsutil import atomic_path, write_json_atomic
+from lora_trainer.runs.lora_files import lora_metadata
 
 # What Forge lists as a LoRA (extensions-builtin/sd_forge_lora/networks.py walks these).
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -33,11 +35,59 @@ class PublishError(FileExistsError):
     """Publishing would make a LoRA name ambiguous or replace a different file; names both files."""
 
 
-def publish_lora(lora_file: str | os.PathLike, lora_root: str | os.PathLike, subfolder: str = "") -> Path:
-    """Link (or copy) `lora_file` to `<lora_root>/<subfolder>/<file name>` and return that path.
+def publish_lora(lora_file: str | os.PathLike, lora_root: str | os.PathLike, subfolder: str = "",
+                 card: dict | None = None) -> Path:
+    """Link (or copy) `lora_file` to `<lora_root>/<subfolder>/<file name>` and return that path; with
+    `card`, also its WebUI card (`write_card`).
 
     The name a prompt uses is the returned path's stem: `<lora:STEM:1>`.
     """
+    published = _publish_file(lora_file, lora_root, subfolder)
+    if card is not None:
+        write_card(published, card)
+    return published
+
+
+def lora_card(lora_file: str | os.PathLike) -> dict:
+    """What the WebUI's LoRA card should say about a file the trainer saved (the "user metadata"
+    Forge and A1111 keep in `<stem>.json`): SDXL, so it is listed beside an SDXL model whatever
+    heuristics say; the trigger word as activation text (the training folder's concept name, which
+    every caption starts with); preferred weight 1; which run, epoch and step it is."""
+    metadata = lora_metadata(Path(lora_file))
+    trigger = _concept(metadata) or metadata.get("ss_output_name") or Path(lora_file).stem
+    where = ", ".join(part for part in (
+        f"run {metadata['ss_output_name']}" if metadata.get("ss_output_name") else "",
+        f"epoch {metadata['ss_epoch']}" if metadata.get("ss_epoch") else "",
+        f"step {metadata['ss_steps']}" if metadata.get("ss_steps") else "") if part)
+    return {"description": f"Trained with LoRA Trainer for Forge ({where})" if where else "Trained with LoRA Trainer for Forge",
+            "sd version": "SDXL", "activation text": trigger, "preferred weight": 1.0, "negative text": "",
+            "notes": ""}
+
+
+def write_card(published: Path, card: dict) -> Path | None:
+    """`<stem>.json` beside the published file, unless one is there (the user may have edited it in
+    the WebUI: their words win); returns the path written, or None."""
+    path = Path(published).with_suffix(".json")
+    if path.exists():
+        return None
+    write_json_atomic(path, card)
+    return path
+
+
+def _concept(metadata: dict[str, str]) -> str:
+    """The concept with the most images in kohya's `ss_tag_frequency` (folder `10_myLoRA` -> `myLoRA`)."""
+    try:
+        frequency = json.loads(metadata.get("ss_tag_frequency") or "{}")
+    except ValueError:
+        return ""
+    folders = [f for f in frequency if isinstance(frequency[f], dict)] if isinstance(frequency, dict) else []
+    if not folders:
+        return ""
+    biggest = max(folders, key=lambda f: sum(v for v in frequency[f].values() if isinstance(v, int)))
+    return biggest.split("_", 1)[1] if "_" in biggest and biggest.split("_", 1)[0].isdigit() else biggest
+
+
+def _publish_file(lora_file: str | os.PathLike, lora_root: str | os.PathLike, subfolder: str) -> Path:
     source = Path(lora_file)
     if not source.is_file():
         raise FileNotFoundError(errno.ENOENT, "no LoRA file to publish", str(source))

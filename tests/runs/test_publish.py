@@ -150,3 +150,32 @@ def test_project_subfolder_is_named_by_the_project():
     for bad in ("", "..", "a/b", "../x"):
         with pytest.raises(ValueError, match="cannot be a folder name"):
             project_subfolder(bad)
+
+
+def test_a_published_lora_gets_a_card_forge_lists_as_sdxl_with_the_trigger_word(tmp_path, lora_root, write_lora):
+    import json
+
+    lora = write_lora(tmp_path / "hero" / "model", "hero-000003", 1, ss_output_name="hero", ss_epoch="3",
+                      ss_steps="24", ss_tag_frequency=json.dumps({"10_zkw": {"zkw": 8, "smile": 3}, "2_extra": {"a": 1}}))
+    published = publish_lora(lora, lora_root, "lora_trainer/hero", card=publish.lora_card(lora))
+    card = json.loads(published.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["sd version"] == "SDXL"  # listed beside an SDXL model, whatever Forge's heuristics say
+    assert card["activation text"] == "zkw" and card["preferred weight"] == 1.0
+    assert "run hero, epoch 3, step 24" in card["description"]
+    assert oct(published.with_suffix(".json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+    # a card the user edited in the WebUI is kept
+    published.with_suffix(".json").write_text('{"activation text": "mine"}', encoding="utf-8")
+    publish_lora(lora, lora_root, "lora_trainer/hero", card=publish.lora_card(lora))
+    assert json.loads(published.with_suffix(".json").read_text(encoding="utf-8")) == {"activation text": "mine"}
+
+
+def test_a_card_for_a_file_without_metadata_uses_its_name(lora):
+    card = publish.lora_card(lora)
+    assert card["activation text"] == "myLoRA-000002" and card["sd version"] == "SDXL"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
