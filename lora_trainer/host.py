@@ -11,7 +11,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # no PIL, torch or diffusers at import
+    from PIL.Image import Image
+
+    from lora_trainer.review.spec import RenderJob
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 # Where Forge keeps the diffusers SDXL config folder, relative to its root (single files load offline with it).
@@ -41,6 +46,10 @@ class Host(Protocol):
 
     def trainer_command(self) -> list[str]:
         """The command that starts `python -m lora_trainer` in a new process with the host's Python."""
+
+    def render(self, job: RenderJob) -> Image:
+        """One txt2img image for a review grid cell (the job's prompt, seed, settings and LoRA);
+        raises `review.spec.RenderError` saying why when it cannot (e.g. the LoRA is not available)."""
 
 
 def python_module_command(python: str | None = None) -> list[str]:
@@ -75,6 +84,7 @@ class StandaloneHost:
     model_dirs: list[Path] = field(default_factory=list)
     config_dir: Path | None = None
     name: str = "standalone"
+    _renderer: Any = field(default=None, init=False, repr=False, compare=False)
 
     def workspace(self) -> Path:
         return Path(self.workspace_dir)
@@ -93,3 +103,19 @@ class StandaloneHost:
 
     def trainer_command(self) -> list[str]:
         return python_module_command()
+
+    def render(self, job: RenderJob) -> Image:
+        """With diffusers in this process: the renderer is built for the job's checkpoint at the first
+        job and kept for the next ones of the same checkpoint."""
+        from lora_trainer.review.spec import RenderError
+
+        checkpoint = job.settings.checkpoint
+        if not checkpoint:
+            raise RenderError("choose a base model: the standalone renderer has no current checkpoint")
+        if self._renderer is None or self._renderer.model != str(checkpoint):
+            from lora_trainer.review.diffusers_render import DiffusersRenderer
+
+            self._renderer = None  # the old model goes before the new one loads
+            config_dir = self.sdxl_config_dir()
+            self._renderer = DiffusersRenderer(str(checkpoint), str(config_dir) if config_dir else None)
+        return self._renderer.render(job)

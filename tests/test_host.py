@@ -39,7 +39,7 @@ def test_standalone_host_has_every_host_method_with_the_same_parameters():
     declared = {name: inspect.signature(member) for name, member in vars(Host).items()
                 if callable(member) and not name.startswith("_")}
     assert set(declared) >= {"workspace", "checkpoints", "sdxl_config_dir", "free_memory", "publish_lora",
-                             "trainer_command"}
+                             "trainer_command", "render"}
     assert {name: list(inspect.signature(getattr(StandaloneHost, name)).parameters) for name in declared} == {
         name: list(signature.parameters) for name, signature in declared.items()}
 
