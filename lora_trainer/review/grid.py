@@ -167,6 +167,9 @@ def wrap(text: str, font, width: int, max_lines: int | None = None) -> list[str]
 def column_header(column: Column) -> list[str]:
     """A column's header lines: its label ("epoch 3", "no LoRA") and, for an epoch, "step N"."""
     label = column.label or ("no LoRA" if column.lora is None else column.lora.name)
+    split = re.fullmatch(r"(.+?)\s*\((step \d+)\)", label)
+    if split:  # "epoch 3 (step 24)": on two lines
+        return [split[1], split[2]]
     lines = [label]
     if column.lora is not None and column.step and "step" not in label:
         lines.append(f"step {column.step}")

@@ -124,7 +124,8 @@ def test_epoch_header_has_its_step():
     spec = make_spec()
     assert G.column_header(spec.columns[0]) == ["no LoRA"]
     assert G.column_header(spec.columns[1]) == ["epoch 3", "step 24"]
-    assert G.column_header(Column("epoch 3 (step 24)", spec.columns[1].lora, 3, 24)) == ["epoch 3 (step 24)"]
+    assert G.column_header(Column("epoch 3 (step 24)", spec.columns[1].lora, 3, 24)) == ["epoch 3", "step 24"]
+    assert G.column_header(Column("", None)) == ["no LoRA"]
 
 
 def test_error_and_missing_cells_are_distinct():
