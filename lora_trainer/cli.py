@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "lora_trainer.captions.cli",
     "lora_trainer.dataset.cli",
     "lora_trainer.ui.cli",
+    "lora_trainer.review.cli",
 )
 
 

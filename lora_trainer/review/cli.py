@@ -1,0 +1,165 @@
+"""`python -m lora_trainer grid`: a run's epochs side by side in a fixed-seed grid, rendered standalone
+with diffusers (no WebUI). Columns: the no-LoRA baseline and each LoRA file (`--lora`, or every epoch
+file of a run with `--run-dir`); rows: the prompts, or LoRA weights for the first prompt (`--weight`).
+Everything is checked before the model loads; the grid PNG, its cells and its parameters go to `--out`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderSettings, Row
+
+DEFAULT_SEED = 1234
+DEFAULT_PROMPT = "a photo"
+
+
+class GridArgsError(ValueError):
+    """What is wrong with the command line, said before any model loads."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("grid", help="render a run's epochs in a fixed-seed grid (standalone, diffusers)",
+                              description=__doc__)
+    p.add_argument("--model", required=True, help="the base SDXL checkpoint (a single file or a diffusers folder)")
+    p.add_argument("--model-config-dir", default=None,
+                   help="SDXL's diffusers config folder, so a single file loads offline")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--lora", action="append", type=Path, default=[], help="a LoRA file (repeatable)")
+    source.add_argument("--run-dir", type=Path, default=None,
+                        help="a run's output folder: every epoch file of one output name, by epoch")
+    p.add_argument("--output-name", default="", help="with --run-dir: whose files (default: the newest run's)")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="a no-LoRA column first (default: on)")
+    p.add_argument("--prompt", action="append", default=[], help=f"a row's prompt (repeatable; default {DEFAULT_PROMPT!r})")
+    p.add_argument("--weight", action="append", type=float, default=[],
+                   help="LoRA weight (repeatable): rows become these weights for the first prompt")
+    p.add_argument("--seed", action="append", type=int, default=[], help=f"repeatable (default {DEFAULT_SEED})")
+    defaults = RenderSettings()
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--cfg", type=float, default=defaults.cfg_scale)
+    p.add_argument("--sampler", default=defaults.sampler)
+    p.add_argument("--width", type=int, default=defaults.width)
+    p.add_argument("--height", type=int, default=defaults.height)
+    p.add_argument("--negative", default=defaults.negative_prompt, help="the negative prompt")
+    p.add_argument("--out", type=Path, default=Path("review"), help="where the grid goes (default: review)")
+    p.add_argument("--name", default="grid", help="the grid's file name without .png (default: grid)")
+    p.set_defaults(func=run_grid)
+
+
+def build_spec(args: argparse.Namespace) -> GridSpec:
+    """The grid the arguments describe, every file checked; GridArgsError says what is wrong. No torch."""
+    from lora_trainer.review.diffusers_render import check_sampler
+    from lora_trainer.review.spec import RenderError
+
+    model = Path(args.model).expanduser()
+    if not model.exists():
+        raise GridArgsError(f"base model not found: {model}")
+    if args.model_config_dir and not Path(args.model_config_dir).is_dir():
+        raise GridArgsError(f"model config folder not found: {args.model_config_dir}")
+    try:
+        check_sampler(args.sampler)
+    except RenderError as e:
+        raise GridArgsError(str(e)) from None
+    try:
+        settings = RenderSettings(negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
+                                  sampler=args.sampler, width=args.width, height=args.height,
+                                  checkpoint=str(model))
+    except ValueError as e:
+        raise GridArgsError(str(e)) from None
+    columns = ([Column("no LoRA", None)] if args.baseline else []) + lora_columns(args)
+    prompts = args.prompt or [DEFAULT_PROMPT]
+    if args.weight:
+        rows = [Row(f"weight {w:g}", prompts[0], w) for w in args.weight]
+    else:
+        rows = [Row(_short(p), p) for p in prompts]
+    return GridSpec(columns=columns, rows=rows, seeds=args.seed or [DEFAULT_SEED], settings=settings)
+
+
+def lora_columns(args: argparse.Namespace) -> list[Column]:
+    from lora_trainer.runs.lora_files import project_lora_files, read_lora_file
+
+    if args.run_dir is not None:
+        if not args.run_dir.is_dir():
+            raise GridArgsError(f"run folder not found: {args.run_dir}")
+        files = project_lora_files(args.run_dir)
+        names = list(dict.fromkeys(f.output_name for f in files))
+        if not files:
+            raise GridArgsError(f"no LoRA files in {args.run_dir}")
+        name = args.output_name or names[0]
+        if name not in names:
+            raise GridArgsError(f"no LoRA files of {name!r} in {args.run_dir} (found: {', '.join(names)})")
+        group = [f for f in files if f.output_name == name]
+        epochs = sorted((f for f in group if f.kind == "epoch"), key=lambda f: (f.epoch, f.step))
+        chosen = epochs or group  # a run stopped before its first epoch has only its stop file
+    else:
+        missing = [str(p) for p in args.lora if not Path(p).is_file()]
+        if missing:
+            raise GridArgsError(f"LoRA file not found: {', '.join(missing)}")
+        try:
+            chosen = [read_lora_file(Path(p)) for p in args.lora]
+        except (OSError, ValueError) as e:
+            raise GridArgsError(f"could not read a LoRA file: {e}") from None
+    return [Column(_label(f), LoraRef(f.path, f.path.stem), epoch=f.epoch, step=f.step) for f in chosen]
+
+
+def _label(lora_file) -> str:
+    if lora_file.kind == "epoch" and lora_file.epoch:
+        return f"epoch {lora_file.epoch}"
+    return lora_file.path.stem
+
+
+def _short(prompt: str, limit: int = 60) -> str:
+    return prompt if len(prompt) <= limit else prompt[:limit - 1] + "…"
+
+
+def _check_out_folder(out: Path, name: str) -> None:
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise GridArgsError(f"not a file name for a grid: {name!r}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GridArgsError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise GridArgsError(f"the output folder {out} is not writable")
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    try:
+        spec = build_spec(args)
+        _check_out_folder(args.out, args.name)
+    except GridArgsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.review.grid import save_grid
+    from lora_trainer.review.render import describe_cell, render_grid
+    from lora_trainer.review.spec import RenderError
+
+    host = StandaloneHost(workspace_dir=args.out, config_dir=args.model_config_dir)
+    started = time.monotonic()
+
+    def progress(done: int, total: int, key, cell) -> None:
+        elapsed = time.monotonic() - started
+        eta = elapsed / done * (total - done)
+        status = "done" if not isinstance(cell, str) else f"error: {cell}"
+        print(f"cell {done}/{total} ({describe_cell(spec, key)}): {status}; eta {eta:.0f} s", flush=True)
+
+    total = len(spec.cells())
+    print(f"rendering {total} cells ({len(spec.columns)} columns x {len(spec.rows)} rows x {len(spec.seeds)} "
+          f"seeds) with {spec.settings.checkpoint}", flush=True)
+    try:
+        result = render_grid(spec, host, on_cell=progress)
+    except RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    files = save_grid(spec, result.cells, args.out, args.name)
+    failed = len(result.errors)
+    if failed:
+        print(f"{failed} of {total} cells failed (shown in red in the grid)", file=sys.stderr)
+    print(f"grid: {files.grid}")
+    return 1 if failed else 0
