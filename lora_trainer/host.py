@@ -85,6 +85,7 @@ class StandaloneHost:
     config_dir: Path | None = None
     name: str = "standalone"
     _renderer: Any = field(default=None, init=False, repr=False, compare=False)
+    _load_error: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def workspace(self) -> Path:
         return Path(self.workspace_dir)
@@ -115,7 +116,14 @@ class StandaloneHost:
         if self._renderer is None or self._renderer.model != str(checkpoint):
             from lora_trainer.review.diffusers_render import DiffusersRenderer
 
+            if self._load_error and self._load_error[0] == str(checkpoint):
+                raise RenderError(self._load_error[1])  # a model that failed to load fails at once again
             self._renderer = None  # the old model goes before the new one loads
             config_dir = self.sdxl_config_dir()
-            self._renderer = DiffusersRenderer(str(checkpoint), str(config_dir) if config_dir else None)
+            try:
+                self._renderer = DiffusersRenderer(str(checkpoint), str(config_dir) if config_dir else None)
+            except RenderError as e:
+                self._load_error = (str(checkpoint), str(e))
+                raise
+            self._load_error = None
         return self._renderer.render(job)

@@ -109,9 +109,21 @@ def test_the_renderer_refuses_an_unknown_sampler_naming_the_known_ones(tiny_sdxl
         host.render(RenderJob("a photo", 1, settings(tiny_sdxl, sampler="Euler b")))
 
 
-def test_standalone_host_needs_a_base_model(tmp_path):
+def test_standalone_host_needs_a_base_model_that_loads(tmp_path, tiny_sdxl, monkeypatch):
+    host = StandaloneHost(workspace_dir=tmp_path, config_dir=tiny_sdxl.config_dir)
     with pytest.raises(RenderError, match="choose a base model"):
-        StandaloneHost(workspace_dir=tmp_path).render(RenderJob("a photo", 1, RenderSettings()))
+        host.render(RenderJob("a photo", 1, RenderSettings()))
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a model")
+    job = RenderJob("a photo", 1, RenderSettings(checkpoint=str(broken)))
+    with pytest.raises(RenderError, match="broken.safetensors") as first:
+        host.render(job)
+    import lora_trainer.review.diffusers_render as renderer
+
+    monkeypatch.setattr(renderer, "DiffusersRenderer", None)  # the next cell does not load it again
+    with pytest.raises(RenderError) as again:
+        host.render(job)
+    assert str(again.value) == str(first.value)
 
 
 class FakeHost:
