@@ -78,6 +78,15 @@ class Forge:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
+    def render(self, prompt: str, settings: dict, lora: dict | None, label: str) -> np.ndarray:
+        """One review cell through ForgeHost.render (the probe extension's route), seed 1234."""
+        start = time.monotonic()
+        result = self.post("/lora_trainer_probe/render", {"prompt": prompt, "seed": 1234, "settings": settings,
+                                                          "lora": lora})
+        self.timings[f"render {label}"] = time.monotonic() - start
+        assert "image" in result, result
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(result["image"]))).convert("RGB"))
+
     def txt2img(self, prompt: str, label: str) -> np.ndarray:
         payload = {"prompt": prompt, "negative_prompt": "", "seed": 1234, "steps": 2, "width": 256, "height": 256,
                    "cfg_scale": 5, "sampler_name": "Euler", "scheduler": "Automatic", "batch_size": 1}
@@ -249,6 +258,8 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
     assert forge.post("/lora_trainer_probe/publish", {"path": str(files["forgetest_te"]), "project": "forgetest"}) \
         == {"name": "forgetest_te"}
     published["forgetest_te"] = forge.lora_dir / "lora_trainer" / "forgetest" / "forgetest_te.safetensors"
+    card = json.loads(published["forgetest_te"].with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["sd version"] == "SDXL" and card["preferred weight"] == 1.0, card  # ForgeHost writes the card
     for name, path in published.items():
         assert os.path.samefile(path, files[name])  # a hard link: no second copy
 
@@ -280,6 +291,19 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
     assert not np.array_equal(images["forgetest_unet"], images["forgetest_te"])
     again = forge.txt2img("a photo of a woman", "without LoRA again")
     assert np.array_equal(again, base), "same seed, no LoRA: Forge must give the same image"
+
+    # The Review's cells: ForgeHost.render goes through Forge's own txt2img, so a cell is what txt2img
+    # gives for the same settings; a LoRA Forge does not list is an error, never an image without it.
+    settings = {"steps": 2, "width": 256, "height": 256, "cfg_scale": 5, "sampler": "Euler",
+                "scheduler": "Automatic"}
+    lora = {"path": str(files["forgetest_unet"]), "name": "forgetest_unet", "weight": 1.0}
+    cell = forge.render("a photo of a woman", settings, lora, "review cell forgetest_unet")
+    assert np.array_equal(cell, images["forgetest_unet"]), "a review cell must equal txt2img's image"
+    assert np.array_equal(forge.render("a photo of a woman", settings, None, "review baseline cell"), base)
+    unlisted = {**lora, "name": "forgetest_missing"}
+    answer = forge.post("/lora_trainer_probe/render", {"prompt": "a photo of a woman", "seed": 1234,
+                                                       "settings": settings, "lora": unlisted})
+    assert "Forge does not list the LoRA 'forgetest_missing'" in answer.get("error", ""), answer
 
     lines = [line for line in forge.log()[log_start:].splitlines() if line.startswith("[LORA]")]
     print("\n" + "\n".join(lines), file=sys.stderr)

@@ -3,6 +3,8 @@ test. Its routes call the LoRA Trainer's `ForgeHost` inside the running Forge, s
 glue with Forge's real modules (workspace, checkpoint list, config folder, trainer command, publish +
 LoRA list refresh, freeing memory under the queue lock)."""
 
+import base64
+import io
 from pathlib import Path
 
 from modules import script_callbacks, script_loading
@@ -26,6 +28,21 @@ def _routes(_demo, app):
     @app.post("/lora_trainer_probe/publish")
     def publish(body: dict):
         return {"name": _host().publish_lora(Path(body["path"]), body["project"])}
+
+    @app.post("/lora_trainer_probe/render")
+    def render(body: dict):
+        from lora_trainer.review.spec import LoraRef, RenderError, RenderJob, RenderSettings
+
+        lora = body.get("lora")
+        job = RenderJob(body["prompt"], body["seed"], RenderSettings(**body["settings"]),
+                        LoraRef(Path(lora["path"]), lora["name"], lora["weight"]) if lora else None)
+        try:
+            image = _host().render(job)
+        except RenderError as e:
+            return {"error": str(e)}
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return {"image": base64.b64encode(out.getvalue()).decode()}
 
     @app.post("/lora_trainer_probe/free_memory")
     def free_memory():
