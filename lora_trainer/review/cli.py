@@ -6,8 +6,11 @@ Everything is checked before the model loads; the grid PNG, its cells and its pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +130,26 @@ def _check_out_folder(out: Path, name: str) -> None:
         raise GridArgsError(f"the output folder {out} is not writable")
 
 
+@contextlib.contextmanager
+def _ctrl_c_stops(stop: threading.Event):
+    """Ctrl-C finishes the cell being rendered, then the grid is saved with the cells it has; a
+    second Ctrl-C aborts as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(_signum, _frame):
+        print("\nstopping after this cell (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_grid(args: argparse.Namespace) -> int:
     try:
         spec = build_spec(args)
@@ -152,12 +175,16 @@ def run_grid(args: argparse.Namespace) -> int:
     total = len(spec.cells())
     print(f"rendering {total} cells ({len(spec.columns)} columns x {len(spec.rows)} rows x {len(spec.seeds)} "
           f"seeds) with {spec.settings.checkpoint}", flush=True)
+    stop = threading.Event()
     try:
-        result = render_grid(spec, host, on_cell=progress)
+        with _ctrl_c_stops(stop):
+            result = render_grid(spec, host, on_cell=progress, stop=stop)
     except RenderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     files = save_grid(spec, result.cells, args.out, args.name)
+    if result.stopped:
+        print(f"stopped: {len(result.cells)} of {total} cells rendered; the grid keeps them", file=sys.stderr)
     failed = len(result.errors)
     if failed:
         print(f"{failed} of {total} cells failed (shown in red in the grid)", file=sys.stderr)

@@ -56,3 +56,27 @@ def test_grid_refuses_bad_arguments_before_loading_a_model(tiny_sdxl, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert not (tmp_path / "out" / "hero.png").exists()
+
+
+def test_ctrl_c_saves_the_grid_with_the_cells_it_has(tiny_sdxl, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from lora_trainer.host import subprocess_env
+
+    lora = make_lora(tiny_sdxl, tmp_path / "hero-000001.safetensors", seed=1)
+    out = tmp_path / "review"
+    seeds = [arg for seed in range(40) for arg in ("--seed", str(seed))]
+    grid = subprocess.Popen([sys.executable, "-m", "lora_trainer", *tiny_args(tiny_sdxl, out), "--lora", str(lora),
+                             *seeds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    for line in grid.stdout:
+        if line.startswith("cell 1/80"):
+            grid.send_signal(signal.SIGINT)
+            break
+    rest, err = grid.communicate(timeout=120)
+    assert grid.returncode == 0, err
+    assert "stopped: " in err and "the grid keeps them" in err
+    assert rest.splitlines()[-1] == f"grid: {out / 'hero.png'}"
+    kept = sorted((out / "hero").iterdir())
+    assert 1 <= len(kept) < 80  # the finished cells, not the rest
