@@ -17,6 +17,13 @@ def test_demo_trains_and_leaves_a_project_the_ui_opens(tmp_path, capsys):
     assert len(list(project.train_images.glob("*.png"))) == 4
     assert "latents: 4 encoded, 0 reused from cache" in out
     assert "python -m lora_trainer ui --dir" in out
+    # ... and it ends with the epochs beside the base model in a fixed-seed grid
+    grid = project.root / "review" / "myLoRA" / "grid.png"
+    assert f"Grid of the epochs beside the base model (fixed seed): {grid}" in out
+    from lora_trainer.review.grid import load_grid_spec
+
+    assert [c.label for c in load_grid_spec(grid).columns] == ["no LoRA", "epoch 1 (step 4)"]
+    assert len(list((grid.parent / "grid").glob("*.png"))) == 2
 
     # What the Train tab shows for the demo: the project, its saved settings and the base model.
     host = StandaloneHost(tmp_path, model_dirs=[tmp_path / "models"])

@@ -64,11 +64,37 @@ def run_demo(args: argparse.Namespace) -> int:
     for path in result.saved_files + ([result.final_file] if result.final_file else []):
         print(f"  {path}")
     print(f"TensorBoard: tensorboard --logdir {project.log}")
+    grid = _render_grid(project, model, result.saved_files)
+    print(f"Grid of the epochs beside the base model (fixed seed): {grid}")
     print(f"Train it again headless: python -m lora_trainer train --config {config_path} "
           f"--model-config-dir {model.config_dir}")
     print(f"Or in the UI (project {project.name!r}, base model {listed_model.name}, preset 'CPU smoke test'): "
           f"python -m lora_trainer ui --dir {root} --model-config-dir {model.config_dir}")
     return 0
+
+
+def _render_grid(project: Project, model, epoch_files: list[Path]) -> Path:
+    """The last step of the job: each saved epoch beside the base model, same prompt and seed, as the
+    Review renders it (standalone: diffusers)."""
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.review.grid import save_grid
+    from lora_trainer.review.render import render_grid
+    from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderSettings, Row
+    from lora_trainer.runs.lora_files import read_lora_file
+
+    captions = sorted(project.train_images.glob("*.txt"))
+    prompt = captions[0].read_text(encoding="utf-8").strip() if captions else project.name
+    columns = [Column("no LoRA", None)]
+    for path in epoch_files:
+        lora = read_lora_file(path)
+        columns.append(Column(f"epoch {lora.epoch} (step {lora.step})", LoraRef(path, path.stem), lora.epoch,
+                              lora.step))
+    settings = RenderSettings(steps=4, width=64, height=64, checkpoint=str(model.single_file))
+    spec = GridSpec(columns, [Row(prompt[:60], prompt)], [1234], settings)
+    host = StandaloneHost(workspace_dir=project.root.parent, config_dir=model.config_dir)
+    result = render_grid(spec, host)
+    name = epoch_files[-1].stem.rsplit("-", 1)[0] if epoch_files else project.name
+    return save_grid(spec, result.cells, project.root / "review" / name, "grid").grid
 
 
 def _keep_only_demo_images(folder: Path, count: int) -> int:
