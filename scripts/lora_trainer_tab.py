@@ -12,11 +12,12 @@ import os
 from contextlib import closing
 from pathlib import Path
 
-from modules import call_queue, script_callbacks, sd_models, shared, shared_items
+from modules import call_queue, script_callbacks, scripts, sd_models, shared, shared_items
 from modules.paths_internal import data_path, script_path
 
 from lora_trainer.host import CHECKPOINT_SUFFIXES, FORGE_CONFIG_SUBDIR, python_module_command
 from lora_trainer.review.spec import RenderError, RenderJob
+from lora_trainer.review.xyz_axis import AXIS_LABEL, apply_lora_epoch, lora_epoch_choices, missing_names
 from lora_trainer.runs.publish import lora_card, project_subfolder, publish_lora, same_file
 from lora_trainer.ui import build_ui
 
@@ -122,5 +123,28 @@ def on_ui_settings():
     ).needs_reload_ui())
 
 
+def add_lora_epoch_axis():
+    """A "LoRA epoch" axis in Forge's own X/Y/Z plot (scripts/xyz_grid.py has no LoRA axis)."""
+    xyz = next((data.module for data in scripts.scripts_data if Path(data.path).name == "xyz_grid.py"), None)
+    if xyz is None or any(option.label == AXIS_LABEL for option in xyz.axis_options):
+        return
+
+    def confirm(_p, values):
+        networks = _forge_lora_extension()
+        if networks is None:
+            raise RuntimeError("LoRA epoch axis: Forge's built-in Lora extension is disabled")
+        networks.update_available_networks_by_names(list(values))
+        missing = missing_names(values, networks.available_networks)
+        if missing:  # Forge would render those cells without the LoRA and say nothing
+            raise RuntimeError(f"LoRA epoch axis: Forge does not list {', '.join(missing)}")
+
+    def apply(p, value, values):
+        p.prompt = apply_lora_epoch(p.prompt, value, values)
+
+    xyz.axis_options.append(xyz.AxisOption(AXIS_LABEL, str, apply, format_value=xyz.format_value, confirm=confirm,
+                                           choices=lambda: lora_epoch_choices(shared.cmd_opts.lora_dir)))
+
+
+script_callbacks.on_before_ui(add_lora_epoch_axis)
 script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_ui_tabs(lambda: [(build_ui(HOST), "LoRA Trainer", "lora_trainer")])

@@ -305,6 +305,13 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
                                                        "settings": settings, "lora": unlisted})
     assert "Forge does not list the LoRA 'forgetest_missing'" in answer.get("error", ""), answer
 
+    # The "LoRA epoch" axis in Forge's own X/Y/Z plot: our published names, checked before rendering.
+    axis = forge.post("/lora_trainer_probe/xyz", {"values": ["forgetest_te", "none"], "prompt": "a woman"})
+    assert axis.get("choices") == ["forgetest_te", "forgetest_unet", "none"], axis
+    assert axis["refused"] == "" and axis["prompt"] == "a woman <lora:forgetest_te:1>"
+    axis = forge.post("/lora_trainer_probe/xyz", {"values": ["forgetest_gone"], "prompt": "a woman"})
+    assert axis["refused"] == "LoRA epoch axis: Forge does not list forgetest_gone", axis
+
     lines = [line for line in forge.log()[log_start:].splitlines() if line.startswith("[LORA]")]
     print("\n" + "\n".join(lines), file=sys.stderr)
     assert _our_errors(forge.log()) == []

@@ -44,6 +44,26 @@ def _routes(_demo, app):
         image.save(out, format="PNG")
         return {"image": base64.b64encode(out.getvalue()).decode()}
 
+    @app.post("/lora_trainer_probe/xyz")
+    def xyz_axis(body: dict):
+        """Our axis in Forge's X/Y/Z plot: its choices, its check and what it does to a prompt."""
+        from types import SimpleNamespace
+
+        from modules import scripts
+
+        module = next(d.module for d in scripts.scripts_data if Path(d.path).name == "xyz_grid.py")
+        axis = next((o for o in module.axis_options if o.label == "LoRA epoch"), None)
+        if axis is None:
+            return {"labels": [o.label for o in module.axis_options]}
+        try:
+            axis.confirm(None, body["values"])
+            refused = ""
+        except RuntimeError as e:
+            refused = str(e)
+        p = SimpleNamespace(prompt=body["prompt"])
+        axis.apply(p, body["values"][0], body["values"])
+        return {"choices": axis.choices(), "refused": refused, "prompt": p.prompt}
+
     @app.post("/lora_trainer_probe/free_memory")
     def free_memory():
         from backend import memory_management
