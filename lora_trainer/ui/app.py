@@ -12,6 +12,7 @@ import gradio as gr
 
 from lora_trainer.host import PACKAGE_PARENT, Host
 from lora_trainer.runs.runner import TrainRunner
+from lora_trainer.ui.review_panel import build_review_panel
 from lora_trainer.ui.train_panel import build_train_panel
 
 STYLE_FILE = PACKAGE_PARENT / "style.css"
@@ -56,5 +57,8 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs"):
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab"):
                 panel = build_train_panel(host, runner)
+            with gr.Tab("Review", id="review", elem_id="lora_trainer_review_tab"):
+                review = build_review_panel(host, runner)
         panel.wire_page_load(blocks)
+        review.wire_page_load(blocks)
     return blocks

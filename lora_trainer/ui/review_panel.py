@@ -1,0 +1,519 @@
+"""The Review panel: a run's epochs side by side in a fixed-seed grid, rendered by the host (Forge's
+txt2img, or diffusers standalone), and a rating, a note and a "chosen" mark per epoch kept with the run.
+
+Pick a project and one of its runs (an output name with LoRA files in model/); the epochs the loss
+suggests are ticked (review/candidates.py, from the run's events). Render builds a GridSpec and runs
+`render_grid` in a background thread (one grid at a time per panel, never while a training runs);
+the panel's timer shows its progress to every open page, and the finished (or stopped) grid is saved
+to `<project>/review/<output_name>/<YYYYmmdd-HHMMSS>/grid.png` and shown with its cells.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lora_trainer.host import Host
+from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.review.candidates import (
+    Candidate,
+    epoch_losses_from_events,
+    step_losses_from_events,
+    suggest_epochs,
+)
+from lora_trainer.review.grid import infotext, save_grid
+from lora_trainer.review.notes import NotesError, load_notes, save_note
+from lora_trainer.review.render import describe_cell, render_grid
+from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderSettings, Row
+from lora_trainer.runs.follow import read_events
+from lora_trainer.runs.layout import EVENTS_FILE, run_folder_order
+from lora_trainer.runs.lora_files import LoraFile, project_lora_files
+from lora_trainer.runs.runner import TrainRunner, load_project_settings
+from lora_trainer.ui import render
+from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
+
+SAMPLERS = ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"]
+DEFAULTS = RenderSettings()  # Forge's txt2img defaults for SDXL: 20 steps, CFG 5, 1024x1024
+DEFAULT_SEEDS = "1234, 5678"
+MAX_CAPTIONS = 3
+POLL_INTERVAL_S = 1.0
+MAX_PAGES = 1000
+NO_RATING = "none"
+GRID_NAME = "grid"
+
+
+# --- pure helpers (tested in-process) --------------------------------------------------------------
+
+def epoch_label(lora: LoraFile) -> str:
+    if lora.kind == "epoch" and lora.epoch:
+        return f"epoch {lora.epoch} (step {lora.step})" if lora.step else f"epoch {lora.epoch}"
+    if lora.kind == "stop":
+        return f"stopped at step {lora.step} (epoch {lora.epoch})"
+    return f"final ({lora.path.stem})"
+
+
+def run_names(model_dir: Path) -> list[str]:
+    """The output names that have LoRA files, the newest first."""
+    return list(dict.fromkeys(f.output_name for f in project_lora_files(model_dir)))
+
+
+def run_files(model_dir: Path, output_name: str) -> list[LoraFile]:
+    """The run's epoch files by epoch; a run stopped before its first epoch: its other files."""
+    group = [f for f in project_lora_files(model_dir) if f.output_name == output_name]
+    epochs = sorted((f for f in group if f.kind == "epoch"), key=lambda f: (f.epoch, f.step))
+    return epochs or group
+
+
+def run_dir_of(log_dir: Path, output_name: str) -> Path | None:
+    """The run's newest log folder (`log/<output_name><stamp>`, one with events)."""
+    if not output_name or not Path(log_dir).is_dir():
+        return None
+    found = []
+    for folder in Path(log_dir).iterdir():
+        order = run_folder_order(folder.name, output_name)
+        if order is not None and folder.is_dir() and (folder / EVENTS_FILE).is_file():
+            found.append((order, folder))
+    return max(found)[1] if found else None
+
+
+def candidates_for(run_dir: Path | None) -> list[Candidate]:
+    if run_dir is None:
+        return []
+    events = read_events(run_dir / EVENTS_FILE)
+    return suggest_epochs(epoch_losses_from_events(events), step_losses_from_events(events))
+
+
+def preselect(files: list[LoraFile], candidates: list[Candidate]) -> list[str]:
+    """The files (paths, as the checkbox values) of the candidate epochs; without candidates, the last."""
+    wanted = {c.epoch for c in candidates}
+    chosen = [str(f.path) for f in files if f.kind == "epoch" and f.epoch in wanted]
+    if not chosen and files:
+        chosen = [str(files[-1].path)]
+    return chosen
+
+
+def candidates_text(candidates: list[Candidate]) -> str:
+    if not candidates:
+        return "No loss recorded for this run: the last epoch is ticked."
+    return "Suggested: " + "; ".join(c.reason for c in candidates)
+
+
+def project_captions(project: Project, most: int = MAX_CAPTIONS) -> list[str]:
+    """Up to `most` distinct captions from the training folders: the first, then others spread over
+    the rest."""
+    captions: list[str] = []
+    for folder in project.training_folders():
+        for path in sorted(folder.glob("*.txt")):
+            try:
+                text = " ".join(path.read_text(encoding="utf-8").split())
+            except (OSError, UnicodeDecodeError):
+                continue
+            if text and text not in captions:
+                captions.append(text)
+    if len(captions) <= most:
+        return captions
+    picks = [captions[round(i * (len(captions) - 1) / (most - 1))] for i in range(most)] if most > 1 else captions[:1]
+    return list(dict.fromkeys(picks))
+
+
+def parse_numbers(text: str, kind: type, what: str) -> list:
+    out = []
+    for part in (text or "").replace(";", ",").replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(kind(part))
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not a {'whole ' if kind is int else ''}number") from None
+    return out
+
+
+def _short(prompt: str, limit: int = 60) -> str:
+    return prompt if len(prompt) <= limit else prompt[:limit - 1] + "…"
+
+
+def build_spec(columns: list[Column], prompts_text: str, weights_text: str, seeds_text: str,
+               settings: RenderSettings) -> GridSpec:
+    """The grid the form describes; ValueError says what is missing or wrong."""
+    prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("type at least one prompt (one per line)")
+    weights = parse_numbers(weights_text, float, "weights")
+    if weights and all(c.lora is None for c in columns):
+        raise ValueError("weights need at least one LoRA column: tick an epoch")
+    rows = [Row(f"weight {w:g}", prompts[0], w) for w in weights] if weights else [Row(_short(p), p) for p in prompts]
+    seeds = parse_numbers(seeds_text, int, "seeds")
+    if not seeds:
+        raise ValueError("type at least one seed")
+    if not columns:
+        raise ValueError("tick at least one epoch, or the no-LoRA baseline")
+    return GridSpec(columns=columns, rows=rows, seeds=seeds, settings=settings)
+
+
+def render_settings(negative: str, steps, cfg, sampler: str, width, height, model: str) -> RenderSettings:
+    try:
+        return RenderSettings(negative_prompt=negative or "", steps=int(steps), cfg_scale=float(cfg),
+                              sampler=sampler or DEFAULTS.sampler, width=int(width), height=int(height),
+                              checkpoint=(model or "").strip())
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e) if "range" in str(e) else f"render settings: {e}") from None
+
+
+def notes_table(notes: dict) -> str:
+    if not notes:
+        return "No ratings or notes for this run yet."
+    lines = ["| epoch | rating | chosen | note |", "|---|---|---|---|"]
+    for epoch, n in sorted(notes.items()):
+        note = escape(n.note).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {epoch} | {'★' * n.rating if n.rating else ''} | {'✓' if n.chosen else ''} | {note} |")
+    return "\n".join(lines)
+
+
+def progress_text(done: int, total: int, elapsed: float) -> str:
+    if done == 0:
+        return f"cell 0/{total}: starting (the first cell loads the model)"
+    left = elapsed / done * (total - done)
+    return f"cell {done}/{total}, about {left:.0f} s left"
+
+
+# --- the grid job --------------------------------------------------------------------------------
+
+@dataclass
+class _GridJob:
+    number: int
+    spec: GridSpec
+    project: Project
+    output_name: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    cells: dict = field(default_factory=dict)
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+    stopped: bool = False
+    error: str = ""
+    saved: Path | None = None
+    gallery: list = field(default_factory=list)
+    grid_image: Any = None
+
+    @property
+    def total(self) -> int:
+        return len(self.spec.cells())
+
+    def status(self) -> str:
+        if not self.finished:
+            text = progress_text(self.done, self.total, time.monotonic() - self.started)
+            return text + (" (stopping after this cell)" if self.stop.is_set() else "")
+        parts = [f"cell {self.done}/{self.total}"]
+        if self.stopped:
+            parts.append("stopped")
+        if self.error:
+            parts.append(f"ended: {self.error}")
+        if self.saved:
+            parts.append(f"saved {self.saved}")
+        return ", ".join(parts)
+
+
+@dataclass
+class _Page:
+    shown_job: int = 0
+
+
+class ReviewPanel:
+    def __init__(self, host: Host, runner: TrainRunner):
+        self.host = host
+        self.runner = runner
+        self._job: _GridJob | None = None
+        self._jobs = 0
+        self._lock = threading.Lock()
+        self._pages: OrderedDict[str, _Page] = OrderedDict()
+
+    # --- layout ---------------------------------------------------------------------------------
+    def build(self) -> ReviewPanel:
+        with gr.Row():
+            self.project = gr.Dropdown([], label="Project", elem_id="lora_trainer_review_project", scale=2)
+            self.run = gr.Dropdown([], label="Run (output name)", elem_id="lora_trainer_review_run", scale=2)
+            self.refresh_button = gr.Button("Refresh", elem_id="lora_trainer_review_refresh", scale=0, min_width=100)
+        with gr.Row():
+            self.baseline = gr.Checkbox(True, label="no LoRA (baseline)", elem_id="lora_trainer_review_baseline",
+                                        scale=0, min_width=180)
+            self.epochs = gr.CheckboxGroup([], label="Epochs", elem_id="lora_trainer_review_epochs", scale=4)
+        self.candidates = gr.Markdown(elem_id="lora_trainer_review_candidates")
+        with gr.Row():
+            self.prompts = gr.Textbox(label="Prompts (rows, one per line)", lines=3,
+                                      elem_id="lora_trainer_review_prompts", scale=3)
+            with gr.Column(scale=1):
+                self.weights = gr.Textbox(label="... or LoRA weights (rows, for the first prompt)",
+                                          placeholder="0.6, 0.8, 1.0", elem_id="lora_trainer_review_weights")
+                self.seeds = gr.Textbox(DEFAULT_SEEDS, label="Seeds", elem_id="lora_trainer_review_seeds")
+        self.negative = gr.Textbox(label="Negative prompt", elem_id="lora_trainer_review_negative")
+        with gr.Row():
+            self.steps = gr.Number(DEFAULTS.steps, precision=0, label="Steps", elem_id="lora_trainer_review_steps")
+            self.cfg = gr.Number(DEFAULTS.cfg_scale, label="CFG scale", elem_id="lora_trainer_review_cfg")
+            self.sampler = gr.Dropdown(SAMPLERS, value=DEFAULTS.sampler, label="Sampler",
+                                       elem_id="lora_trainer_review_sampler")
+            self.width = gr.Number(DEFAULTS.width, precision=0, label="Width", elem_id="lora_trainer_review_width")
+            self.height = gr.Number(DEFAULTS.height, precision=0, label="Height", elem_id="lora_trainer_review_height")
+        self.model = gr.Textbox(label="Base model", elem_id="lora_trainer_review_model",
+                                info="the project's saved base model, or the first listed checkpoint")
+        with gr.Row():
+            self.render_button = gr.Button("Render", variant="primary", elem_id="lora_trainer_review_render")
+            self.stop_button = gr.Button("Stop", variant="stop", elem_id="lora_trainer_review_stop")
+        self.message = gr.HTML(elem_id="lora_trainer_review_message")
+        self.progress = gr.HTML(elem_id="lora_trainer_review_progress", elem_classes="lora-trainer-review-progress")
+        self.grid = gr.Image(label="Grid", type="pil", format="png", interactive=False,
+                             elem_id="lora_trainer_review_grid")
+        self.errors = gr.Markdown(elem_id="lora_trainer_review_errors")
+        self.gallery = gr.Gallery(label="Grid and cells (click one to enlarge)", columns=4, format="png",
+                                  elem_id="lora_trainer_review_gallery", height="auto")
+        with gr.Accordion("Ratings and notes", open=True, elem_id="lora_trainer_review_notes_box"):
+            with gr.Row():
+                self.note_epoch = gr.Dropdown([], label="Epoch", elem_id="lora_trainer_review_note_epoch", scale=1)
+                self.rating = gr.Radio([NO_RATING, "1", "2", "3", "4", "5"], value=NO_RATING, label="Rating",
+                                       elem_id="lora_trainer_review_rating", scale=2)
+                self.chosen = gr.Checkbox(False, label="chosen", elem_id="lora_trainer_review_chosen", scale=0,
+                                          min_width=120)
+            self.note = gr.Textbox(label="Note", lines=2, elem_id="lora_trainer_review_note")
+            self.save_note_button = gr.Button("Save rating and note", elem_id="lora_trainer_review_save_note")
+            self.notes = gr.Markdown(elem_id="lora_trainer_review_notes", elem_classes="lora-trainer-review-notes")
+        keep_out_of_forge_ui_config(self.project, self.run, self.epochs, self.prompts, self.model,
+                                    self.note_epoch, self.note, self.rating, self.chosen)
+        self.timer = gr.Timer(POLL_INTERVAL_S)
+        self._wire()
+        return self
+
+    def _view_outputs(self) -> list:
+        return [self.project, self.run, self.epochs, self.candidates, self.prompts, self.model,
+                self.note_epoch, self.rating, self.note, self.chosen, self.notes]
+
+    def _wire(self) -> None:
+        views = self._view_outputs()
+        self.project.input(self.open_project, [self.project], views)
+        self.run.input(self.open_run, [self.project, self.run, self.prompts], views)
+        self.refresh_button.click(self.refresh, [self.project, self.run, self.prompts], views)
+        form = [self.project, self.run, self.epochs, self.baseline, self.prompts, self.weights, self.seeds,
+                self.negative, self.steps, self.cfg, self.sampler, self.width, self.height, self.model]
+        self.render_button.click(self.start_render, form, [self.message])
+        self.stop_button.click(self.stop_render, None, [self.message])
+        self.note_epoch.input(self.show_note, [self.project, self.run, self.note_epoch],
+                              [self.rating, self.note, self.chosen])
+        self.save_note_button.click(self.save_note, [self.project, self.run, self.note_epoch, self.rating,
+                                                     self.note, self.chosen], [self.notes, self.message])
+        self.timer.tick(self.poll, None, [self.progress, self.grid, self.gallery, self.errors],
+                        show_progress="hidden")
+
+    def wire_page_load(self, blocks: gr.Blocks) -> None:
+        """A page opened later shows the workspace as it is now."""
+        blocks.load(self.refresh, [self.project, self.run, self.prompts], self._view_outputs(),
+                    show_progress="hidden")
+
+    # --- callbacks: pickers ---------------------------------------------------------------------
+    def refresh(self, project: str | None, run: str | None, prompts: str | None):
+        projects = list_projects(self.host.workspace())
+        if project not in projects:
+            project, prompts = (projects[0] if projects else None), ""
+        return self._view(projects, project, run, prompts)
+
+    def open_project(self, project: str | None):
+        return self._view(list_projects(self.host.workspace()), project, None, "")
+
+    def open_run(self, project: str | None, run: str | None, prompts: str | None):
+        return self._view(list_projects(self.host.workspace()), project, run, prompts)
+
+    def _view(self, projects: list[str], name: str | None, run: str | None, prompts: str | None):
+        try:
+            project = self._open(name)
+        except ValueError:
+            return (gr.update(choices=projects, value=None), gr.update(choices=[], value=None),
+                    gr.update(choices=[], value=[]), "", prompts or "", "", gr.update(choices=[], value=None),
+                    NO_RATING, "", False, "")
+        runs = run_names(project.model)
+        run = run if run in runs else (runs[0] if runs else None)
+        files = run_files(project.model, run) if run else []
+        run_dir = run_dir_of(project.log, run) if run else None
+        candidates = candidates_for(run_dir)
+        if not (prompts or "").strip():
+            prompts = "\n".join(project_captions(project))
+        epochs = sorted({f.epoch for f in files})
+        notes, notes_md = self._notes(run_dir, run)
+        first = epochs[0] if epochs else None
+        shown = notes.get(first) if first is not None else None
+        return (gr.update(choices=projects, value=project.name), gr.update(choices=runs, value=run),
+                gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=preselect(files, candidates)),
+                candidates_text(candidates) if run else "No LoRA files in this project's model/ folder yet.",
+                prompts, self._base_model(project), gr.update(choices=epochs, value=first),
+                *self._note_values(shown), notes_md)
+
+    # --- callbacks: render ----------------------------------------------------------------------
+    def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,
+                     cfg, sampler, width, height, model):
+        try:
+            if self.runner.status().active:
+                raise ValueError("the GPU is busy training: render after the training ends or is stopped")
+            with self._lock:
+                if self._job is not None and not self._job.finished:
+                    raise ValueError("a grid is rendering already: wait for it, or Stop it")
+            project = self._open(project_name)
+            if not run:
+                raise ValueError("choose a run (an output name with LoRA files)")
+            settings = render_settings(negative, steps, cfg, sampler, width, height, model)
+            files = {str(f.path): f for f in run_files(project.model, run)}
+            columns = [Column("no LoRA", None)] if baseline else []
+            gone = [p for p in epoch_paths or [] if p not in files]
+            if gone:
+                raise ValueError(f"{gone[0]} is gone: press Refresh")
+            for f in (f for path, f in files.items() if path in (epoch_paths or [])):  # in epoch order
+                name = self.host.publish_lora(f.path, project.name)
+                columns.append(Column(epoch_label(f), LoraRef(f.path, name), epoch=f.epoch, step=f.step))
+            spec = build_spec(columns, prompts, weights, seeds, settings)
+        except (ValueError, OSError, RenderError) as e:
+            return render.message(str(e), error=True)
+        with self._lock:
+            if self._job is not None and not self._job.finished:
+                return render.message("a grid is rendering already: wait for it, or Stop it", error=True)
+            self._jobs += 1
+            job = self._job = _GridJob(self._jobs, spec, project, run)
+        threading.Thread(target=self._render, args=(job,), daemon=True, name="lora-trainer-review").start()
+        return render.message(f"rendering {job.total} cells ({len(spec.columns)} columns x {len(spec.rows)} rows "
+                              f"x {len(spec.seeds)} seeds)")
+
+    def _render(self, job: _GridJob) -> None:
+        def on_cell(done, total, key, result):
+            job.cells[key] = result
+            job.done = done
+
+        try:
+            result = render_grid(job.spec, self.host, on_cell=on_cell, stop=job.stop)
+            job.stopped = result.stopped
+        except Exception as e:  # a RenderError naming the cell, or anything the host raised
+            job.error = str(e) or type(e).__name__
+        try:
+            job.saved = self._save(job)
+        except Exception as e:
+            job.error = (job.error + "; " if job.error else "") + f"could not save the grid: {e}"
+        job.finished = True
+
+    def _save(self, job: _GridJob) -> Path | None:
+        if not job.cells:
+            return None
+        base = job.project.root / "review" / job.output_name / time.strftime("%Y%m%d-%H%M%S")
+        folder, n = base, 1
+        while folder.exists():
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+        files = save_grid(job.spec, dict(job.cells), folder, GRID_NAME)
+        from PIL import Image
+
+        with Image.open(files.grid) as image:
+            job.grid_image = image.copy()
+        jobs = {(s, r, c): j for s, r, c, j in job.spec.cells()}
+        gallery = [(job.grid_image, "grid")]
+        for key, path in files.cells.items():
+            with Image.open(path) as image:
+                gallery.append((image.copy(), infotext(jobs[key])))
+        job.gallery = gallery
+        return files.grid
+
+    def stop_render(self):
+        with self._lock:
+            job = self._job
+        if job is None or job.finished:
+            return render.message("no grid is rendering", error=True)
+        job.stop.set()
+        return render.message("stopping after the cell being rendered: the finished cells are kept")
+
+    def poll(self, request: gr.Request = None):
+        page = self._page(request)
+        with self._lock:
+            job = self._job
+        if job is None:
+            return "", gr.update(), gr.update(), gr.update()
+        status = f'<div class="lora-trainer-review-status">{escape(job.status())}</div>'
+        if job.error:
+            status = render.message(job.status(), error=True)
+        if not job.finished or page.shown_job == job.number:
+            return status, gr.update(), gr.update(), gr.update()
+        page.shown_job = job.number
+        errors = [f"- {escape(describe_cell(job.spec, key))}: {escape(text)}"
+                  for key, text in sorted(job.cells.items()) if isinstance(text, str)]
+        errors_md = ("**Cells that failed:**\n" + "\n".join(errors)) if errors else ""
+        return status, job.grid_image, job.gallery or None, errors_md
+
+    # --- callbacks: notes -----------------------------------------------------------------------
+    def show_note(self, project_name, run, epoch):
+        try:
+            run_dir = run_dir_of(self._open(project_name).log, run)
+            notes = load_notes(run_dir) if run_dir else {}
+        except (ValueError, NotesError):
+            notes = {}
+        return self._note_values(notes.get(epoch))
+
+    def save_note(self, project_name, run, epoch, rating, note, chosen):
+        try:
+            project = self._open(project_name)
+            run_dir = run_dir_of(project.log, run)
+            if run_dir is None:
+                raise ValueError(f"run {run!r} has no run folder in {project.log} (its events and notes go there)")
+            if epoch is None:
+                raise ValueError("choose an epoch")
+            notes = save_note(run_dir, int(epoch), rating=None if rating in (None, NO_RATING) else int(rating),
+                              note=note or "", chosen=bool(chosen))
+        except (ValueError, OSError) as e:
+            return gr.update(), render.message(str(e), error=True)
+        return notes_table(notes), render.message(f"saved the notes of epoch {epoch} in {run_dir}")
+
+    # --- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _note_values(shown) -> tuple:
+        if shown is None:
+            return NO_RATING, "", False
+        return (str(shown.rating) if shown.rating else NO_RATING), shown.note, shown.chosen
+
+    @staticmethod
+    def _notes(run_dir: Path | None, run: str | None) -> tuple[dict, str]:
+        if run_dir is None:
+            return {}, (f"Run {run!r} has no run folder under log/: ratings need one." if run else "")
+        try:
+            notes = load_notes(run_dir)
+        except NotesError as e:
+            return {}, f"**{escape(str(e))}**"
+        return notes, notes_table(notes)
+
+    def _base_model(self, project: Project) -> str:
+        try:
+            model = load_project_settings(project)["pretrained_model_name_or_path"].strip()
+        except Exception:
+            model = ""
+        if not model:
+            checkpoints = self.host.checkpoints()
+            model = str(checkpoints[0]) if checkpoints else ""
+        return model
+
+    def _open(self, name: str | None) -> Project:
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("choose a project")
+        return open_project(self.host.workspace(), name)
+
+    def _page(self, request: gr.Request | None) -> _Page:
+        session = getattr(request, "session_hash", None) or ""
+        with self._lock:
+            page = self._pages.get(session)
+            if page is None:
+                page = self._pages[session] = _Page()
+                while len(self._pages) > MAX_PAGES:
+                    self._pages.popitem(last=False)
+            self._pages.move_to_end(session)
+            return page
+
+
+def build_review_panel(host: Host, runner: TrainRunner) -> ReviewPanel:
+    """Lay the panel out in the current gradio Blocks context and wire its events."""
+    return ReviewPanel(host, runner).build()

@@ -1,0 +1,382 @@
+"""The Review tab: its pure helpers in-process (the grid a form describes, the epochs ticked first, the
+refusals), and in a real browser on the standalone UI (`python -m lora_trainer ui`, Debian's Chromium
+through Playwright, the tiny model): render a 2x2 grid of two epochs' real LoRA files, see it and its
+saved PNG, rate an epoch and find the rating again after a UI restart."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lora_trainer.demo.synthetic import make_character_dataset
+from lora_trainer.project import Project
+from lora_trainer.review.candidates import Candidate
+from lora_trainer.review.grid import grid_layout, load_grid_spec
+from lora_trainer.review.spec import Column, LoraRef, RenderSettings
+from lora_trainer.runs.lora_files import LoraFile
+from lora_trainer.ui import review_panel as rp
+
+_TRAIN_TAB = Path(__file__).with_name("test_train_tab.py")
+_spec = importlib.util.spec_from_file_location("_train_tab_helpers", _TRAIN_TAB)
+tt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tt)
+
+RANK, ALPHA = 4, 4.0
+STAMP = "20260101120000"
+
+
+# --- in-process: the panel's helpers ----------------------------------------------------------------
+
+def _file(tmp_path: Path, epoch: int, step: int, kind: str = "epoch") -> LoraFile:
+    return LoraFile(tmp_path / f"hero-{epoch:06d}.safetensors", "hero", kind, epoch, step, 0.0)
+
+
+def test_build_spec_rows_are_prompts_or_weights():
+    lora = Column("epoch 1 (step 4)", LoraRef(Path("/x/hero-000001.safetensors"), "hero-000001"), 1, 4)
+    columns = [Column("no LoRA", None), lora]
+    settings = rp.render_settings("ugly", "2", "5", "Euler a", "64", "64", " /m/tiny.safetensors ")
+    assert settings == RenderSettings("ugly", 2, 5.0, "Euler a", "Automatic", 64, 64, "/m/tiny.safetensors")
+
+    spec = rp.build_spec(columns, "a cat\n\n a dog \n", "", "1, 2", settings)
+    assert [r.prompt for r in spec.rows] == ["a cat", "a dog"] and spec.seeds == [1, 2]
+    assert len(spec.cells()) == 8
+
+    spec = rp.build_spec(columns, "a cat\na dog", "0.5, 1", "7", settings)
+    assert [(r.label, r.prompt, r.weight) for r in spec.rows] == [("weight 0.5", "a cat", 0.5),
+                                                                   ("weight 1", "a cat", 1.0)]
+    weights = [job.lora.weight for _, _, c, job in spec.cells() if c == 1]
+    assert weights == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("prompts, weights, seeds, columns, message", [
+    ("", "", "1", 1, "at least one prompt"),
+    ("a", "", "", 1, "at least one seed"),
+    ("a", "", "1, x", 1, "'x' is not a whole number"),
+    ("a", "0.5, big", "1", 1, "'big' is not a number"),
+    ("a", "", "1", 0, "tick at least one epoch"),
+])
+def test_build_spec_says_what_is_wrong(prompts, weights, seeds, columns, message):
+    cols = [Column("no LoRA", None)] * columns
+    with pytest.raises(ValueError, match=message):
+        rp.build_spec(cols, prompts, weights, seeds, RenderSettings())
+
+
+def test_render_settings_out_of_range():
+    with pytest.raises(ValueError, match="out of range"):
+        rp.render_settings("", 0, 5, "Euler", 64, 64, "")
+
+
+def test_epochs_ticked_first_are_the_candidates(tmp_path):
+    files = [_file(tmp_path, 1, 4), _file(tmp_path, 2, 8), _file(tmp_path, 3, 12)]
+    assert rp.preselect(files, [Candidate(2, "epoch 2: minimum")]) == [str(files[1].path)]
+    assert rp.preselect(files, [Candidate(3, "a"), Candidate(1, "b")]) == [str(files[0].path), str(files[2].path)]
+    assert rp.preselect(files, []) == [str(files[2].path)]  # no loss recorded: the last epoch
+    assert rp.epoch_label(files[1]) == "epoch 2 (step 8)"
+    assert rp.epoch_label(_file(tmp_path, 0, 3, "stop")) == "stopped at step 3 (epoch 0)"
+
+
+def _write_events(run_dir: Path, losses: dict[int, float]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [{"event": "epoch", "time": 0.0, "epoch": e, "loss": loss, "step": 4 * e} for e, loss in losses.items()]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_candidates_come_from_the_newest_run_folder_of_the_output_name(tmp_path):
+    log = tmp_path / "log"
+    _write_events(log / f"hero{STAMP}", {1: 0.3, 2: 0.1, 3: 0.2})
+    _write_events(log / "hero20250101120000", {1: 0.1, 2: 0.3, 3: 0.2})  # older
+    _write_events(log / f"hero_v2{STAMP}", {1: 0.1, 2: 0.3, 3: 0.2})  # another output name
+    run_dir = rp.run_dir_of(log, "hero")
+    assert run_dir == log / f"hero{STAMP}"
+    candidates = rp.candidates_for(run_dir)
+    assert [c.epoch for c in candidates] == [2]
+    assert "epoch 2" in rp.candidates_text(candidates)
+    assert rp.run_dir_of(log, "other") is None
+
+
+def test_captions_first_and_spread(tmp_path):
+    project = Project(tmp_path / "p", "p").create()
+    for i in range(6):
+        (project.train_images / f"{i:03d}.txt").write_text(f"caption {i}\n")
+    (project.train_images / "006.txt").write_text("caption 0")  # a repeat
+    assert rp.project_captions(project) == ["caption 0", "caption 2", "caption 5"]
+    assert rp.project_captions(project, most=1) == ["caption 0"]
+
+
+class _Runner:
+    def __init__(self, active: bool):
+        self.active = active
+
+    def status(self, project=None):
+        return type("S", (), {"active": self.active})()
+
+
+def test_render_is_refused_while_a_training_runs(tmp_path):
+    from lora_trainer.host import StandaloneHost
+
+    panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=True))
+    message = panel.start_render("p", "hero", [], True, "a", "", "1", "", 2, 5, "Euler", 64, 64, "")
+    assert "GPU is busy training" in message and "ends or is stopped" in message
+
+
+def test_a_second_render_is_refused_while_one_runs(tmp_path):
+    from lora_trainer.host import StandaloneHost
+
+    Project(tmp_path / "p", "p").create()
+    panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False))
+    release = threading.Event()
+    panel._render = lambda job: release.wait(10)  # a grid that keeps rendering
+    try:
+        first = panel.start_render("p", "hero", [], True, "a", "", "1", "", 2, 5, "Euler", 64, 64, "m")
+        assert "rendering 1 cells" in first
+        second = panel.start_render("p", "hero", [], True, "a", "", "1", "", 2, 5, "Euler", 64, 64, "m")
+        assert "a grid is rendering already" in second
+    finally:
+        release.set()
+
+
+class _SlowHost:
+    """Renders a grey 16 px cell per job, waiting for `go` before each; seed 2 fails."""
+
+    name = "fake"
+
+    def __init__(self, workspace: Path):
+        self.root = workspace
+        self.go = threading.Semaphore(0)
+        self.published = []
+
+    def workspace(self) -> Path:
+        return self.root
+
+    def checkpoints(self):
+        return []
+
+    def publish_lora(self, path, project):
+        self.published.append((Path(path).name, project))
+        return f"published-{Path(path).stem}"
+
+    def render(self, job):
+        from lora_trainer.review.spec import RenderError
+
+        self.go.acquire(timeout=10)
+        if job.seed == 2:
+            raise RenderError("the host cannot load it")
+        return Image.new("RGB", (16, 16), (120, 120, 120))
+
+
+def _wait(condition, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write_lora):
+    project = Project(tmp_path / "p", "p").create()
+    write_lora(project.model, "hero-000001", 100, ss_output_name="hero", ss_epoch="1", ss_steps="4")
+    host = _SlowHost(tmp_path)
+    panel = rp.ReviewPanel(host, _Runner(active=False))
+    lora = str(project.model / "hero-000001.safetensors")
+    message = panel.start_render("p", "hero", [lora], True, "a cat", "", "1, 2, 3", "", 2, 5, "Euler", 16, 16, "m")
+    assert "rendering 6 cells (2 columns x 1 rows x 3 seeds)" in message
+    assert host.published == [("hero-000001.safetensors", "p")]
+    assert panel._job.spec.columns[1].lora.name == "published-hero-000001"
+    assert "cell 0/6" in panel.poll()[0]
+    for _ in range(3):
+        host.go.release()
+    _wait(lambda: panel._job.done == 3)
+    assert "cell 3/6, about" in panel.poll()[0]
+    assert "stopping after" in panel.stop_render()
+    host.go.release()
+    _wait(lambda: panel._job.finished)
+    status, grid, gallery, errors = panel.poll()
+    assert "cell 4/6" in status and "stopped" in status and "saved" in status
+    saved = sorted((project.root / "review" / "hero").glob("*/grid.png"))
+    assert len(saved) == 1 and str(saved[0]) in status
+    assert grid.size == Image.open(saved[0]).size
+    assert [caption for _, caption in gallery][0] == "grid" and len(gallery) == 1 + 2  # seed 1's two cells
+    assert "Seed: 1" in gallery[1][1] and "<lora:published-hero-000001:1>" in gallery[2][1]
+    assert "seed 2" in errors and "the host cannot load it" in errors
+    assert panel.poll()[1:] == ({"__type__": "update"},) * 3  # the page shows it already
+    assert "no grid is rendering" in panel.stop_render()
+
+
+def test_notes_table():
+    from lora_trainer.review.notes import EpochNotes
+
+    table = rp.notes_table({2: EpochNotes(2, 4, "sharp | eyes", True)})
+    assert "| 2 | ★★★★ | ✓ | sharp \\| eyes |" in table
+
+
+# --- in the browser ----------------------------------------------------------------------------------
+
+def make_lora(tiny_sdxl, path: Path, epoch: int, step: int) -> Path:
+    """A kohya LoRA file with random non-zero U-Net weights and the trainer's metadata."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
+    from lora_trainer.train.sgm_names import UNET_LORA_TARGETS, UNetLayout
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sdxl.diffusers_dir), subfolder="unet")
+    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=list(UNET_LORA_TARGETS)))
+    torch.manual_seed(epoch)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    tensors = collect_lora_weights({"unet": unet}, ALPHA, UNetLayout.from_config(unet.config))
+    meta = lora_metadata(output_name="hero", network_dim=RANK, network_alpha=ALPHA, epoch=epoch, steps=step,
+                         num_train_images=8, resolution=(64, 64), learning_rate=1e-4, unet_lr=1e-4,
+                         text_encoder_lr=1e-4, optimizer="AdamW", lr_scheduler="constant", model_name="tiny",
+                         training_started_at=0.0, tag_frequency={}, bucket_info={})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_lora(path, tensors, meta, save_precision="float")
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_sdxl):
+    from lora_trainer.config.presets import PRESETS
+    from lora_trainer.runs.runner import config_for_project
+
+    root = tmp_path_factory.mktemp("review_ws")
+    (root / "models").mkdir()
+    model = root / "models" / "tiny_sdxl.safetensors"
+    shutil.copy(tiny_sdxl.single_file, model)
+    make_character_dataset(root / "hero" / "img", name="hero", count=8, size=64, repeats=1, seed=0)
+    project = Project(root / "hero", "hero").create()
+    config_for_project(project, {**PRESETS["CPU smoke test"], "output_name": "hero"}, str(model)) \
+        .save_json(project.config_file)
+    make_lora(tiny_sdxl, project.model / "hero-000001.safetensors", 1, 4)
+    make_lora(tiny_sdxl, project.model / "hero-000002.safetensors", 2, 8)
+    _write_events(project.log / f"hero{STAMP}", {1: 0.3, 2: 0.1, 3: 0.2})
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("playwright")
+    if not tt.CHROMIUM.exists():
+        pytest.skip(f"{tt.CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(tt.CHROMIUM), args=tt.CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_review(browser, url: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 2000})
+    context.route(lambda u: not u.startswith("http://127.0.0.1"), lambda route: route.abort())
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.get_by_role("tab", name="Review").click()
+    page.wait_for_function("document.querySelector('#lora_trainer_review_project input').value === 'hero'")
+    page.wait_for_function("document.querySelectorAll('#lora_trainer_review_epochs input').length === 2")
+    return context, page
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    page.fill(f"#{elem_id} input", value)
+    page.keyboard.press("Tab")
+
+
+@pytest.mark.slow
+def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspace, tiny_sdxl, tmp_path):
+    project = workspace / "hero"
+    server, url = tt.start_ui(workspace, tiny_sdxl.config_dir, workspace / "ui1.log")
+    try:
+        context, page = open_review(browser, url)
+        # Preselected: the loss minimum (epoch 2) and the baseline; its reason shown.
+        epochs = page.locator("#lora_trainer_review_epochs")
+        assert not epochs.get_by_label("epoch 1 (step 4)").is_checked()
+        assert epochs.get_by_label("epoch 2 (step 8)").is_checked()
+        assert page.locator("#lora_trainer_review_baseline input").is_checked()
+        assert "local minimum of loss/epoch" in tt.text_of(page, "lora_trainer_review_candidates")
+        assert page.input_value("#lora_trainer_review_model textarea") == str(workspace / "models" /
+                                                                               "tiny_sdxl.safetensors")
+        prompts = page.input_value("#lora_trainer_review_prompts textarea").splitlines()
+        captions = [p.read_text().strip() for p in sorted((project / "img" / "1_hero").glob("*.txt"))]
+        assert prompts and prompts[0] == captions[0] and len(prompts) <= 3
+        assert page.input_value("#lora_trainer_review_steps input") == "20"
+        assert page.input_value("#lora_trainer_review_width input") == "1024"
+
+        epochs.get_by_label("epoch 1 (step 4)").check()
+        page.locator("#lora_trainer_review_baseline input").uncheck()
+        page.fill("#lora_trainer_review_prompts textarea", prompts[0])
+        page.fill("#lora_trainer_review_seeds textarea", "1, 2")
+        for elem_id, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+            set_number(page, f"lora_trainer_review_{elem_id}", value)
+        page.click("#lora_trainer_review_render")
+        tt.wait_for_text(page, "lora_trainer_review_message", "rendering 4 cells")
+        page.wait_for_function("document.getElementById('lora_trainer_review_progress').innerText"
+                               ".includes('saved')", timeout=240_000)
+        progress = tt.text_of(page, "lora_trainer_review_progress")
+        assert "cell 4/4" in progress and "error" not in progress, progress
+        page.wait_for_selector("#lora_trainer_review_grid img")
+        page.wait_for_function("document.querySelectorAll('#lora_trainer_review_gallery img').length >= 5")
+        grids = sorted((project / "review" / "hero").glob("*/grid.png"))
+        assert len(grids) == 1 and str(grids[0]) in progress
+        spec = load_grid_spec(grids[0])
+        assert [c.label for c in spec.columns] == ["epoch 1 (step 4)", "epoch 2 (step 8)"]
+        assert spec.seeds == [1, 2] and spec.settings.width == 64 and spec.settings.steps == 2
+        cells = {(s, r, c): Image.new("RGB", (64, 64)) for s, r, c, _ in spec.cells()}
+        layout, _ = grid_layout(spec, cells)
+        with Image.open(grids[0]) as grid:
+            assert grid.size == (layout.width, layout.height)
+        cell_files = sorted((grids[0].parent / "grid").glob("*.png"))
+        assert len(cell_files) == 4 and all(Image.open(p).size == (64, 64) for p in cell_files)
+        assert tt.text_of(page, "lora_trainer_review_errors").strip() == ""
+        page.screenshot(path=str(tmp_path / "review_grid.png"), full_page=True)
+        shutil.copy(tmp_path / "review_grid.png", "/tmp/review_grid.png")
+
+        # A rating and a note for epoch 2.
+        tt.choose(page, "lora_trainer_review_note_epoch", "2")
+        page.locator("#lora_trainer_review_rating").get_by_label("4").check()
+        page.fill("#lora_trainer_review_note textarea", "sharp eyes, good hair")
+        page.locator("#lora_trainer_review_chosen input").check()
+        page.click("#lora_trainer_review_save_note")
+        tt.wait_for_text(page, "lora_trainer_review_notes", "sharp eyes, good hair")
+        assert "saved the notes of epoch 2" in tt.text_of(page, "lora_trainer_review_message")
+        context.close()
+    finally:
+        tt.end_ui(server)
+
+    server, url = tt.start_ui(workspace, tiny_sdxl.config_dir, workspace / "ui2.log")
+    try:
+        context, page = open_review(browser, url)
+        tt.wait_for_text(page, "lora_trainer_review_notes", "sharp eyes, good hair")
+        notes = tt.text_of(page, "lora_trainer_review_notes")
+        assert "★★★★" in notes and "✓" in notes
+        tt.choose(page, "lora_trainer_review_note_epoch", "2")
+        page.wait_for_function("document.querySelector('#lora_trainer_review_note textarea').value"
+                               " === 'sharp eyes, good hair'")
+        assert page.locator("#lora_trainer_review_rating").get_by_label("4").is_checked()
+        assert page.locator("#lora_trainer_review_chosen input").is_checked()
+        page.screenshot(path="/tmp/review_after_restart.png", full_page=True)
+        context.close()
+    finally:
+        tt.end_ui(server)
+
+
+def test_pickers_are_kept_out_of_forges_ui_config(tmp_path):
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.ui import build_ui
+
+    blocks = build_ui(StandaloneHost(workspace_dir=tmp_path))
+    not_saved = {b.elem_id for b in blocks.blocks.values() if getattr(b, "do_not_save_to_config", False)}
+    review = {e for e in not_saved if e.startswith("lora_trainer_review_")}
+    assert review == {f"lora_trainer_review_{n}" for n in ("project", "run", "epochs", "prompts", "model",
+                                                           "note_epoch", "note", "rating", "chosen")}
