@@ -113,8 +113,10 @@ def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_p
 
     blocks = build_ui(StandaloneHost(workspace_dir=tmp_path))
     not_saved = {b.elem_id for b in blocks.blocks.values() if getattr(b, "do_not_save_to_config", False)}
+    review = {f"lora_trainer_review_{name}" for name in
+              ("project", "run", "epochs", "prompts", "model", "note_epoch", "note", "rating", "chosen")}
     assert not_saved == {"lora_trainer_project", "lora_trainer_repeats", "lora_trainer_new_project",
-                         "lora_trainer_output_name", "lora_trainer_preset"}
+                         "lora_trainer_output_name", "lora_trainer_preset"} | review
 
 
 def test_a_run_in_another_project_is_named_above_the_projects_own_state():
