@@ -2,7 +2,7 @@
 tomorrow ("Give it a day, and test again"). One epoch per run can be the chosen one.
 
 A damaged review.json is never silently emptied: `load_notes` raises `DamagedNotes` naming the file;
-`load_notes(run_dir, recover=True)` keeps it aside as `review.json.bad-<YYYYmmddHHMMSS>` and starts
+`load_notes(run_dir, recover=True)` keeps it aside as `review.json.bad-<YYYYmmdd-HHMMSS>` and starts
 afresh. No torch.
 """
 
@@ -87,7 +87,7 @@ def _parse(path: Path, text: str) -> dict[int, EpochNotes]:
 
 
 def _set_aside(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = path.with_name(f"{path.name}.bad-{stamp}")
     n = 2
     while aside.exists():
