@@ -22,34 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-RANK, ALPHA = 4, 2.0
-
-
-def make_lora(diffusers_dir: Path, path: Path, seed: int) -> Path:
-    """A kohya LoRA file with non-zero U-Net weights (the trainer's export, without training)."""
-    import torch
-    from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
-
-    from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
-    from lora_trainer.train.sgm_names import UNET_LORA_TARGETS, UNetLayout
-
-    unet = UNet2DConditionModel.from_pretrained(str(diffusers_dir), subfolder="unet")
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=list(UNET_LORA_TARGETS)))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    tensors = collect_lora_weights({"unet": unet}, ALPHA, UNetLayout.from_config(unet.config))
-    meta = lora_metadata(output_name="bench", network_dim=RANK, network_alpha=ALPHA, epoch=seed, steps=seed,
-                         num_train_images=1, resolution=(64, 64), learning_rate=1e-4, unet_lr=1e-4,
-                         text_encoder_lr=None, optimizer="AdamW", lr_scheduler="constant", model_name="tiny",
-                         training_started_at=0.0, tag_frequency={}, bucket_info={})
-    save_lora(path, tensors, meta, save_precision="float")
-    return path
-
-
 def ours(spec, config_dir: Path, out: Path) -> tuple[float, float, float]:
     """(seconds, seconds inside host.render, cells) for a grid: rendered, composed and saved."""
     from lora_trainer.host import StandaloneHost
@@ -113,6 +85,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
+    from lora_trainer.demo.tiny_lora import write_tiny_lora
     from lora_trainer.demo.tiny_sdxl import build_tiny_sdxl
     from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderSettings, Row
 
@@ -121,7 +94,8 @@ def main() -> int:
         model = build_tiny_sdxl(root / "model")
         columns = [Column("no LoRA", None)]
         for epoch in range(1, args.epochs + 1):
-            path = make_lora(model.diffusers_dir, root / "loras" / f"bench-{epoch:06d}.safetensors", epoch)
+            path = write_tiny_lora(model.diffusers_dir, root / "loras" / f"bench-{epoch:06d}.safetensors",
+                                   seed=epoch)
             columns.append(Column(f"epoch {epoch}", LoraRef(path, path.stem), epoch))
         settings = RenderSettings(steps=args.steps, width=args.size, height=args.size, sampler="Euler",
                                   checkpoint=str(model.single_file))

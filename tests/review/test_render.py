@@ -10,38 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lora_trainer.demo.tiny_lora import write_tiny_lora
 from lora_trainer.host import StandaloneHost
 from lora_trainer.review.render import render_grid
 from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderJob, RenderSettings, Row
-
-RANK, ALPHA = 4, 4.0
-
-
-def make_lora(tiny_sdxl, path: Path, seed: int, scale: float = 0.5) -> Path:
-    """A kohya LoRA file with non-zero U-Net weights, made without training (as the export round trip
-    test does)."""
-    import torch
-    from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
-
-    from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
-    from lora_trainer.train.sgm_names import UNET_LORA_TARGETS, UNetLayout
-
-    unet = UNet2DConditionModel.from_pretrained(str(tiny_sdxl.diffusers_dir), subfolder="unet")
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=list(UNET_LORA_TARGETS)))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, scale)
-    tensors = collect_lora_weights({"unet": unet}, ALPHA, UNetLayout.from_config(unet.config))
-    meta = lora_metadata(output_name=path.stem.split("-")[0], network_dim=RANK, network_alpha=ALPHA, epoch=seed,
-                         steps=seed * 4, num_train_images=1, resolution=(64, 64), learning_rate=1e-4,
-                         unet_lr=1e-4, text_encoder_lr=1e-4, optimizer="AdamW", lr_scheduler="constant",
-                         model_name="tiny", training_started_at=0.0, tag_frequency={}, bucket_info={})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_lora(path, tensors, meta, save_precision="float")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +143,8 @@ def test_cells_render_in_order_with_row_weights_applied(tmp_path):
     assert result.complete and len(result.cells) == 8
     assert [(j.seed, j.prompt, j.lora and j.lora.weight) for j in host.jobs[:4]] == [
         (1, "a cat", None), (1, "a cat", 0.8), (1, "a dog", None), (1, "a dog", 0.8)]
+
+
+def make_lora(tiny_sdxl, path: Path, seed: int, scale: float = 0.5) -> Path:
+    """A kohya LoRA file with random non-zero U-Net weights, made without training."""
+    return write_tiny_lora(tiny_sdxl.diffusers_dir, path, seed=seed, scale=scale)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from lora_trainer.demo.synthetic import make_character_dataset
+from lora_trainer.demo.tiny_lora import write_tiny_lora
 from lora_trainer.project import Project
 from lora_trainer.review.candidates import Candidate
 from lora_trainer.review.grid import grid_layout, load_grid_spec
@@ -27,7 +28,6 @@ _spec = importlib.util.spec_from_file_location("_train_tab_helpers", _TRAIN_TAB)
 tt = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tt)
 
-RANK, ALPHA = 4, 4.0
 STAMP = "20260101120000"
 
 
@@ -218,32 +218,6 @@ def test_notes_table():
 
 # --- in the browser ----------------------------------------------------------------------------------
 
-def make_lora(tiny_sdxl, path: Path, epoch: int, step: int) -> Path:
-    """A kohya LoRA file with random non-zero U-Net weights and the trainer's metadata."""
-    import torch
-    from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
-
-    from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
-    from lora_trainer.train.sgm_names import UNET_LORA_TARGETS, UNetLayout
-
-    unet = UNet2DConditionModel.from_pretrained(str(tiny_sdxl.diffusers_dir), subfolder="unet")
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=list(UNET_LORA_TARGETS)))
-    torch.manual_seed(epoch)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    tensors = collect_lora_weights({"unet": unet}, ALPHA, UNetLayout.from_config(unet.config))
-    meta = lora_metadata(output_name="hero", network_dim=RANK, network_alpha=ALPHA, epoch=epoch, steps=step,
-                         num_train_images=8, resolution=(64, 64), learning_rate=1e-4, unet_lr=1e-4,
-                         text_encoder_lr=1e-4, optimizer="AdamW", lr_scheduler="constant", model_name="tiny",
-                         training_started_at=0.0, tag_frequency={}, bucket_info={})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_lora(path, tensors, meta, save_precision="float")
-    return path
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_sdxl):
     from lora_trainer.config.presets import PRESETS
@@ -380,3 +354,8 @@ def test_pickers_are_kept_out_of_forges_ui_config(tmp_path):
     review = {e for e in not_saved if e.startswith("lora_trainer_review_")}
     assert review == {f"lora_trainer_review_{n}" for n in ("project", "run", "epochs", "prompts", "model",
                                                            "note_epoch", "note", "rating", "chosen")}
+
+
+def make_lora(tiny_sdxl, path: Path, epoch: int, step: int) -> Path:
+    """A kohya LoRA file with random non-zero U-Net weights and the trainer's metadata."""
+    return write_tiny_lora(tiny_sdxl.diffusers_dir, path, seed=epoch, epoch=epoch, step=step)
