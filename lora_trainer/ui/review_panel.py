@@ -6,6 +6,8 @@ suggests are ticked (review/candidates.py, from the run's events). Render builds
 `render_grid` in a background thread (one grid at a time per panel, never while a training runs);
 the panel's timer shows its progress to every open page, and the finished (or stopped) grid is saved
 to `<project>/review/<output_name>/<YYYYmmdd-HHMMSS>/grid.png` and shown with its cells.
+"Runs side by side" lists the project's runs (review/compare.py): the settings that differ, loss,
+epochs, the chosen epoch with its rating and note; read-only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lora_trainer.review.candidates import (
     step_losses_from_events,
     suggest_epochs,
 )
+from lora_trainer.review.compare import RunSummary, differing_settings, project_runs
 from lora_trainer.review.grid import infotext, save_grid
 from lora_trainer.review.notes import NotesError, load_notes, save_note
 from lora_trainer.review.render import describe_cell, render_grid
@@ -177,6 +180,52 @@ def notes_table(notes: dict) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return escape(str(value)).replace("|", "\\|").replace("\n", " ")
+
+
+def _loss(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _epochs_text(epochs: list[int]) -> str:
+    if len(epochs) > 2 and epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"{epochs[0]}-{epochs[-1]}"
+    return ", ".join(map(str, epochs))
+
+
+def runs_table(runs: list[RunSummary]) -> str:
+    """The project's runs (newest first) as a Markdown table: the settings that differ between them (a
+    value in bold where it differs from the run before it), loss, epochs, the chosen epoch, its rating
+    and note."""
+    if not runs:
+        return "No runs in this project yet (no saved settings or LoRA files in model/)."
+    keys = differing_settings(runs)
+    head = ["run", *keys, "epochs", "final loss", "best loss (epoch)", "chosen", "rating", "note"]
+    lines = ["| " + " | ".join(escape(h) for h in head) + " |", "|" + "---|" * len(head)]
+    for index, run in enumerate(runs):
+        older = next((r for r in runs[index + 1:] if r.settings), None)
+        cells = [_cell(run.output_name)]
+        for key in keys:
+            text = _cell(run.settings.get(key)) if run.settings else ""
+            changed = bool(run.settings) and older is not None and older.settings.get(key) != run.settings.get(key)
+            cells.append(f"**{text or '(none)'}**" if changed else text)
+        best = f"{_loss(run.best_loss)} ({run.best_epoch})" if run.best_loss is not None else ""
+        note = "; ".join(t for t in [run.note, *run.problems] if t)
+        cells += [_cell(_epochs_text(run.epochs)), _loss(run.final_loss), best, _cell(run.chosen_epoch),
+                  "★" * run.rating if run.rating else "", _cell(note)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not keys:
+        lines.append("")
+        lines.append("The runs' settings do not differ (or fewer than two runs have saved settings)."
+                     if len(runs) > 1 else "Only one run so far: train another to compare.")
+    return "\n".join(lines)
+
+
 def progress_text(done: int, total: int, elapsed: float) -> str:
     if done == 0:
         return f"cell 0/{total}: starting (the first cell loads the model)"
@@ -283,6 +332,8 @@ class ReviewPanel:
             self.note = gr.Textbox(label="Note", lines=2, elem_id="lora_trainer_review_note")
             self.save_note_button = gr.Button("Save rating and note", elem_id="lora_trainer_review_save_note")
             self.notes = gr.Markdown(elem_id="lora_trainer_review_notes", elem_classes="lora-trainer-review-notes")
+        with gr.Accordion("Runs side by side", open=False, elem_id="lora_trainer_review_runs_box"):
+            self.runs = gr.Markdown(elem_id="lora_trainer_review_runs", elem_classes="lora-trainer-review-runs")
         keep_out_of_forge_ui_config(self.project, self.run, self.epochs, self.prompts, self.model,
                                     self.note_epoch, self.note, self.rating, self.chosen)
         self.timer = gr.Timer(POLL_INTERVAL_S)
@@ -291,7 +342,7 @@ class ReviewPanel:
 
     def _view_outputs(self) -> list:
         return [self.project, self.run, self.epochs, self.candidates, self.prompts, self.model,
-                self.note_epoch, self.rating, self.note, self.chosen, self.notes]
+                self.note_epoch, self.rating, self.note, self.chosen, self.notes, self.runs]
 
     def _wire(self) -> None:
         views = self._view_outputs()
@@ -333,7 +384,7 @@ class ReviewPanel:
         except ValueError:
             return (gr.update(choices=projects, value=None), gr.update(choices=[], value=None),
                     gr.update(choices=[], value=[]), "", prompts or "", "", gr.update(choices=[], value=None),
-                    NO_RATING, "", False, "")
+                    NO_RATING, "", False, "", "")
         runs = run_names(project.model)
         run = run if run in runs else (runs[0] if runs else None)
         files = run_files(project.model, run) if run else []
@@ -349,7 +400,7 @@ class ReviewPanel:
                 gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=preselect(files, candidates)),
                 candidates_text(candidates) if run else "No LoRA files in this project's model/ folder yet.",
                 prompts, self._base_model(project), gr.update(choices=epochs, value=first),
-                *self._note_values(shown), notes_md)
+                *self._note_values(shown), notes_md, runs_table(project_runs(project)))
 
     # --- callbacks: render ----------------------------------------------------------------------
     def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,

@@ -216,6 +216,62 @@ def test_notes_table():
     assert "| 2 | ★★★★ | ✓ | sharp \\| eyes |" in table
 
 
+def _saved_run(project: Project, write_lora, name: str, stamp: str, modified: float, losses: dict[int, float],
+               **settings) -> Path:
+    from lora_trainer.config.settings import TrainConfig
+
+    TrainConfig(output_name=name, output_dir=str(project.model), logging_dir=str(project.log),
+                **settings).save_json(project.model / f"{name}.json")
+    for epoch in losses:
+        write_lora(project.model, f"{name}-{epoch:06d}", modified, ss_output_name=name, ss_epoch=str(epoch),
+                   ss_steps=str(4 * epoch))
+    _write_events(project.log / f"{name}{stamp}", losses)
+    return project.log / f"{name}{stamp}"
+
+
+def test_runs_table_marks_the_settings_that_changed(tmp_path, write_lora):
+    from lora_trainer.review.compare import project_runs
+    from lora_trainer.review.notes import save_note
+
+    project = Project(tmp_path / "p", "p").create()
+    old = _saved_run(project, write_lora, "hero", STAMP, 100, {1: 0.2, 2: 0.1, 3: 0.15}, network_dim=32,
+                     network_alpha=16, max_train_epochs=3)
+    _saved_run(project, write_lora, "hero_v2", "20260102120000", 200, {1: 0.3, 2: 0.25}, network_dim=24,
+               network_alpha=12, max_train_epochs=3)
+    save_note(old, 2, rating=4, note="good | likeness", chosen=True)
+    table = rp.runs_table(project_runs(project)).splitlines()
+    assert table[0] == ("| run | network_dim | network_alpha | epochs | final loss | best loss (epoch) | chosen "
+                        "| rating | note |")
+    assert table[2] == "| hero_v2 | **24** | **12** | 1, 2 | 0.2500 | 0.2500 (2) |  |  |  |"
+    assert table[3] == "| hero | 32 | 16 | 1-3 | 0.1500 | 0.1000 (2) | 2 | ★★★★ | good \\| likeness |"
+    assert len(table) == 4
+    assert "No runs in this project yet" in rp.runs_table([])
+    one = rp.runs_table(project_runs(project)[1:])
+    assert "| hero | 1-3 |" in one and "Only one run so far" in one
+
+
+def test_runs_side_by_side_in_the_panel_follow_the_project(tmp_path, write_lora):
+    import gradio as gr
+
+    from lora_trainer.host import StandaloneHost
+
+    first, second = Project(tmp_path / "a", "a").create(), Project(tmp_path / "b", "b").create()
+    _saved_run(first, write_lora, "hero", STAMP, 100, {1: 0.2}, network_dim=32)
+    _saved_run(first, write_lora, "hero_v2", "20260102120000", 200, {1: 0.3}, network_dim=16)
+    with gr.Blocks():
+        panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False)).build()
+    outputs = panel._view_outputs()
+    assert outputs[-1] is panel.runs and panel.runs.elem_id == "lora_trainer_review_runs"
+    shown = panel.refresh(None, None, "")
+    assert len(shown) == len(outputs)
+    assert "| hero_v2 | **16** |" in shown[-1] and "| hero | 32 |" in shown[-1]
+    assert "No runs in this project yet" in panel.open_project("b")[-1]
+    _saved_run(second, write_lora, "solo", STAMP, 100, {1: 0.4, 2: 0.35})
+    table = panel.refresh("b", None, "")[-1]  # Refresh reads the files again
+    assert "| solo | 1, 2 | 0.3500 | 0.3500 (2) |" in table
+    assert panel.open_project(None)[-1] == ""  # no project chosen: no table
+
+
 # --- in the browser ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
