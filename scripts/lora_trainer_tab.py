@@ -74,11 +74,12 @@ class ForgeHost:
         if job.lora:
             _check_listed(networks, job.lora.name, job.lora.path)
         s = job.settings
+        checkpoint = _checkpoint_title(s.checkpoint) if s.checkpoint else None
         with call_queue.queue_lock, closing(StableDiffusionProcessingTxt2Img(
                 sd_model=shared.sd_model, prompt=job.webui_prompt, negative_prompt=s.negative_prompt,
                 seed=job.seed, steps=s.steps, cfg_scale=s.cfg_scale, width=s.width, height=s.height,
                 sampler_name=s.sampler, scheduler=s.scheduler, do_not_save_samples=True, do_not_save_grid=True,
-                override_settings={"sd_model_checkpoint": s.checkpoint} if s.checkpoint else {})) as p:
+                override_settings={"sd_model_checkpoint": checkpoint} if checkpoint else {})) as p:
             shared.state.begin(job="lora_trainer_review")
             try:
                 processed = process_images(p)
@@ -100,6 +101,18 @@ def _forge_lora_extension():
     except ImportError:
         return None
     return networks if hasattr(networks, "update_available_networks_by_names") else None
+
+
+def _checkpoint_title(checkpoint: str) -> str:
+    """Forge's title for a base model given as its file or its title; RenderError when Forge does not
+    list it (Forge would quietly render with the model it has loaded instead)."""
+    shared_items.refresh_checkpoints()
+    for info in sd_models.checkpoints_list.values():
+        if checkpoint in (info.title, info.name, info.model_name) or \
+                (Path(checkpoint).is_file() and same_file(Path(info.filename), Path(checkpoint))):
+            return info.title
+    raise RenderError(f"Forge does not list the base model {checkpoint} among its checkpoints "
+                      "(models/Stable-diffusion, --ckpt-dir): put it there, or choose one Forge lists")
 
 
 def _check_listed(networks, name: str, path: Path) -> None:

@@ -300,6 +300,12 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
     cell = forge.render("a photo of a woman", settings, lora, "review cell forgetest_unet")
     assert np.array_equal(cell, images["forgetest_unet"]), "a review cell must equal txt2img's image"
     assert np.array_equal(forge.render("a photo of a woman", settings, None, "review baseline cell"), base)
+    named = {**settings, "checkpoint": str(forge.dir / CHECKPOINT)}  # the base model by its file
+    assert np.array_equal(forge.render("a photo of a woman", named, None, "review cell, model by file"), base)
+    answer = forge.post("/lora_trainer_probe/render", {"prompt": "a photo of a woman", "seed": 1234,
+                                                       "settings": {**settings, "checkpoint": "/nowhere/x.safetensors"},
+                                                       "lora": None})
+    assert "Forge does not list the base model /nowhere/x.safetensors" in answer.get("error", ""), answer
     unlisted = {**lora, "name": "forgetest_missing"}
     answer = forge.post("/lora_trainer_probe/render", {"prompt": "a photo of a woman", "seed": 1234,
                                                        "settings": settings, "lora": unlisted})
