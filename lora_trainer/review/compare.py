@@ -20,6 +20,7 @@ from lora_trainer.review.candidates import epoch_losses_from_events
 from lora_trainer.review.notes import NotesError, chosen_epoch, load_notes
 from lora_trainer.runs import layout
 from lora_trainer.runs.follow import read_events
+from lora_trainer.runs.layout import RunFiles
 from lora_trainer.runs.lora_files import project_lora_files
 from lora_trainer.runs.resume import DATASET_FILE, dataset_changes, dataset_record
 
@@ -97,8 +98,10 @@ def _summary(project: Project, name: str, settings: dict | None, epochs: list[in
         except NotesError as e:
             problems = [*problems, str(e)]
         modified = max(modified, _mtime(layout.events_file(run_dir)))
-    return RunSummary(name, settings or {}, epochs, final, losses.get(best_epoch) if losses else None, best_epoch,
-                      chosen, rating, note, run_dir, project.model / f"{name}-state", project.img, modified, problems)
+    best = losses.get(best_epoch) if losses else None
+    state_dir = RunFiles(project.model, name).state_dir
+    return RunSummary(name, settings or {}, epochs, final, best, best_epoch, chosen, rating, note, run_dir,
+                      state_dir, project.img, modified, problems)
 
 
 def project_runs(project: Project) -> list[RunSummary]:
