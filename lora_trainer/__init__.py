@@ -8,6 +8,7 @@ One room per job:
     train/      the trainer only (torch): model, LoRA, caches, the loop, kohya-format export
     runs/       starting, adopting, following, listing and publishing runs, for a UI (no torch);
                 `runs/layout.py` owns a run's file names and event kinds for both sides
+    review/     epochs compared in fixed-seed grids the host renders; candidates, notes, run comparison
     ui/         the gradio tab, one module per panel (the only place gradio is imported)
     project.py  a project's folders;  images.py  which files are images, listed one way
     host.py     what the package needs from Forge or the standalone app
