@@ -66,6 +66,14 @@ def list_changes(changes: list[str], most: int = 20) -> str:
     return shown + (f"; and {len(changes) - most} more" if len(changes) > most else "")
 
 
+def changed_dataset_message(changes: list[str], how_to_go_on: str) -> str:
+    """Why a resume with these dataset changes is refused, and the three ways on (the last depends on
+    who asks: the command line's flag or the UI's button)."""
+    return (f"the training images or captions changed since the run stopped ({len(changes)} change(s): "
+            f"{list_changes(changes)}). A resumed run would no longer match one that never stopped (other "
+            f"steps per epoch, another order): put the files back, start a new run, or {how_to_go_on}")
+
+
 def changes_since_stop(state_dir: str | Path, train_data_dir: str | Path, caption_extension: str) -> list[str]:
     """What changed in the training folder since the state in `state_dir` was saved ([] when nothing
     did, or the state has no record: a state from before records existed resumes as it always did)."""

@@ -55,7 +55,7 @@ from lora_trainer.runs.follow import (
 )
 from lora_trainer.runs.layout import RunFiles
 from lora_trainer.runs.lora_files import files_using_output_name, next_free_output_name, project_lora_files
-from lora_trainer.runs.resume import changes_since_stop, list_changes
+from lora_trainer.runs.resume import changed_dataset_message, changes_since_stop
 from lora_trainer.runs.trainer_record import (
     RecordedProcess,
     TrainerRecord,
@@ -91,11 +91,8 @@ class DatasetChanged(RunnerError):
 
     def __init__(self, output_name: str, changes: list[str]):
         self.changes = changes
-        super().__init__(
-            f"the training images or captions changed since {output_name!r} stopped ({len(changes)} change(s): "
-            f"{list_changes(changes)}). A resumed run would no longer match one that never stopped (other "
-            "steps per epoch, another order): put the files back, start a new run, or resume with the "
-            "changes (they are then named in the run's warnings)")
+        super().__init__(f"{output_name}: " + changed_dataset_message(
+            changes, "resume with the changes (they are then named in the run's warnings)"))
 
 
 # --- settings for a project ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from lora_trainer.config import TrainConfig
 from lora_trainer.fsutil import LockHeld, OutputError, atomic_path, release_lock, write_json_atomic
 from lora_trainer.runs import layout
 from lora_trainer.runs.layout import RunFiles
-from lora_trainer.runs.resume import list_changes
+from lora_trainer.runs.resume import changed_dataset_message, list_changes
 from lora_trainer.runs.trainer_record import process_start_time
 from lora_trainer.train import state as saved
 from lora_trainer.train.batches import TrainingBatches
@@ -174,11 +174,8 @@ def _train_locked(cfg: TrainConfig, accelerator: Accelerator, files: RunFiles, *
 
 
 def _dataset_changed_message(state_dir, changes: list[str], train_data_dir: str) -> str:
-    return (f"cannot resume from {state_dir}: the training images or captions in {train_data_dir} changed "
-            f"since the run stopped ({len(changes)} change(s): {list_changes(changes)}). A resumed run "
-            "would no longer match one that never stopped (other steps per epoch, another order). Put the "
-            "files back, start a new run, or resume anyway with --resume-changed (the changes are then named "
-            "in a warning)")
+    return f"cannot resume from {state_dir} ({train_data_dir}): " + changed_dataset_message(
+        changes, "resume anyway with --resume-changed (the changes are then named in a warning)")
 
 
 def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: StopSignal,
