@@ -67,25 +67,32 @@ def render_grid(spec: GridSpec, host: Renders, *, on_cell: OnCell | None = None,
                 result.stopped = True
                 break
             key = (s, r, c)
-            missing = _missing_lora(job)
-            if missing:
-                result.cells[key] = missing
-            else:
-                t0 = time.perf_counter()
-                try:
-                    result.cells[key] = host.render(job)
-                except RenderError as e:
-                    result.cells[key] = str(e) or type(e).__name__
-                except Exception as e:
-                    raise RenderError(f"rendering failed at {describe_cell(spec, key)}: "
-                                      f"{type(e).__name__}: {e}") from e
-                finally:
-                    result.cell_seconds.append(time.perf_counter() - t0)
+            render_cell(result, key, job, host)
             if on_cell is not None:
                 on_cell(done, len(cells), key, result.cells[key])
     finally:
         result.total_seconds = time.perf_counter() - started
     return result
+
+
+def render_cell(result: GridResult, key: CellKey, job: RenderJob, host: Renders) -> CellResult:
+    """Render one cell into `result.cells[key]` (its image, or its error text: a missing LoRA file or
+    a RenderError); any other exception becomes a RenderError naming the cell (`result.spec`'s)."""
+    missing = _missing_lora(job)
+    if missing:
+        result.cells[key] = missing
+        return missing
+    t0 = time.perf_counter()
+    try:
+        result.cells[key] = host.render(job)
+    except RenderError as e:
+        result.cells[key] = str(e) or type(e).__name__
+    except Exception as e:
+        raise RenderError(f"rendering failed at {describe_cell(result.spec, key)}: "
+                          f"{type(e).__name__}: {e}") from e
+    finally:
+        result.cell_seconds.append(time.perf_counter() - t0)
+    return result.cells[key]
 
 
 def _missing_lora(job: RenderJob) -> str:

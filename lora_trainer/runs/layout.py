@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LORA_SUFFIX = ".safetensors"
+LOCK_SUFFIX = ".lock"
 EVENTS_FILE = "events.jsonl"
 PROGRESS_FILE = "progress.json"  # inside the state folder: counters and the run folder's name
 _RUN_STAMP_FORMAT = "%Y%m%d%H%M%S"
@@ -79,7 +80,7 @@ class RunFiles:
 
     @property
     def lock(self) -> Path:
-        return self.output_dir / f"{self.output_name}.lock"
+        return self.output_dir / f"{self.output_name}{LOCK_SUFFIX}"
 
     @property
     def state_tmp(self) -> Path:
@@ -162,6 +163,17 @@ def output_lock_owner(output_dir: str | Path, output_name: str) -> dict | None:
     from lora_trainer.fsutil import lock_owner
 
     return lock_owner(RunFiles(output_dir, output_name).lock, _lock_holder_alive)
+
+
+def live_output_names(output_dir: str | Path) -> list[str]:
+    """The output names a live run is writing in `output_dir` now (their lock held by a running
+    process), sorted; [] for a folder without any (or that does not exist)."""
+    try:
+        locks = [p for p in Path(output_dir).iterdir() if p.name.endswith(LOCK_SUFFIX) and p.is_file()]
+    except OSError:
+        return []
+    names = (p.name[:-len(LOCK_SUFFIX)] for p in locks)
+    return sorted(name for name in names if name and output_lock_owner(output_dir, name) is not None)
 
 
 def take_output_lock(output_dir: str | Path, output_name: str, pid: int, started: float | None) -> dict:
