@@ -51,6 +51,19 @@ class Host(Protocol):
         """One txt2img image for a review grid cell (the job's prompt, seed, settings and LoRA);
         raises `review.spec.RenderError` saying why when it cannot (e.g. the LoRA is not available)."""
 
+    def render_memory(self) -> tuple[int | None, str]:
+        """(bytes free on the device a render would use, that device's name), for the Review's live
+        mode; None when it cannot be known."""
+
+    def publish_preview(self, lora_file: Path, project: str, image: Path) -> Path:
+        """Make `image` the preview of a saved LoRA of `project` (the picture on its WebUI card);
+        returns the preview file written."""
+
+    def bind_txt2img_paste(self, button: Any, parameters: Any) -> bool:
+        """Make `button` (a gradio Button) send the generation parameters in `parameters` (a gradio
+        Textbox, the WebUI's infotext) to the host's txt2img form, as the WebUI's own "send to"
+        buttons do; False when the host has no txt2img."""
+
 
 def python_module_command(python: str | None = None) -> list[str]:
     return [python or sys.executable, "-m", "lora_trainer"]
@@ -104,6 +117,25 @@ class StandaloneHost:
 
     def trainer_command(self) -> list[str]:
         return python_module_command()
+
+    def render_memory(self) -> tuple[int | None, str]:
+        """The GPU the diffusers renderer would take (the first CUDA device), else this machine's RAM."""
+        import torch
+
+        if torch.cuda.is_available():
+            free, _total = torch.cuda.mem_get_info(0)
+            return free, "cuda:0"
+        import psutil
+
+        return psutil.virtual_memory().available, "cpu"
+
+    def publish_preview(self, lora_file: Path, project: str, image: Path) -> Path:
+        from lora_trainer.runs.publish import write_preview
+
+        return write_preview(Path(lora_file), Path(image))  # beside the run's file: no LoRA folder here
+
+    def bind_txt2img_paste(self, button: Any, parameters: Any) -> bool:
+        return False  # no txt2img here: the Review panel's own form takes a cell's settings
 
     def render(self, job: RenderJob) -> Image:
         """With diffusers in this process: the renderer is built for the job's checkpoint at the first

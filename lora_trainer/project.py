@@ -66,6 +66,11 @@ class Project:
         return self.root / "model"
 
     @property
+    def review(self) -> Path:
+        """The Review's grids: `review/<output_name>/<time stamp>/grid.png` and its cells."""
+        return self.root / "review"
+
+    @property
     def cache(self) -> Path:
         return self.root / "cache"
 

@@ -18,7 +18,7 @@ from modules.paths_internal import data_path, script_path
 from lora_trainer.host import CHECKPOINT_SUFFIXES, FORGE_CONFIG_SUBDIR, python_module_command
 from lora_trainer.review.spec import RenderError, RenderJob
 from lora_trainer.review.xyz_axis import AXIS_LABEL, apply_lora_epoch, lora_epoch_choices, missing_names
-from lora_trainer.runs.publish import lora_card, project_subfolder, publish_lora, same_file
+from lora_trainer.runs.publish import lora_card, project_subfolder, publish_lora, same_file, write_preview
 from lora_trainer.ui import build_ui
 
 WORKSPACE_OPTION = "lora_trainer_workspace"
@@ -64,6 +64,28 @@ class ForgeHost:
 
     def trainer_command(self) -> list[str]:
         return python_module_command()  # Forge's own Python (its venv)
+
+    def render_memory(self) -> tuple[int | None, str]:
+        from backend import memory_management
+
+        device = memory_management.get_torch_device()
+        return int(memory_management.get_free_memory(device)), str(device)
+
+    def publish_preview(self, lora_file: Path, project: str, image: Path) -> Path:
+        """`<stem>.preview.png` beside the published LoRA: the picture of its txt2img card."""
+        published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(project),
+                                 card=lora_card(lora_file))
+        return write_preview(published, image)
+
+    def bind_txt2img_paste(self, button, parameters) -> bool:
+        """Forge's own paste-parameters mechanism (modules/infotext_utils.py): at the end of building
+        the UI it wires every registered button to parse the infotext into txt2img's fields and
+        switch to the txt2img tab."""
+        from modules import infotext_utils
+
+        infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+            paste_button=button, tabname="txt2img", source_text_component=parameters))
+        return True
 
     def render(self, job: RenderJob):
         """One image through Forge's own txt2img processing (as its API does), the LoRA in the prompt.

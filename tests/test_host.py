@@ -101,3 +101,20 @@ def test_trainer_command_runs_from_any_folder(tmp_path, monkeypatch):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "train" in done.stdout and "ui" in done.stdout
+
+
+def test_standalone_host_preview_memory_and_no_txt2img(tmp_path):
+    """Without a WebUI the preview goes beside the run's own LoRA file; the render memory is this
+    machine's (no GPU here); there is no txt2img to send parameters to."""
+    from PIL import Image
+
+    host = StandaloneHost(workspace_dir=tmp_path)
+    project = open_project(tmp_path, "hero").create()
+    saved = touch(project.model / "hero-000003.safetensors")
+    cell = tmp_path / "cell.png"
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(cell)
+    assert host.publish_preview(saved, project.name, cell) == project.model / "hero-000003.preview.png"
+    assert (project.model / "hero-000003.preview.png").read_bytes() == cell.read_bytes()
+    free, device = host.render_memory()
+    assert device in ("cpu", "cuda:0") and free > 0
+    assert host.bind_txt2img_paste(object(), object()) is False

@@ -28,6 +28,7 @@ from lora_trainer.runs.lora_files import lora_metadata
 # What Forge lists as a LoRA (extensions-builtin/sd_forge_lora/networks.py walks these).
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 # errno values that mean "this filesystem pair cannot hard-link", so a copy is the answer.
+PREVIEW_SUFFIX = ".preview.png"
 _NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
 
 
@@ -72,6 +73,31 @@ def write_card(published: Path, card: dict) -> Path | None:
         return None
     write_json_atomic(path, card)
     return path
+
+
+def preview_path(lora: Path) -> Path:
+    """Where the WebUI looks for a LoRA's card picture (Forge's find_preview: `<stem>.preview.png`)."""
+    return Path(lora).with_name(Path(lora).stem + PREVIEW_SUFFIX)
+
+
+def write_preview(lora: Path, image: Path) -> Path:
+    """Copy `image` (a PNG, e.g. a review grid cell) to the preview of `lora`, replacing the one there:
+    choosing a preview is the user's own act. Atomic, so a card never shows half a picture."""
+    from PIL import Image
+
+    lora, image = Path(lora), Path(image)
+    if not lora.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {lora}")
+    try:
+        with Image.open(image) as picture:
+            if picture.format != "PNG":
+                raise ValueError(f"{image} is a {picture.format} image, not a PNG")
+    except OSError as e:
+        raise ValueError(f"{image}: not an image ({e})") from None
+    target = preview_path(lora)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(image, tmp)
+    return target
 
 
 def _concept(metadata: dict[str, str]) -> str:

@@ -54,11 +54,12 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     runner = runner_for(host)
     assets = {"css": page_css(), "head": page_head()} if standalone else {}
     with gr.Blocks(analytics_enabled=False, title="LoRA Trainer", **assets) as blocks:
-        with gr.Tabs(elem_id="lora_trainer_tabs"):
+        with gr.Tabs(elem_id="lora_trainer_tabs") as tabs:
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab"):
                 panel = build_train_panel(host, runner)
             with gr.Tab("Review", id="review", elem_id="lora_trainer_review_tab"):
                 review = build_review_panel(host, runner)
+        review.wire_new_run(panel, tabs)
         panel.wire_page_load(blocks)
         review.wire_page_load(blocks)
     return blocks

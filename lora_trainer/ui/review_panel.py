@@ -30,17 +30,27 @@ from lora_trainer.review.candidates import (
     step_losses_from_events,
     suggest_epochs,
 )
-from lora_trainer.review.compare import RunSummary, differing_settings, project_runs
+from lora_trainer.review.compare import (
+    NO_RECORD,
+    RANK_FACTORS,
+    RunSummary,
+    dataset_changes_since,
+    differing_settings,
+    next_run_settings,
+    project_runs,
+)
 from lora_trainer.review.grid import infotext, save_grid
 from lora_trainer.review.notes import NotesError, load_notes, save_note
-from lora_trainer.review.render import describe_cell, render_grid
-from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderSettings, Row
+from lora_trainer.review.render import CellKey, describe_cell, render_grid
+from lora_trainer.review.saved import GRID_NAME, SavedGrid, last_saved_grid, new_grid_folder
+from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderJob, RenderSettings, Row
 from lora_trainer.runs.follow import read_events
 from lora_trainer.runs.layout import EVENTS_FILE, run_folder_order
-from lora_trainer.runs.lora_files import LoraFile, project_lora_files
+from lora_trainer.runs.lora_files import LoraFile, project_lora_files, read_lora_file
+from lora_trainer.runs.resume import list_changes
 from lora_trainer.runs.runner import TrainRunner, load_project_settings
 from lora_trainer.ui import render
-from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
+from lora_trainer.ui.train_panel import TrainPanel, keep_out_of_forge_ui_config
 
 SAMPLERS = ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"]
 DEFAULTS = RenderSettings()  # Forge's txt2img defaults for SDXL: 20 steps, CFG 5, 1024x1024
@@ -49,7 +59,9 @@ MAX_CAPTIONS = 3
 POLL_INTERVAL_S = 1.0
 MAX_PAGES = 1000
 NO_RATING = "none"
-GRID_NAME = "grid"
+FORM_INPUTS = 14  # the render form's fields (_form)
+CELL_OUTPUTS = 4  # the picked cell's parameters and its three buttons (_cell_outputs)
+RANK_CHOICES = dict(zip(("3/4", "1/2"), RANK_FACTORS))  # the guide's next step: 3/4 or 1/2 of rank and alpha
 
 
 # --- pure helpers (tested in-process) --------------------------------------------------------------
@@ -226,6 +238,60 @@ def runs_table(runs: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
+def training_size(settings: dict) -> tuple[int, int]:
+    """The width and height the run trained at (max_resolution), the size its epochs render best at."""
+    from lora_trainer.config.settings import parse_resolution
+
+    try:
+        return parse_resolution(str(settings.get("max_resolution") or ""))
+    except ValueError:
+        return DEFAULTS.width, DEFAULTS.height
+
+
+@dataclass(frozen=True)
+class CellForm:
+    """A cell's settings as the panel's form takes them: render this one cell again, or change it."""
+
+    baseline: bool
+    epoch_path: str  # the LoRA file ("" for the baseline cell)
+    prompt: str
+    weights: str
+    seed: str
+    settings: RenderSettings
+
+
+def cell_form(job: RenderJob) -> CellForm:
+    lora = job.lora
+    weights = "" if lora is None or lora.weight == 1 else f"{lora.weight:g}"
+    return CellForm(lora is None, "" if lora is None else str(lora.path), job.prompt, weights, str(job.seed),
+                    job.settings)
+
+
+def gallery_items(saved: SavedGrid) -> list[tuple[Any, str]]:
+    """The grid, then each rendered cell captioned with its generation parameters (PIL images: gradio
+    serves them from its own cache, wherever the workspace is)."""
+    from PIL import Image
+
+    items = []
+    for key in saved.keys:
+        path = saved.grid if key is None else saved.cells[key]
+        with Image.open(path) as image:
+            items.append((image.copy(), "grid" if key is None else infotext(saved.job(key))))
+    return items
+
+
+def new_run_message(run: str, reasons: list[str], changes: list[str], note: str) -> str:
+    """What the Train panel says about the settings the Review sent it."""
+    advice = "; ".join(reasons) if reasons else "no change the guide's next step would make"
+    if note == NO_RECORD:
+        dataset = f"the dataset changes since {run} are unknown (its state folder holds no record of its images)"
+    elif changes:
+        dataset = f"the dataset changed since {run} ({len(changes)} change(s): {list_changes(changes)})"
+    else:
+        dataset = f"the dataset is as {run} had it"
+    return f"New run from {run}: {advice}. {dataset[0].upper()}{dataset[1:]}. Check the settings, then Start."
+
+
 def progress_text(done: int, total: int, elapsed: float) -> str:
     if done == 0:
         return f"cell 0/{total}: starting (the first cell loads the model)"
@@ -248,9 +314,8 @@ class _GridJob:
     finished: bool = False
     stopped: bool = False
     error: str = ""
-    saved: Path | None = None
+    saved: SavedGrid | None = None
     gallery: list = field(default_factory=list)
-    grid_image: Any = None
 
     @property
     def total(self) -> int:
@@ -266,13 +331,16 @@ class _GridJob:
         if self.error:
             parts.append(f"ended: {self.error}")
         if self.saved:
-            parts.append(f"saved {self.saved}")
+            parts.append(f"saved {self.saved.grid}")
         return ", ".join(parts)
 
 
 @dataclass
 class _Page:
     shown_job: int = 0
+    shown: SavedGrid | None = None  # the grid the page's gallery holds
+    project: str = ""  # whose grid it is
+    selected: CellKey | None = None  # the cell clicked in the gallery
 
 
 class ReviewPanel:
@@ -320,8 +388,9 @@ class ReviewPanel:
         self.grid = gr.Image(label="Grid", type="pil", format="png", interactive=False,
                              elem_id="lora_trainer_review_grid")
         self.errors = gr.Markdown(elem_id="lora_trainer_review_errors")
-        self.gallery = gr.Gallery(label="Grid and cells (click one to enlarge)", columns=4, format="png",
-                                  elem_id="lora_trainer_review_gallery", height="auto")
+        self.gallery = gr.Gallery(label="Grid and cells (click one to enlarge and pick it)", columns=4,
+                                  format="png", elem_id="lora_trainer_review_gallery", height="auto")
+        self._cell_actions()
         with gr.Accordion("Ratings and notes", open=True, elem_id="lora_trainer_review_notes_box"):
             with gr.Row():
                 self.note_epoch = gr.Dropdown([], label="Epoch", elem_id="lora_trainer_review_note_epoch", scale=1)
@@ -334,31 +403,71 @@ class ReviewPanel:
             self.notes = gr.Markdown(elem_id="lora_trainer_review_notes", elem_classes="lora-trainer-review-notes")
         with gr.Accordion("Runs side by side", open=False, elem_id="lora_trainer_review_runs_box"):
             self.runs = gr.Markdown(elem_id="lora_trainer_review_runs", elem_classes="lora-trainer-review-runs")
+            with gr.Row():
+                self.next_run = gr.Dropdown([], label="Run to start from", elem_id="lora_trainer_review_next_run",
+                                            scale=2)
+                self.rank_factor = gr.Radio(list(RANK_CHOICES), value=next(iter(RANK_CHOICES)),
+                                            label="Rank and alpha", elem_id="lora_trainer_review_rank_factor", scale=2)
+                self.new_run_button = gr.Button("New run from this one", elem_id="lora_trainer_review_new_run",
+                                                scale=1)
         keep_out_of_forge_ui_config(self.project, self.run, self.epochs, self.prompts, self.model,
-                                    self.note_epoch, self.note, self.rating, self.chosen)
+                                    self.note_epoch, self.note, self.rating, self.chosen, self.cell_params,
+                                    self.next_run, self.width, self.height)
         self.timer = gr.Timer(POLL_INTERVAL_S)
         self._wire()
         return self
 
+    def _cell_actions(self) -> None:
+        """What a picked cell can do: its parameters, into this form or txt2img, or its picture as the
+        preview of its LoRA. Nothing is picked at first (Forge would paste its last generation)."""
+        with gr.Row():
+            self.cell_params = gr.Textbox(label="Picked cell (its generation parameters)", lines=3, max_lines=6,
+                                          interactive=False, show_copy_button=True,
+                                          elem_id="lora_trainer_review_cell_params", scale=3)
+            with gr.Column(scale=1, min_width=200):
+                self.send_form_button = gr.Button("Send to the form above", interactive=False, size="sm",
+                                                  elem_id="lora_trainer_review_send_form")
+                self.send_txt2img_button = gr.Button("Send to txt2img", interactive=False, size="sm",
+                                                     elem_id="lora_trainer_review_send_txt2img")
+                self.preview_button = gr.Button("Use as the LoRA's preview", interactive=False, size="sm",
+                                                elem_id="lora_trainer_review_preview")
+        if not self.host.bind_txt2img_paste(self.send_txt2img_button, self.cell_params):
+            self.send_txt2img_button.visible = False  # standalone: the form above is the txt2img
+
     def _view_outputs(self) -> list:
         return [self.project, self.run, self.epochs, self.candidates, self.prompts, self.model,
-                self.note_epoch, self.rating, self.note, self.chosen, self.notes, self.runs]
+                self.note_epoch, self.rating, self.note, self.chosen, self.notes, self.runs, self.next_run,
+                self.width, self.height, self.grid, self.gallery, *self._cell_outputs()]
+
+    def _cell_outputs(self) -> list:
+        return [self.cell_params, self.send_form_button, self.send_txt2img_button, self.preview_button]
+
+    def _form(self) -> list:
+        return [self.project, self.run, self.epochs, self.baseline, self.prompts, self.weights, self.seeds,
+                self.negative, self.steps, self.cfg, self.sampler, self.width, self.height, self.model]
 
     def _wire(self) -> None:
         views = self._view_outputs()
         self.project.input(self.open_project, [self.project], views)
         self.run.input(self.open_run, [self.project, self.run, self.prompts], views)
         self.refresh_button.click(self.refresh, [self.project, self.run, self.prompts], views)
-        form = [self.project, self.run, self.epochs, self.baseline, self.prompts, self.weights, self.seeds,
-                self.negative, self.steps, self.cfg, self.sampler, self.width, self.height, self.model]
-        self.render_button.click(self.start_render, form, [self.message])
+        self.render_button.click(self.start_render, self._form(), [self.message])
         self.stop_button.click(self.stop_render, None, [self.message])
         self.note_epoch.input(self.show_note, [self.project, self.run, self.note_epoch],
                               [self.rating, self.note, self.chosen])
         self.save_note_button.click(self.save_note, [self.project, self.run, self.note_epoch, self.rating,
                                                      self.note, self.chosen], [self.notes, self.message])
-        self.timer.tick(self.poll, None, [self.progress, self.grid, self.gallery, self.errors],
+        self.timer.tick(self.poll, None, [self.progress, self.grid, self.gallery, self.errors, *self._cell_outputs()],
                         show_progress="hidden")
+        self.gallery.select(self.pick_cell, None, self._cell_outputs())
+        self.send_form_button.click(self.send_to_form, None, [*self._form(), self.message])
+        self.preview_button.click(self.use_as_preview, None, [self.message])
+
+    def wire_new_run(self, train: TrainPanel, tabs: gr.Tabs) -> None:
+        """"New run from this one" fills the Train panel (another room) and opens its tab."""
+        self.train = train
+        self.new_run_button.click(self.new_run, [self.project, self.next_run, self.rank_factor],
+                                  [*train.new_run_outputs(), tabs, self.message])
 
     def wire_page_load(self, blocks: gr.Blocks) -> None:
         """A page opened later shows the workspace as it is now."""
@@ -366,25 +475,29 @@ class ReviewPanel:
                     show_progress="hidden")
 
     # --- callbacks: pickers ---------------------------------------------------------------------
-    def refresh(self, project: str | None, run: str | None, prompts: str | None):
+    def refresh(self, project: str | None, run: str | None, prompts: str | None, request: gr.Request = None):
         projects = list_projects(self.host.workspace())
         if project not in projects:
             project, prompts = (projects[0] if projects else None), ""
-        return self._view(projects, project, run, prompts)
+        return self._view(self._page(request), projects, project, run, prompts)
 
-    def open_project(self, project: str | None):
-        return self._view(list_projects(self.host.workspace()), project, None, "")
+    def open_project(self, project: str | None, request: gr.Request = None):
+        return self._view(self._page(request), list_projects(self.host.workspace()), project, None, "")
 
-    def open_run(self, project: str | None, run: str | None, prompts: str | None):
-        return self._view(list_projects(self.host.workspace()), project, run, prompts)
+    def open_run(self, project: str | None, run: str | None, prompts: str | None, request: gr.Request = None):
+        return self._view(self._page(request), list_projects(self.host.workspace()), project, run, prompts)
 
-    def _view(self, projects: list[str], name: str | None, run: str | None, prompts: str | None):
+    def _view(self, page: _Page, projects: list[str], name: str | None, run: str | None, prompts: str | None):
+        """Everything the pickers decide: the run's epochs, candidates, notes, the project's runs, the
+        size the run trained at, and the run's last saved grid (a page opened tomorrow shows it)."""
         try:
             project = self._open(name)
         except ValueError:
+            page.shown, page.selected = None, None
             return (gr.update(choices=projects, value=None), gr.update(choices=[], value=None),
                     gr.update(choices=[], value=[]), "", prompts or "", "", gr.update(choices=[], value=None),
-                    NO_RATING, "", False, "", "")
+                    NO_RATING, "", False, "", "", gr.update(choices=[], value=None), gr.update(), gr.update(),
+                    None, None, *self._cell_values(None))
         runs = run_names(project.model)
         run = run if run in runs else (runs[0] if runs else None)
         files = run_files(project.model, run) if run else []
@@ -396,11 +509,20 @@ class ReviewPanel:
         notes, notes_md = self._notes(run_dir, run)
         first = epochs[0] if epochs else None
         shown = notes.get(first) if first is not None else None
+        summaries = project_runs(project)
+        with_settings = [r.output_name for r in summaries if r.settings]
+        settings = self._settings(project)
+        width, height = training_size(settings)
+        page.shown, page.project, page.selected = (last_saved_grid(project.review, run) if run else None,
+                                                   project.name, None)
         return (gr.update(choices=projects, value=project.name), gr.update(choices=runs, value=run),
                 gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=preselect(files, candidates)),
                 candidates_text(candidates) if run else "No LoRA files in this project's model/ folder yet.",
-                prompts, self._base_model(project), gr.update(choices=epochs, value=first),
-                *self._note_values(shown), notes_md, runs_table(project_runs(project)))
+                prompts, self._base_model(project, settings), gr.update(choices=epochs, value=first),
+                *self._note_values(shown), notes_md, runs_table(summaries),
+                gr.update(choices=with_settings, value=run if run in with_settings else
+                          (with_settings[0] if with_settings else None)),
+                width, height, *self._shown_grid(page.shown), *self._cell_values(None))
 
     # --- callbacks: render ----------------------------------------------------------------------
     def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,
@@ -454,23 +576,10 @@ class ReviewPanel:
     def _save(self, job: _GridJob) -> Path | None:
         if not job.cells:
             return None
-        base = job.project.root / "review" / job.output_name / time.strftime("%Y%m%d-%H%M%S")
-        folder, n = base, 1
-        while folder.exists():
-            n += 1
-            folder = base.with_name(f"{base.name}-{n}")
-        files = save_grid(job.spec, dict(job.cells), folder, GRID_NAME)
-        from PIL import Image
-
-        with Image.open(files.grid) as image:
-            job.grid_image = image.copy()
-        jobs = {(s, r, c): j for s, r, c, j in job.spec.cells()}
-        gallery = [(job.grid_image, "grid")]
-        for key, path in files.cells.items():
-            with Image.open(path) as image:
-                gallery.append((image.copy(), infotext(jobs[key])))
-        job.gallery = gallery
-        return files.grid
+        folder = new_grid_folder(job.project.review, job.output_name)
+        saved = SavedGrid.from_files(job.spec, save_grid(job.spec, dict(job.cells), folder, GRID_NAME))
+        job.gallery = gallery_items(saved)
+        return saved
 
     def stop_render(self):
         with self._lock:
@@ -484,18 +593,95 @@ class ReviewPanel:
         page = self._page(request)
         with self._lock:
             job = self._job
+        keep = [gr.update()] * (3 + CELL_OUTPUTS)
         if job is None:
-            return "", gr.update(), gr.update(), gr.update()
+            return "", *keep
         status = f'<div class="lora-trainer-review-status">{escape(job.status())}</div>'
         if job.error:
             status = render.message(job.status(), error=True)
         if not job.finished or page.shown_job == job.number:
-            return status, gr.update(), gr.update(), gr.update()
+            return status, *keep
         page.shown_job = job.number
         errors = [f"- {escape(describe_cell(job.spec, key))}: {escape(text)}"
                   for key, text in sorted(job.cells.items()) if isinstance(text, str)]
         errors_md = ("**Cells that failed:**\n" + "\n".join(errors)) if errors else ""
-        return status, job.grid_image, job.gallery or None, errors_md
+        if job.saved is None:
+            return status, gr.update(), gr.update(), errors_md, *[gr.update()] * CELL_OUTPUTS
+        page.shown, page.project, page.selected = job.saved, job.project.name, None
+        return status, job.gallery[0][0], job.gallery, errors_md, *self._cell_values(None)
+
+    # --- callbacks: a picked cell ---------------------------------------------------------------
+    def pick_cell(self, event: gr.SelectData, request: gr.Request = None):
+        page = self._page(request)
+        keys = page.shown.keys if page.shown else []
+        index = event.index if isinstance(event.index, int) else -1
+        page.selected = keys[index] if 0 <= index < len(keys) else None
+        return self._cell_values(page)
+
+    def _cell_values(self, page: _Page | None) -> tuple:
+        """(parameters, send-to-form, send-to-txt2img, preview): a cell picked enables what it can do."""
+        key = page.selected if page else None
+        if key is None or page.shown is None:
+            off = gr.update(interactive=False)
+            return "", off, off, off
+        job = page.shown.job(key)
+        on = gr.update(interactive=True)
+        return infotext(job), on, on, gr.update(interactive=job.lora is not None)
+
+    def send_to_form(self, request: gr.Request = None):
+        """The picked cell's settings into this panel's form: its prompt, seed, weight, epoch (or the
+        baseline) and txt2img settings, ready to render it again, larger or changed."""
+        page = self._page(request)
+        if page.selected is None or page.shown is None:
+            return *[gr.update()] * FORM_INPUTS, render.message("pick a cell in the gallery first", error=True)
+        form = cell_form(page.shown.job(page.selected))
+        s = form.settings
+        project, run, epochs = gr.update(), gr.update(), gr.update(value=[])
+        if form.epoch_path:  # the cell's run and epoch, whatever the pickers show now
+            try:
+                model = self._open(page.project).model
+                lora = read_lora_file(Path(form.epoch_path))
+            except (ValueError, OSError) as e:
+                return *[gr.update()] * FORM_INPUTS, render.message(str(e), error=True)
+            files = run_files(model, lora.output_name)
+            project = gr.update(value=page.project)
+            run = gr.update(choices=run_names(model), value=lora.output_name)
+            epochs = gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=[form.epoch_path])
+        return (project, run, epochs, form.baseline, form.prompt, form.weights, form.seed, s.negative_prompt, s.steps,
+                s.cfg_scale, s.sampler, s.width, s.height, s.checkpoint,
+                render.message("the picked cell's settings are in the form: change them and Render"))
+
+    def use_as_preview(self, request: gr.Request = None):
+        page = self._page(request)
+        key = page.selected
+        if key is None or page.shown is None:
+            return render.message("pick a cell in the gallery first", error=True)
+        job = page.shown.job(key)
+        if job.lora is None:
+            return render.message("the baseline cell has no LoRA to be the preview of", error=True)
+        try:
+            written = self.host.publish_preview(Path(job.lora.path), page.project, page.shown.cells[key])
+        except (OSError, ValueError, RuntimeError) as e:
+            return render.message(f"could not set the preview: {e}", error=True)
+        return render.message(f"{written.name} is the preview of {job.lora.name} (its card in txt2img's LoRA tab)")
+
+    # --- callbacks: the next run ----------------------------------------------------------------
+    def new_run(self, project_name, run, rank, request: gr.Request = None):
+        """The run's settings with the guide's next step (fewer epochs, 3/4 or 1/2 of rank and alpha)
+        into the Train panel, with the dataset changes since that run in its message."""
+        unchanged = [gr.update()] * (len(self.train.new_run_outputs()) + 1)
+        try:
+            project = self._open(project_name)
+            summary = next((r for r in project_runs(project) if r.output_name == run), None)
+            if summary is None:
+                raise ValueError("choose a run with saved settings")
+            settings, reasons = next_run_settings(summary, RANK_CHOICES.get(rank, RANK_FACTORS[0]))
+            changes, note = dataset_changes_since(summary)
+        except (ValueError, OSError) as e:
+            return *unchanged, render.message(str(e), error=True)
+        message = new_run_message(run, reasons, changes, note)
+        return (*self.train.fill_new_run(project, settings, message, request), gr.Tabs(selected="train"),
+                render.message(f"the Train tab holds a new run from {run}"))
 
     # --- callbacks: notes -----------------------------------------------------------------------
     def show_note(self, project_name, run, epoch):
@@ -537,11 +723,27 @@ class ReviewPanel:
             return {}, f"**{escape(str(e))}**"
         return notes, notes_table(notes)
 
-    def _base_model(self, project: Project) -> str:
+    @staticmethod
+    def _settings(project: Project) -> dict:
+        """The project's saved settings, or {} (none saved yet, or not readable)."""
         try:
-            model = load_project_settings(project)["pretrained_model_name_or_path"].strip()
+            return load_project_settings(project)
         except Exception:
-            model = ""
+            return {}
+
+    @staticmethod
+    def _shown_grid(saved: SavedGrid | None) -> tuple:
+        """(grid image, gallery) for a saved grid; unreadable files show nothing."""
+        if saved is None:
+            return None, None
+        try:
+            items = gallery_items(saved)
+        except OSError:
+            return None, None
+        return items[0][0], items
+
+    def _base_model(self, project: Project, settings: dict) -> str:
+        model = str(settings.get("pretrained_model_name_or_path") or "").strip()
         if not model:
             checkpoints = self.host.checkpoints()
             model = str(checkpoints[0]) if checkpoints else ""

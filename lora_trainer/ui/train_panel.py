@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,18 @@ class _Page:
     project: str | None
     plot_key: str
     projects_key: str
+    # Settings the Review sent for a run in another project ("New run from this one"): opening that
+    # project fills the form with them instead of its saved ones, once, within PENDING_S.
+    pending: tuple[str, dict[str, Any], float] | None = None
+
+    def take_pending(self, project: str | None) -> dict[str, Any] | None:
+        pending, self.pending = self.pending, None
+        if pending and pending[0] == project and time.monotonic() - pending[2] < PENDING_S:
+            return pending[1]
+        return None
+
+
+PENDING_S = 30.0
 
 
 class TrainPanel:
@@ -246,8 +259,30 @@ class TrainPanel:
                     *[gr.update()] * (len(FIELDS) + 4), *self.refresh(request))
         self.runner.adopt([project])
         self.runner.project_loras(project, recheck=True)  # the user may have removed a published copy
+        sent = self._page(request).take_pending(project.name)
+        settings = self._sent_settings(sent) if sent else self.open_saved_settings(project.name, preset)
         return (project.repeats, self._project_info(project.name), tensorboard_command(project), hide, hide,
-                *self.open_saved_settings(project.name, preset), *self.refresh(request))
+                *settings, *self.refresh(request))
+
+    def new_run_outputs(self) -> list:
+        """What `fill_new_run` fills: the project, the form (with its base settings, model and preset)
+        and the message."""
+        return [self.project, self.base, *self.fields, self.model, self.model_path, self.preset, self.message]
+
+    def fill_new_run(self, project: Project, settings: dict[str, Any], message: str, request: gr.Request = None):
+        """The form for a new run in `project` from `settings` (the Review's "New run from this one"),
+        under the next free output name, so the run it came from keeps its files. Another project
+        than the page's is opened first, and its opening takes these settings (`_Page.pending`)."""
+        settings = {**settings, "output_name": next_free_output_name(project.model, settings["output_name"])}
+        page = self._page(request)
+        if page.project != project.name:
+            page.pending = (project.name, settings, time.monotonic())
+        return gr.update(value=project.name), *self._sent_settings(settings), render.message(message)
+
+    def _sent_settings(self, settings: dict[str, Any]) -> tuple:
+        """(base, form fields, model, model path, preset) for settings that are no preset's."""
+        return (settings, *form_values(settings), *self._model_updates(settings["pretrained_model_name_or_path"]),
+                CUSTOM)
 
     def open_saved_settings(self, name: str | None, preset: str | None):
         """(base, form fields, model, model path, preset): a project that has saved settings fills the

@@ -179,3 +179,37 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_preview_is_the_png_beside_the_lora_and_replaces_the_last_one(lora, lora_root, tmp_path):
+    """Forge's LoRA card shows `<stem>.preview.png`: the chosen cell's PNG, byte for byte, with the
+    ordinary permissions of a new file; choosing again replaces it; a non-PNG or missing LoRA is refused."""
+    from PIL import Image
+
+    from lora_trainer.fsutil import new_file_mode
+
+    published = publish_lora(lora, lora_root, "lora_trainer/p")
+    cells = []
+    for shade in (10, 200):
+        cell = tmp_path / f"cell{shade}.png"
+        Image.new("RGB", (8, 8), (shade, shade, shade)).save(cell)
+        cells.append(cell)
+    written = publish.write_preview(published, cells[0])
+    assert written == published.with_name("myLoRA-000002.preview.png")
+    assert written.read_bytes() == cells[0].read_bytes()
+    assert written.stat().st_mode & 0o777 == new_file_mode()
+    publish.write_preview(published, cells[1])
+    assert written.read_bytes() == cells[1].read_bytes()
+    assert sorted(p.name for p in written.parent.iterdir()) == ["myLoRA-000002.preview.png",
+                                                                "myLoRA-000002.safetensors"]  # no temp file left
+
+    jpeg = tmp_path / "cell.jpg"
+    Image.new("RGB", (8, 8)).save(jpeg)
+    with pytest.raises(ValueError, match=r"cell\.jpg is a JPEG image, not a PNG"):
+        publish.write_preview(published, jpeg)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"junk\.png: not an image"):
+        publish.write_preview(published, tmp_path / "junk.png")
+    with pytest.raises(FileNotFoundError, match="LoRA file not found"):
+        publish.write_preview(lora_root / "gone.safetensors", cells[0])
+    assert written.read_bytes() == cells[1].read_bytes()  # refusals leave the preview as it was

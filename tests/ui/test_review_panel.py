@@ -10,6 +10,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -197,7 +198,7 @@ def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write
     assert "stopping after" in panel.stop_render()
     host.go.release()
     _wait(lambda: panel._job.finished)
-    status, grid, gallery, errors = panel.poll()
+    status, grid, gallery, errors, params, *buttons = panel.poll()
     assert "cell 4/6" in status and "stopped" in status and "saved" in status
     saved = sorted((project.root / "review" / "hero").glob("*/grid.png"))
     assert len(saved) == 1 and str(saved[0]) in status
@@ -205,7 +206,8 @@ def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write
     assert [caption for _, caption in gallery][0] == "grid" and len(gallery) == 1 + 2  # seed 1's two cells
     assert "Seed: 1" in gallery[1][1] and "<lora:published-hero-000001:1>" in gallery[2][1]
     assert "seed 2" in errors and "the host cannot load it" in errors
-    assert panel.poll()[1:] == ({"__type__": "update"},) * 3  # the page shows it already
+    assert params == "" and all(b["interactive"] is False for b in buttons)  # nothing picked yet
+    assert panel.poll()[1:] == ({"__type__": "update"},) * 7  # the page shows it already
     assert "no grid is rendering" in panel.stop_render()
 
 
@@ -261,15 +263,18 @@ def test_runs_side_by_side_in_the_panel_follow_the_project(tmp_path, write_lora)
     with gr.Blocks():
         panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False)).build()
     outputs = panel._view_outputs()
-    assert outputs[-1] is panel.runs and panel.runs.elem_id == "lora_trainer_review_runs"
+    runs = outputs.index(panel.runs)
+    assert len(panel._form()) == rp.FORM_INPUTS and len(panel._cell_outputs()) == rp.CELL_OUTPUTS
+    assert panel.runs.elem_id == "lora_trainer_review_runs"
     shown = panel.refresh(None, None, "")
     assert len(shown) == len(outputs)
-    assert "| hero_v2 | **16** |" in shown[-1] and "| hero | 32 |" in shown[-1]
-    assert "No runs in this project yet" in panel.open_project("b")[-1]
+    assert "| hero_v2 | **16** |" in shown[runs] and "| hero | 32 |" in shown[runs]
+    assert shown[outputs.index(panel.next_run)]["choices"] == ["hero_v2", "hero"]  # "New run from this one"
+    assert "No runs in this project yet" in panel.open_project("b")[runs]
     _saved_run(second, write_lora, "solo", STAMP, 100, {1: 0.4, 2: 0.35})
-    table = panel.refresh("b", None, "")[-1]  # Refresh reads the files again
+    table = panel.refresh("b", None, "")[runs]  # Refresh reads the files again
     assert "| solo | 1, 2 | 0.3500 | 0.3500 (2) |" in table
-    assert panel.open_project(None)[-1] == ""  # no project chosen: no table
+    assert panel.open_project(None)[runs] == ""  # no project chosen: no table
 
 
 # --- in the browser ----------------------------------------------------------------------------------
@@ -409,9 +414,135 @@ def test_pickers_are_kept_out_of_forges_ui_config(tmp_path):
     not_saved = {b.elem_id for b in blocks.blocks.values() if getattr(b, "do_not_save_to_config", False)}
     review = {e for e in not_saved if e.startswith("lora_trainer_review_")}
     assert review == {f"lora_trainer_review_{n}" for n in ("project", "run", "epochs", "prompts", "model",
-                                                           "note_epoch", "note", "rating", "chosen")}
+                                                           "note_epoch", "note", "rating", "chosen", "cell_params",
+                                                           "next_run", "width", "height")}
 
 
 def make_lora(tiny_sdxl, path: Path, epoch: int, step: int) -> Path:
     """A kohya LoRA file with random non-zero U-Net weights and the trainer's metadata."""
     return write_tiny_lora(tiny_sdxl.diffusers_dir, path, seed=epoch, epoch=epoch, step=step)
+
+
+class _PreviewHost(_SlowHost):
+    def __init__(self, workspace: Path):
+        super().__init__(workspace)
+        self.previews = []
+
+    def publish_preview(self, lora_file, project, image):
+        self.previews.append((Path(lora_file).name, project, Path(image).read_bytes()))
+        return Path(lora_file).with_name(Path(lora_file).stem + ".preview.png")
+
+
+def _select(index: int):
+    return SimpleNamespace(index=index)
+
+
+def test_a_picked_cell_goes_to_the_form_or_becomes_the_preview_and_the_grid_is_back_after_a_restart(
+        tmp_path, write_lora):
+    """Gallery: [grid, baseline cell, epoch cell]. Picking the LoRA cell shows its parameters and
+    enables its buttons; "Send to the form" puts its run, epoch, prompt, seed and settings in the form;
+    "Use as preview" hands its PNG to the host. A new panel (a UI restart) shows the same grid and its
+    cells keep working."""
+    project = Project(tmp_path / "p", "p").create()
+    write_lora(project.model, "hero-000001", 100, ss_output_name="hero", ss_epoch="1", ss_steps="4")
+    write_lora(project.model, "hero-000002", 200, ss_output_name="hero", ss_epoch="2", ss_steps="8")
+    host = _PreviewHost(tmp_path)
+    panel = rp.ReviewPanel(host, _Runner(active=False))
+    lora = str(project.model / "hero-000002.safetensors")
+    panel.start_render("p", "hero", [lora], True, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors")
+    for _ in range(2):
+        host.go.release()
+    _wait(lambda: panel._job.finished)
+    panel.poll()
+    assert "pick a cell" in panel.send_to_form()[-1] and "pick a cell" in panel.use_as_preview()
+
+    params, send, txt2img, preview = panel.pick_cell(_select(2))
+    assert params.startswith("a cat <lora:published-hero-000002:0.8>\nNegative prompt: ugly\nSteps: 3, Sampler: Euler a")
+    assert "Seed: 7, Size: 16x24, Model: base" in params
+    assert send["interactive"] and txt2img["interactive"] and preview["interactive"]
+    form = panel.send_to_form()
+    (project_, run, epochs, baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height,
+     model, message) = form
+    assert project_["value"] == "p" and run["value"] == "hero" and epochs["value"] == [lora]
+    assert [value for _, value in epochs["choices"]] == [str(project.model / "hero-000001.safetensors"), lora]
+    assert (baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height, model) == (
+        False, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors")
+    assert "Render" in message
+
+    assert "is the preview of published-hero-000002" in panel.use_as_preview()
+    cell_png = sorted((project.review / "hero").glob("*/grid/s0_r0_c1.png"))[0]
+    assert host.previews == [("hero-000002.safetensors", "p", cell_png.read_bytes())]
+
+    assert panel.pick_cell(_select(1))[3]["interactive"] is False  # the baseline cell: no LoRA, no preview
+    assert panel.send_to_form()[3] is True  # the baseline box ticked
+    assert panel.pick_cell(_select(0))[0] == ""  # the grid itself is no cell
+
+    restarted = rp.ReviewPanel(host, _Runner(active=False))
+    view = restarted.open_run("p", "hero", "")
+    grid, gallery = view[15], view[16]
+    assert grid.size == Image.open(sorted((project.review / "hero").glob("*/grid.png"))[0]).size
+    assert len(gallery) == 3 and "<lora:published-hero-000002:0.8>" in gallery[2][1]
+    assert restarted.pick_cell(_select(2))[0] == params
+
+
+def test_the_review_size_defaults_to_the_size_the_run_trained_at():
+    assert rp.training_size({"max_resolution": "832,1216"}) == (832, 1216)
+    assert rp.training_size({"max_resolution": "768"}) == (768, 768)
+    assert rp.training_size({}) == (1024, 1024)
+
+
+def test_new_run_from_this_one_fills_the_train_panel_with_the_next_step_and_the_dataset_changes(
+        tmp_path, write_lora):
+    """Run hero (8 epochs, rank 32, alpha 16, epoch 4 chosen) -> the Train panel gets 6 epochs, rank
+    16, alpha 8 at 1/2, the next free output name, the Train tab selected and a message naming the
+    advice and the images changed since. Another project than the page's: opening it takes them too."""
+    import gradio as gr
+
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.review.notes import save_note
+    from lora_trainer.runs.resume import DATASET_FILE, dataset_record
+    from lora_trainer.runs.runner import TrainRunner
+    from lora_trainer.ui.form import FIELDS
+    from lora_trainer.ui.train_panel import TrainPanel
+
+    Project(tmp_path / "other", "other").create()
+    project = Project(tmp_path / "p", "p").create()
+    make_character_dataset(project.img, name="p", count=3, size=32, repeats=1, seed=0)
+    old = _saved_run(project, write_lora, "hero", STAMP, 100, {e: 0.3 - 0.01 * e for e in range(1, 9)},
+                     network_dim=32, network_alpha=16, max_train_epochs=8, train_data_dir=str(project.img))
+    save_note(old, 4, rating=5, note="best", chosen=True)
+    state = project.model / "hero-state"
+    state.mkdir()
+    (state / DATASET_FILE).write_text(json.dumps(dataset_record(project.img, ".txt")))
+    removed = sorted((project.img / "1_p").glob("*.png"))[0]
+    removed.unlink()
+
+    host = StandaloneHost(tmp_path)
+    runner = TrainRunner(host)
+    with gr.Blocks():
+        with gr.Tabs() as tabs:
+            train = TrainPanel(host, runner).build()
+            review = rp.ReviewPanel(host, runner).build()
+        review.wire_new_run(train, tabs)
+    assert train.project.value == "other"  # the page shows another project in the Train tab
+    answer = review.new_run("p", "hero", "1/2")
+    outputs = [*train.new_run_outputs(), tabs, review.message]
+    assert len(answer) == len(outputs)
+    values = dict(zip((f.key for f in FIELDS), answer[2:2 + len(FIELDS)]))
+    assert answer[0]["value"] == "p"
+    assert (values["max_train_epochs"], values["network_dim"], values["network_alpha"]) == (6, 16, 8.0)
+    assert values["output_name"] == "hero_v2"  # hero keeps its files
+    assert answer[outputs.index(train.preset)] == "Custom"
+    message = answer[outputs.index(train.message)]
+    assert "New run from hero: max_train_epochs 8 -&gt; 6" in message and "1/2 of the rank" in message
+    assert f"removed: 1_p/{removed.name}" in message
+    assert answer[outputs.index(tabs)].selected == "train"
+
+    opened = train.open_project("p", "Custom")  # the project dropdown's change event
+    assert list(opened[6:6 + len(FIELDS)]) == list(answer[2:2 + len(FIELDS)])
+    saved = train.open_project("p", "Custom")  # once: opening it again shows what it has saved
+    again = dict(zip((f.key for f in FIELDS), saved[6:6 + len(FIELDS)]))
+    assert again["network_dim"] == gr.update()  # p has no saved settings of its own: the form stays
+
+    refused = review.new_run("p", "nobody", "3/4")
+    assert "choose a run with saved settings" in refused[-1]
