@@ -1,7 +1,13 @@
 """`python -m lora_trainer grid`: a run's epochs side by side in a fixed-seed grid, rendered standalone
 with diffusers (no WebUI). Columns: the no-LoRA baseline and each LoRA file (`--lora`, or every epoch
 file of a run with `--run-dir`); rows: the prompts, or LoRA weights for the first prompt (`--weight`).
-Everything is checked before the model loads; the grid PNG, its cells and its parameters go to `--out`."""
+Everything is checked before the model loads; the grid PNG, its cells and its parameters go to `--out`.
+
+With `--run-dir` and `--follow`, the grid follows a training as it runs: the baseline first, then each
+epoch file as the trainer saves it, the PNG saved again after each column, until the training that
+writes that folder ends (its output lock is held by a live process; `--follow-timeout` stops waiting
+sooner). An epoch renders as soon as it is saved when the render fits in the free memory beside the
+training ("live"), else it waits for the training to end ("queued")."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderSettings, Row
@@ -35,6 +42,12 @@ def register(subparsers) -> None:
     source.add_argument("--run-dir", type=Path, default=None,
                         help="a run's output folder: every epoch file of one output name, by epoch")
     p.add_argument("--output-name", default="", help="with --run-dir: whose files (default: the newest run's)")
+    p.add_argument("--follow", action="store_true",
+                   help="with --run-dir: add each epoch as the training running there saves it, until it ends")
+    p.add_argument("--follow-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --follow: stop waiting for new epochs after this long (default: until the training ends)")
+    p.add_argument("--poll-seconds", type=float, default=2.0, metavar="SECONDS",
+                   help="with --follow: how often to look for a new epoch file (default: 2)")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="a no-LoRA column first (default: on)")
     p.add_argument("--prompt", action="append", default=[], help=f"a row's prompt (repeatable; default {DEFAULT_PROMPT!r})")
@@ -55,6 +68,13 @@ def register(subparsers) -> None:
 
 def build_spec(args: argparse.Namespace) -> GridSpec:
     """The grid the arguments describe, every file checked; GridArgsError says what is wrong. No torch."""
+    settings = render_settings(args, check_model(args))
+    columns = ([Column("no LoRA", None)] if args.baseline else []) + lora_columns(args)
+    return GridSpec(columns=columns, rows=grid_rows(args), seeds=args.seed or [DEFAULT_SEED], settings=settings)
+
+
+def check_model(args: argparse.Namespace) -> Path:
+    """The base model, its config folder and the sampler checked; the model's path."""
     from lora_trainer.review.diffusers_render import check_sampler
     from lora_trainer.review.spec import RenderError
 
@@ -67,19 +87,22 @@ def build_spec(args: argparse.Namespace) -> GridSpec:
         check_sampler(args.sampler)
     except RenderError as e:
         raise GridArgsError(str(e)) from None
+    return model
+
+
+def render_settings(args: argparse.Namespace, model: Path) -> RenderSettings:
     try:
-        settings = RenderSettings(negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
-                                  sampler=args.sampler, width=args.width, height=args.height,
-                                  checkpoint=str(model))
+        return RenderSettings(negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
+                              sampler=args.sampler, width=args.width, height=args.height, checkpoint=str(model))
     except ValueError as e:
         raise GridArgsError(str(e)) from None
-    columns = ([Column("no LoRA", None)] if args.baseline else []) + lora_columns(args)
+
+
+def grid_rows(args: argparse.Namespace) -> list[Row]:
     prompts = args.prompt or [DEFAULT_PROMPT]
     if args.weight:
-        rows = [Row(f"weight {w:g}", prompts[0], w) for w in args.weight]
-    else:
-        rows = [Row(_short(p), p) for p in prompts]
-    return GridSpec(columns=columns, rows=rows, seeds=args.seed or [DEFAULT_SEED], settings=settings)
+        return [Row(f"weight {w:g}", prompts[0], w) for w in args.weight]
+    return [Row(_short(p), p) for p in prompts]
 
 
 def lora_columns(args: argparse.Namespace) -> list[Column]:
@@ -151,6 +174,8 @@ def _ctrl_c_stops(stop: threading.Event):
 
 
 def run_grid(args: argparse.Namespace) -> int:
+    if args.follow:
+        return run_follow(args)
     try:
         spec = build_spec(args)
         _check_out_folder(args.out, args.name)
@@ -190,3 +215,135 @@ def run_grid(args: argparse.Namespace) -> int:
         print(f"{failed} of {total} cells failed (shown in red in the grid)", file=sys.stderr)
     print(f"grid: {files.grid}")
     return 1 if failed else 0
+
+
+# --- --follow: a grid that grows while the training runs --------------------------------------------
+
+def followed_output_name(args: argparse.Namespace) -> str:
+    """Whose epochs to follow in --run-dir: --output-name, else the training writing there now, else
+    the newest files' name; GridArgsError when there is nothing to follow."""
+    from lora_trainer.runs.layout import live_output_names
+    from lora_trainer.runs.lora_files import project_lora_files
+
+    if args.run_dir is None:
+        raise GridArgsError("--follow needs --run-dir (the output folder the training writes its epochs into)")
+    if not args.run_dir.is_dir():
+        raise GridArgsError(f"run folder not found: {args.run_dir}")
+    live = live_output_names(args.run_dir)
+    names = list(dict.fromkeys(f.output_name for f in project_lora_files(args.run_dir)))
+    if args.output_name:
+        if args.output_name not in live + names:
+            raise GridArgsError(f"nothing of {args.output_name!r} to follow in {args.run_dir}: no LoRA files "
+                                f"of that name and no training writing them")
+        return args.output_name
+    if len(live) > 1:
+        raise GridArgsError(f"several trainings write into {args.run_dir} ({', '.join(live)}): "
+                            f"choose one with --output-name")
+    if live or names:
+        return (live or names)[0]
+    raise GridArgsError(f"nothing to follow in {args.run_dir}: no LoRA files and no training writing there")
+
+
+def training_running(run_dir: Path, output_name: str, timeout_s: float | None) -> Callable[[], bool]:
+    """Whether the training of `output_name` still writes into `run_dir`: a live process holds its
+    output lock (runs/layout.py; a lock left by a killed trainer does not count), for at most `timeout_s`."""
+    from lora_trainer.runs.layout import output_lock_owner
+
+    started = time.monotonic()
+
+    def running() -> bool:
+        if timeout_s is not None and time.monotonic() - started >= timeout_s:
+            return False
+        return output_lock_owner(run_dir, output_name) is not None
+
+    return running
+
+
+def run_follow(args: argparse.Namespace) -> int:
+    try:
+        settings = render_settings(args, check_model(args))
+        rows = grid_rows(args)
+        output_name = followed_output_name(args)
+        _check_out_folder(args.out, args.name)
+    except GridArgsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.review.live import LiveGrid, epoch_columns_source
+    from lora_trainer.review.spec import RenderError
+
+    host = StandaloneHost(workspace_dir=args.out, config_dir=args.model_config_dir)
+    printer = _FollowPrinter(args.out, args.name, render_need_bytes_of(args.model))
+    print(f"following {output_name!r} in {args.run_dir}: each saved epoch joins the grid", flush=True)
+    stop = threading.Event()
+    grid = LiveGrid(rows=rows, seeds=args.seed or [DEFAULT_SEED], settings=settings, baseline=args.baseline,
+                    saved_columns=epoch_columns_source(args.run_dir, output_name),
+                    running=training_running(args.run_dir, output_name, args.follow_timeout),
+                    room=printer.room, host=host, stop=stop, on_cell=printer.cell, on_column=printer.column,
+                    on_mode=printer.mode, poll_s=args.poll_seconds)
+    printer.grid = grid
+    try:
+        with _ctrl_c_stops(stop):
+            result = grid.run()
+    except RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return printer.finish(result)
+
+
+def render_need_bytes_of(model: str) -> int:
+    from lora_trainer.review.live import render_need_bytes
+
+    return render_need_bytes(Path(model).expanduser())
+
+
+class _FollowPrinter:
+    """What `grid --follow` prints and saves: the mode when it changes, each cell, the grid after each
+    column. Once the model is loaded (the first cell), a render needs only its activations."""
+
+    def __init__(self, out: Path, name: str, need_bytes: int):
+        self.out, self.name, self.need_bytes = out, name, need_bytes
+        self.grid_path: Path | None = None
+        self.grid = None  # the LiveGrid, for the cells' descriptions
+
+    def room(self):
+        from lora_trainer.review.live import decide_room, free_render_memory
+
+        free, device = free_render_memory()
+        return decide_room(free, self.need_bytes, device)
+
+    def mode(self, _mode: str, reason: str) -> None:
+        print(reason, flush=True)
+
+    def cell(self, done: int, total: int, key, cell) -> None:
+        from lora_trainer.review.live import ACTIVATIONS_1024_BYTES
+
+        self.need_bytes = min(self.need_bytes, ACTIVATIONS_1024_BYTES)  # the model is loaded now
+        from lora_trainer.review.render import describe_cell
+
+        status = "done" if not isinstance(cell, str) else f"error: {cell}"
+        print(f"cell {done}/{total} ({describe_cell(self.grid.spec, key)}): {status}", flush=True)
+
+    def column(self, spec: GridSpec, cells: dict) -> None:
+        self.grid_path = self._save(spec, cells)
+        done = sum(1 for key in cells if key[2] == len(spec.columns) - 1)
+        print(f"column {spec.columns[-1].label}: {done} cells; grid: {self.grid_path}", flush=True)
+
+    def _save(self, spec: GridSpec, cells: dict) -> Path:
+        from lora_trainer.review.grid import save_grid
+
+        return save_grid(spec, cells, self.out, self.name).grid
+
+    def finish(self, result) -> int:
+        if result is None:
+            print("stopped before any cell was rendered; no grid written", file=sys.stderr)
+            return 0
+        if result.stopped:
+            self.grid_path = self._save(result.spec, result.cells)
+            print(f"stopped: {len(result.cells)} cells rendered; the grid keeps them", file=sys.stderr)
+        failed = len(result.errors)
+        if failed:
+            print(f"{failed} of {len(result.cells)} cells failed (shown in red in the grid)", file=sys.stderr)
+        print(f"grid: {self.grid_path}")
+        return 1 if failed else 0

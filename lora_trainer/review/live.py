@@ -132,6 +132,7 @@ def epoch_columns_source(model_dir: str | Path, output_name: str,
 
 OnLiveCell = Callable[[int, int, CellKey, CellResult], None]  # (done, total so far, key, cell)
 OnColumn = Callable[[GridSpec, dict], None]  # (the grid so far, its cells), after each finished column
+OnMode = Callable[[str, str], None]  # (mode, reason), when the mode changes
 
 
 class LiveGrid:
@@ -139,19 +140,20 @@ class LiveGrid:
 
     `mode` and `reason` say what it does now: LIVE (rendering beside the training), QUEUED (waiting
     for room or for the training to end) or ENDED (the training ended: rendering what is left); ""
-    before anything was to render. `run()` returns the grid (None when no column was started)."""
+    before anything was to render; `on_mode(mode, reason)` follows each change of mode. `run()`
+    returns the grid (None when no column was started)."""
 
     def __init__(self, *, rows: list[Row], seeds: list[int], settings: RenderSettings, baseline: bool,
                  saved_columns: Callable[[], list[Column]], running: Callable[[], bool],
                  room: Callable[[], RenderRoom], host: Renders, stop: threading.Event | None = None,
-                 on_cell: OnLiveCell | None = None, on_column: OnColumn | None = None, poll_s: float = 2.0,
-                 sleep: Callable[[float], None] | None = None):
+                 on_cell: OnLiveCell | None = None, on_column: OnColumn | None = None,
+                 on_mode: OnMode | None = None, poll_s: float = 2.0, sleep: Callable[[float], None] | None = None):
         if not rows or not seeds:
             raise ValueError("a grid needs at least one row and one seed")
         self.rows, self.seeds, self.settings = list(rows), list(seeds), settings
         self.saved_columns, self.running, self.room, self.host = saved_columns, running, room, host
         self.stop = stop or threading.Event()
-        self.on_cell, self.on_column, self.poll_s = on_cell, on_column, poll_s
+        self.on_cell, self.on_column, self.on_mode, self.poll_s = on_cell, on_column, on_mode, poll_s
         self.sleep = sleep or self.stop.wait
         self.mode, self.reason = "", ""
         self.columns: list[Column] = []  # started (rendered, or rendering), left to right
@@ -171,7 +173,7 @@ class LiveGrid:
             self._take_new_columns()
             if self.queued and (not running or self._has_room()):
                 if not running:
-                    self._set_mode(ENDED, "the training has ended: rendering the columns left")
+                    self._set_mode(ENDED, "ended: the training is over; rendering the columns left")
                 self._render_column(self.queued.pop(0))
             elif not running:
                 break
@@ -194,7 +196,10 @@ class LiveGrid:
         return room.live
 
     def _set_mode(self, mode: str, reason: str) -> None:
+        changed = mode != self.mode
         self.mode, self.reason = mode, reason
+        if changed and self.on_mode is not None:
+            self.on_mode(mode, reason)
 
     def _render_column(self, column: Column) -> None:
         self.columns.append(column)

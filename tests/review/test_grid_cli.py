@@ -80,3 +80,91 @@ def test_ctrl_c_saves_the_grid_with_the_cells_it_has(tiny_sdxl, tmp_path):
     assert rest.splitlines()[-1] == f"grid: {out / 'hero.png'}"
     kept = sorted((out / "hero").iterdir())
     assert 1 <= len(kept) < 80  # the finished cells, not the rest
+
+
+def test_follow_refuses_without_a_run_folder_or_anything_to_follow(tiny_sdxl, tmp_path, capsys):
+    lora = make_lora(tiny_sdxl, tmp_path / "hero-000001.safetensors", seed=1)
+    assert main(tiny_args(tiny_sdxl, tmp_path / "out") + ["--lora", str(lora), "--follow"]) == 2
+    assert "--follow needs --run-dir" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(tiny_args(tiny_sdxl, tmp_path / "out") + ["--run-dir", str(tmp_path / "empty"), "--follow"]) == 2
+    assert "nothing to follow in" in capsys.readouterr().err
+
+
+def test_follow_without_a_running_training_renders_the_saved_epochs_and_ends(tiny_sdxl, tmp_path, capsys):
+    run = tmp_path / "model"
+    make_lora(tiny_sdxl, run / "hero-000001.safetensors", seed=1)
+    out = tmp_path / "review"
+    code = main(tiny_args(tiny_sdxl, out) + ["--run-dir", str(run), "--follow", "--poll-seconds", "0.1"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    lines = printed.out.splitlines()
+    assert lines[1] == "ended: the training is over; rendering the columns left"
+    assert [line for line in lines if line.startswith("column ")] == [
+        f"column no LoRA: 1 cells; grid: {out / 'hero.png'}", f"column epoch 1: 1 cells; grid: {out / 'hero.png'}"]
+    assert lines[-1] == f"grid: {out / 'hero.png'}"
+    assert [c.label for c in load_grid_spec(out / "hero.png").columns] == ["no LoRA", "epoch 1"]
+
+
+@pytest.mark.slow
+def test_live_mode_adds_a_column_per_saved_epoch_during_a_real_tiny_run(tiny_sdxl, tmp_path, capsys, monkeypatch):
+    """A real training in a subprocess, `grid --follow` on its output folder at the same time: each epoch
+    joins the grid while the trainer still runs; a stop request ends the training, and the grid."""
+    import subprocess
+    import sys
+    import time
+
+    from lora_trainer.config.presets import load_preset
+    from lora_trainer.demo.synthetic import make_character_dataset
+    from lora_trainer.host import subprocess_env
+    from lora_trainer.review import cli as grid_cli
+    from lora_trainer.runs.layout import EPOCH, RunFiles, request_stop
+    from lora_trainer.runs.lora_files import project_lora_files
+
+    images = make_character_dataset(tmp_path / "img", name="hero", count=3, size=64, repeats=1, seed=0)
+    model_dir = tmp_path / "model"
+    cfg = load_preset("CPU smoke test", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
+                      train_data_dir=str(images), output_dir=str(model_dir), logging_dir=str(tmp_path / "log"),
+                      output_name="hero", network_train_unet_only=True, max_train_epochs=40)
+    cfg.save_json(tmp_path / "run.json")
+    log = tmp_path / "trainer.log"
+    with open(log, "w") as output:  # a file, not a pipe: tqdm's bars would fill a pipe nobody reads
+        trainer = subprocess.Popen([sys.executable, "-m", "lora_trainer", "train", "--config",
+                                    str(tmp_path / "run.json"), "--model-config-dir", str(tiny_sdxl.config_dir)],
+                                   env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT)
+    try:
+        lock = RunFiles(model_dir, "hero").lock
+        deadline = time.time() + 60
+        while not lock.exists() and trainer.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert lock.exists(), log.read_text()[-2000:]
+
+        seen = []  # (columns, the trainer's poll()) after each column
+        column = grid_cli._FollowPrinter.column
+
+        def recorded(printer, spec, cells):
+            seen.append(([c.label for c in spec.columns], trainer.poll()))
+            if len(spec.columns) == 3:  # the baseline and two epochs: enough, stop the training
+                request_stop(model_dir, "hero")
+            column(printer, spec, cells)
+
+        monkeypatch.setattr(grid_cli._FollowPrinter, "column", recorded)
+        out = tmp_path / "review"
+        code = main(tiny_args(tiny_sdxl, out) + ["--run-dir", str(model_dir), "--follow", "--poll-seconds", "0.2",
+                                                 "--follow-timeout", "240"])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        assert trainer.wait(timeout=60) == 0, log.read_text()[-2000:]
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+
+    epochs = sorted(f.epoch for f in project_lora_files(model_dir) if f.kind == EPOCH)
+    assert len(epochs) >= 2
+    spec = load_grid_spec(out / "hero.png")
+    assert [c.label for c in spec.columns] == ["no LoRA"] + [f"epoch {e}" for e in epochs]
+    assert [labels for labels, _ in seen] == [["no LoRA"] + [f"epoch {e}" for e in epochs[:n]]
+                                              for n in range(len(epochs) + 1)]
+    assert any(poll is None for labels, poll in seen[1:]), f"no epoch column while the training ran: {seen}"
+    assert "live: " in printed.out
+    assert printed.out.splitlines()[-1] == f"grid: {out / 'hero.png'}"
