@@ -4,6 +4,7 @@
                 seeds, the txt2img settings) and the one render job a cell is
     grid        a labelled grid image from rendered cells, saved with its parameters
     render      rendering a grid cell by cell through the host (progress, stop, kept cells)
+    live        a grid whose columns are a run's epochs, rendered as the training saves them
     candidates  which epochs to look at first, from the run's loss
     notes       ratings and notes per epoch, kept with the run
 

@@ -209,3 +209,22 @@ def test_rows_and_seeds_are_required():
     with pytest.raises(ValueError):
         LiveGrid(rows=[], seeds=[1], settings=RenderSettings(), baseline=True, saved_columns=list,
                  running=lambda: False, room=lambda: RenderRoom(True, ""), host=FakeHost())
+
+
+def test_a_training_runs_while_a_live_process_holds_its_output_lock(tmp_path):
+    import os
+
+    from lora_trainer.fsutil import release_lock
+    from lora_trainer.review.cli import training_running
+    from lora_trainer.runs.layout import RunFiles, live_output_names, take_output_lock
+    from lora_trainer.runs.trainer_record import process_start_time
+
+    assert live_output_names(tmp_path / "missing") == [] and live_output_names(tmp_path) == []
+    owner = take_output_lock(tmp_path, "hero", os.getpid(), process_start_time(os.getpid()))
+    assert live_output_names(tmp_path) == ["hero"]
+    assert training_running(tmp_path, "hero", None)() and not training_running(tmp_path, "other", None)()
+    assert not training_running(tmp_path, "hero", 0.0)()  # --follow-timeout over
+    release_lock(RunFiles(tmp_path, "hero").lock, owner)
+    assert not training_running(tmp_path, "hero", None)()
+    take_output_lock(tmp_path, "gone", os.getpid(), 1.0)  # a lock a killed trainer left (another start time)
+    assert RunFiles(tmp_path, "gone").lock.exists() and live_output_names(tmp_path) == []
