@@ -346,14 +346,13 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         captions = [p.read_text().strip() for p in sorted((project / "img" / "1_hero").glob("*.txt"))]
         assert prompts and prompts[0] == captions[0] and len(prompts) <= 3
         assert page.input_value("#lora_trainer_review_steps input") == "20"
-        assert page.input_value("#lora_trainer_review_width input") == "1024"
+        assert page.input_value("#lora_trainer_review_width input") == "64"  # the size the run trained at
 
         epochs.get_by_label("epoch 1 (step 4)").check()
         page.locator("#lora_trainer_review_baseline input").uncheck()
         page.fill("#lora_trainer_review_prompts textarea", prompts[0])
         page.fill("#lora_trainer_review_seeds textarea", "1, 2")
-        for elem_id, value in (("steps", "2"), ("width", "64"), ("height", "64")):
-            set_number(page, f"lora_trainer_review_{elem_id}", value)
+        set_number(page, "lora_trainer_review_steps", "2")
         page.click("#lora_trainer_review_render")
         tt.wait_for_text(page, "lora_trainer_review_message", "rendering 4 cells")
         page.wait_for_function("document.getElementById('lora_trainer_review_progress').innerText"
@@ -377,6 +376,30 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         page.screenshot(path=str(tmp_path / "review_grid.png"), full_page=True)
         shutil.copy(tmp_path / "review_grid.png", "/tmp/review_grid.png")
 
+        # Pick seed 1's epoch-2 cell (the gallery: grid, then the cells) and send it to the form.
+        assert not page.locator("#lora_trainer_review_send_txt2img").is_visible()  # standalone: no txt2img
+        assert page.locator("#lora_trainer_review_send_form").is_disabled()
+        page.locator("#lora_trainer_review_gallery .thumbnail-item").nth(2).click()
+        page.wait_for_function("document.querySelector('#lora_trainer_review_cell_params textarea').value"
+                               ".includes('Seed: 1,')")
+        params = page.input_value("#lora_trainer_review_cell_params textarea")
+        assert params.startswith(f"{prompts[0]} <lora:hero-000002:1>"), params
+        page.fill("#lora_trainer_review_seeds textarea", "99")
+        set_number(page, "lora_trainer_review_width", "1024")
+        page.click("#lora_trainer_review_send_form")
+        tt.wait_for_text(page, "lora_trainer_review_message", "the picked cell's settings are in the form")
+        assert page.input_value("#lora_trainer_review_seeds textarea") == "1"
+        assert page.input_value("#lora_trainer_review_width input") == "64"
+        assert page.input_value("#lora_trainer_review_prompts textarea") == prompts[0]
+        assert epochs.get_by_label("epoch 2 (step 8)").is_checked()
+        assert not epochs.get_by_label("epoch 1 (step 4)").is_checked()
+        assert not page.locator("#lora_trainer_review_baseline input").is_checked()
+        page.click("#lora_trainer_review_preview")
+        tt.wait_for_text(page, "lora_trainer_review_message", "hero-000002.preview.png is the preview of hero-000002")
+        assert (project / "model" / "hero-000002.preview.png").read_bytes() == \
+            (grids[0].parent / "grid" / "s0_r0_c1.png").read_bytes()
+        page.screenshot(path="/tmp/review_cell_sent.png", full_page=True)
+
         # A rating and a note for epoch 2.
         tt.choose(page, "lora_trainer_review_note_epoch", "2")
         page.locator("#lora_trainer_review_rating").get_by_label("4").check()
@@ -393,6 +416,12 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
     try:
         context, page = open_review(browser, url)
         tt.wait_for_text(page, "lora_trainer_review_notes", "sharp eyes, good hair")
+        # The last grid is shown again, its cells still to be picked.
+        page.wait_for_selector("#lora_trainer_review_grid img")
+        page.wait_for_function("document.querySelectorAll('#lora_trainer_review_gallery img').length >= 5")
+        page.locator("#lora_trainer_review_gallery .thumbnail-item").nth(1).click()
+        page.wait_for_function("document.querySelector('#lora_trainer_review_cell_params textarea').value"
+                               ".includes('<lora:hero-000001:1>')")
         notes = tt.text_of(page, "lora_trainer_review_notes")
         assert "★★★★" in notes and "✓" in notes
         tt.choose(page, "lora_trainer_review_note_epoch", "2")
