@@ -3,6 +3,7 @@ a file name, a config or the trainer is escaped."""
 
 from __future__ import annotations
 
+import time
 from html import escape
 
 from lora_trainer.runs.follow import RunStatus, SavedLora
@@ -11,11 +12,14 @@ STATE_LABELS = {"idle": "Idle", "starting": "Starting", "running": "Running", "s
                 "finished": "Finished", "failed": "Failed"}
 
 
-def message(text: str, error: bool = False) -> str:
+def message(text: str, error: bool = False, refresh_cards: bool = False) -> str:
+    """`refresh_cards`: the WebUI's LoRA cards changed (a new preview): javascript/lora_trainer_cards.js
+    refreshes them once for this message."""
     if not text:
         return ""
     kind = "error" if error else "info"
-    return f'<div class="lora-trainer-message lora-trainer-{kind}">{escape(text)}</div>'
+    mark = f' data-refresh-cards="{time.time_ns()}"' if refresh_cards else ""
+    return f'<div class="lora-trainer-message lora-trainer-{kind}"{mark}>{escape(text)}</div>'
 
 
 def status(s: RunStatus) -> str:
@@ -60,10 +64,16 @@ def duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def saved_files(saved: list[SavedLora], problems: list[str] = (), empty: str = "No LoRA saved yet.") -> str:
+def saved_files(saved: list[SavedLora], problems: list[str] = (), empty: str = "No LoRA saved yet.",
+                project: str = "") -> str:
     """LoRA files with their prompt names and a copy button each (javascript/lora_trainer.js),
     grouped under their output name; then any the host could not list (not hidden: the user would
-    look for them in the WebUI in vain)."""
+    look for them in the WebUI in vain). In a block that names the project: a name new to it makes
+    javascript/lora_trainer_cards.js refresh the WebUI's LoRA cards."""
+    return f'<div class="lora-trainer-saved-list" data-project="{escape(project)}">{_saved_table(saved, problems, empty)}</div>'
+
+
+def _saved_table(saved: list[SavedLora], problems: list[str], empty: str) -> str:
     trouble = "".join(f'<p class="lora-trainer-error">{escape(p)}</p>' for p in problems)
     if not saved:
         return f'<p class="lora-trainer-empty">{escape(empty)}</p>' + trouble

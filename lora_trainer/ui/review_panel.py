@@ -663,7 +663,8 @@ class ReviewPanel:
             written = self.host.publish_preview(Path(job.lora.path), page.project, page.shown.cells[key])
         except (OSError, ValueError, RuntimeError) as e:
             return render.message(f"could not set the preview: {e}", error=True)
-        return render.message(f"{written.name} is the preview of {job.lora.name} (the picture on its LoRA card)")
+        return render.message(f"{written.name} is the preview of {job.lora.name} (the picture on its LoRA card)",
+                              refresh_cards=True)
 
     # --- callbacks: the next run ----------------------------------------------------------------
     def new_run(self, project_name, run, rank, request: gr.Request = None):

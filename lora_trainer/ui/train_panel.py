@@ -467,7 +467,7 @@ class TrainPanel:
             project = self._open(name)
         except ValueError:
             return ""
-        return render.saved_files(*self.runner.project_loras(project), empty=NO_LORA_YET)
+        return render.saved_files(*self.runner.project_loras(project), empty=NO_LORA_YET, project=project.name)
 
     def _saved_settings(self, name: str | None) -> dict[str, Any] | None:
         """The project's saved settings as the form shows them (`_form_settings`); None when it has no

@@ -394,8 +394,11 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         assert epochs.get_by_label("epoch 2 (step 8)").is_checked()
         assert not epochs.get_by_label("epoch 1 (step 4)").is_checked()
         assert not page.locator("#lora_trainer_review_baseline input").is_checked()
+        page.evaluate(tt.FAKE_CARD_REFRESH)
         page.click("#lora_trainer_review_preview")
         tt.wait_for_text(page, "lora_trainer_review_message", "hero-000002.preview.png is the preview of hero-000002")
+        # the WebUI's LoRA cards are refreshed once, to show the new picture
+        page.wait_for_function("window.cardRefreshes.txt2img === 1 && window.cardRefreshes.img2img === 1")
         assert (project / "model" / "hero-000002.preview.png").read_bytes() == \
             (grids[0].parent / "grid" / "s0_r0_c1.png").read_bytes()
         page.screenshot(path="/tmp/review_cell_sent.png", full_page=True)

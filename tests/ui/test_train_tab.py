@@ -448,3 +448,39 @@ def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts
         context.close()
         for server in servers:
             end_ui(server)
+
+
+# Forge's hidden refresh buttons of its LoRA cards (modules/ui_extra_networks.py), counting clicks.
+FAKE_CARD_REFRESH = """
+for (const tab of ["txt2img", "img2img"]) {
+    const button = document.createElement("button");
+    button.id = tab + "_lora_extra_refresh_internal";
+    button.style.display = "none";
+    window.cardRefreshes = window.cardRefreshes || {};
+    window.cardRefreshes[tab] = 0;
+    button.addEventListener("click", () => window.cardRefreshes[tab] += 1);
+    document.body.appendChild(button);
+}
+"""
+
+
+def test_a_newly_saved_lora_refreshes_the_webuis_lora_cards(page, workspace, write_lora):
+    """javascript/lora_trainer_cards.js: the LoRA cards of txt2img and img2img are refreshed when a
+    file appears in a project's list, not when the page first shows a project's files."""
+    cards = Project(workspace / "cards", "cards").create()
+    page.evaluate(FAKE_CARD_REFRESH)
+    choose(page, "lora_trainer_project", "older")
+    wait_for_text(page, "lora_trainer_saved", "older-000001")
+    choose(page, "lora_trainer_project", "cards")
+    wait_for_text(page, "lora_trainer_saved", "No LoRA")
+    page.wait_for_timeout(2500)  # the script looks every second
+    assert page.evaluate("window.cardRefreshes") == {"txt2img": 0, "img2img": 0}
+    write_lora(cards.model, "cards-000001", 300, ss_output_name="cards", ss_epoch="1", ss_steps="4")
+    wait_for_text(page, "lora_trainer_saved", "cards-000001")
+    page.wait_for_function("window.cardRefreshes.txt2img === 1 && window.cardRefreshes.img2img === 1")
+    choose(page, "lora_trainer_project", "older")
+    wait_for_text(page, "lora_trainer_saved", "older-000001")
+    choose(page, "lora_trainer_project", "cards")
+    wait_for_text(page, "lora_trainer_saved", "cards-000001")
+    page.wait_for_timeout(2500)
+    assert page.evaluate("window.cardRefreshes") == {"txt2img": 1, "img2img": 1}  # nothing new: no refresh

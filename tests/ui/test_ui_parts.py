@@ -84,6 +84,11 @@ def test_saved_files_are_grouped_by_output_name():
         < table.index('<th colspan="3">a</th>') < table.index("a.safetensors")
     assert "<td>final</td>" in table  # a file without our metadata: its epoch is unknown
     assert "No LoRA saved in this project yet." in render.saved_files([], empty="No LoRA saved in this project yet.")
+    # the block javascript/lora_trainer_cards.js reads: which project's list it is
+    assert render.saved_files(saved, project='p"q').startswith('<div class="lora-trainer-saved-list" data-project="p&quot;q">')
+    assert render.saved_files([], project="p").startswith('<div class="lora-trainer-saved-list" data-project="p">')
+    assert "data-refresh-cards" in render.message("new preview", refresh_cards=True)
+    assert "data-refresh-cards" not in render.message("saved")
 
 
 # gradio 4.40 and its fastapi/starlette warn about their own deprecated calls when imported
@@ -102,8 +107,8 @@ def test_only_the_standalone_page_carries_style_and_script(tmp_path):
     forge_like, standalone = build_ui(host), build_ui(host, standalone=True)
     assert forge_like.css is None and forge_like.head is None
     assert standalone.css == STYLE_FILE.read_text(encoding="utf-8") and "#lora_trainer_log textarea" in standalone.css
-    script = (SCRIPT_DIR / "lora_trainer.js").read_text(encoding="utf-8")
-    assert standalone.head == f"<script>\n{script}\n</script>"
+    scripts = [(SCRIPT_DIR / name).read_text(encoding="utf-8") for name in ("lora_trainer.js", "lora_trainer_cards.js")]
+    assert standalone.head == "\n".join(f"<script>\n{script}\n</script>" for script in scripts)
 
 
 @THIRD_PARTY_WARNINGS
