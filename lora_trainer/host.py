@@ -120,14 +120,9 @@ class StandaloneHost:
 
     def render_memory(self) -> tuple[int | None, str]:
         """The GPU the diffusers renderer would take (the first CUDA device), else this machine's RAM."""
-        import torch
+        from lora_trainer.review.live import free_render_memory
 
-        if torch.cuda.is_available():
-            free, _total = torch.cuda.mem_get_info(0)
-            return free, "cuda:0"
-        import psutil
-
-        return psutil.virtual_memory().available, "cpu"
+        return free_render_memory()
 
     def publish_preview(self, lora_file: Path, project: str, image: Path) -> Path:
         from lora_trainer.runs.publish import write_preview

@@ -39,10 +39,19 @@ from lora_trainer.review.compare import (
     next_run_settings,
     project_runs,
 )
-from lora_trainer.review.grid import infotext, save_grid
+from lora_trainer.review.grid import infotext
+from lora_trainer.review.job import GridJob, gallery_items
+from lora_trainer.review.live import (
+    ACTIVATIONS_1024_BYTES,
+    LiveGrid,
+    RenderRoom,
+    decide_room,
+    epoch_columns_source,
+    render_need_bytes,
+)
 from lora_trainer.review.notes import NotesError, load_notes, save_note
-from lora_trainer.review.render import CellKey, describe_cell, render_grid
-from lora_trainer.review.saved import GRID_NAME, SavedGrid, last_saved_grid, new_grid_folder
+from lora_trainer.review.render import CellKey, describe_cell
+from lora_trainer.review.saved import SavedGrid, last_saved_grid
 from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderJob, RenderSettings, Row
 from lora_trainer.runs.follow import read_events
 from lora_trainer.runs.layout import EVENTS_FILE, run_folder_order
@@ -155,19 +164,29 @@ def _short(prompt: str, limit: int = 60) -> str:
     return prompt if len(prompt) <= limit else prompt[:limit - 1] + "…"
 
 
-def build_spec(columns: list[Column], prompts_text: str, weights_text: str, seeds_text: str,
-               settings: RenderSettings) -> GridSpec:
-    """The grid the form describes; ValueError says what is missing or wrong."""
+def grid_rows(prompts_text: str, weights_text: str) -> list[Row]:
+    """The prompts as rows, or the weights as rows of the first prompt."""
     prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()]
     if not prompts:
         raise ValueError("type at least one prompt (one per line)")
     weights = parse_numbers(weights_text, float, "weights")
-    if weights and all(c.lora is None for c in columns):
-        raise ValueError("weights need at least one LoRA column: tick an epoch")
-    rows = [Row(f"weight {w:g}", prompts[0], w) for w in weights] if weights else [Row(_short(p), p) for p in prompts]
+    return [Row(f"weight {w:g}", prompts[0], w) for w in weights] if weights else [Row(_short(p), p) for p in prompts]
+
+
+def grid_seeds(seeds_text: str) -> list[int]:
     seeds = parse_numbers(seeds_text, int, "seeds")
     if not seeds:
         raise ValueError("type at least one seed")
+    return seeds
+
+
+def build_spec(columns: list[Column], prompts_text: str, weights_text: str, seeds_text: str,
+               settings: RenderSettings) -> GridSpec:
+    """The grid the form describes; ValueError says what is missing or wrong."""
+    rows = grid_rows(prompts_text, weights_text)
+    if parse_numbers(weights_text, float, "weights") and all(c.lora is None for c in columns):
+        raise ValueError("weights need at least one LoRA column: tick an epoch")
+    seeds = grid_seeds(seeds_text)
     if not columns:
         raise ValueError("tick at least one epoch, or the no-LoRA baseline")
     return GridSpec(columns=columns, rows=rows, seeds=seeds, settings=settings)
@@ -267,19 +286,6 @@ def cell_form(job: RenderJob) -> CellForm:
                     job.settings)
 
 
-def gallery_items(saved: SavedGrid) -> list[tuple[Any, str]]:
-    """The grid, then each rendered cell captioned with its generation parameters (PIL images: gradio
-    serves them from its own cache, wherever the workspace is)."""
-    from PIL import Image
-
-    items = []
-    for key in saved.keys:
-        path = saved.grid if key is None else saved.cells[key]
-        with Image.open(path) as image:
-            items.append((image.copy(), "grid" if key is None else infotext(saved.job(key))))
-    return items
-
-
 def new_run_message(run: str, reasons: list[str], changes: list[str], note: str) -> str:
     """What the Train panel says about the settings the Review sent it."""
     advice = "; ".join(reasons) if reasons else "no change the guide's next step would make"
@@ -292,52 +298,9 @@ def new_run_message(run: str, reasons: list[str], changes: list[str], note: str)
     return f"New run from {run}: {advice}. {dataset[0].upper()}{dataset[1:]}. Check the settings, then Start."
 
 
-def progress_text(done: int, total: int, elapsed: float) -> str:
-    if done == 0:
-        return f"cell 0/{total}: starting (the first cell loads the model)"
-    left = elapsed / done * (total - done)
-    return f"cell {done}/{total}, about {left:.0f} s left"
-
-
-# --- the grid job --------------------------------------------------------------------------------
-
-@dataclass
-class _GridJob:
-    number: int
-    spec: GridSpec
-    project: Project
-    output_name: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    cells: dict = field(default_factory=dict)
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
-    finished: bool = False
-    stopped: bool = False
-    error: str = ""
-    saved: SavedGrid | None = None
-    gallery: list = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.spec.cells())
-
-    def status(self) -> str:
-        if not self.finished:
-            text = progress_text(self.done, self.total, time.monotonic() - self.started)
-            return text + (" (stopping after this cell)" if self.stop.is_set() else "")
-        parts = [f"cell {self.done}/{self.total}"]
-        if self.stopped:
-            parts.append("stopped")
-        if self.error:
-            parts.append(f"ended: {self.error}")
-        if self.saved:
-            parts.append(f"saved {self.saved.grid}")
-        return ", ".join(parts)
-
-
 @dataclass
 class _Page:
-    shown_job: int = 0
+    shown_version: tuple[int, int] = (0, 0)  # (job number, its version) the page shows
     shown: SavedGrid | None = None  # the grid the page's gallery holds
     project: str = ""  # whose grid it is
     selected: CellKey | None = None  # the cell clicked in the gallery
@@ -347,7 +310,7 @@ class ReviewPanel:
     def __init__(self, host: Host, runner: TrainRunner):
         self.host = host
         self.runner = runner
-        self._job: _GridJob | None = None
+        self._job: GridJob | None = None
         self._jobs = 0
         self._lock = threading.Lock()
         self._pages: OrderedDict[str, _Page] = OrderedDict()
@@ -527,9 +490,9 @@ class ReviewPanel:
     # --- callbacks: render ----------------------------------------------------------------------
     def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,
                      cfg, sampler, width, height, model):
+        """A grid of the ticked epochs; while this run trains, a live grid (every epoch as it is saved);
+        while another run trains, a grid only when the GPU has room for it beside the training."""
         try:
-            if self.runner.status().active:
-                raise ValueError("the GPU is busy training: render after the training ends or is stopped")
             with self._lock:
                 if self._job is not None and not self._job.finished:
                     raise ValueError("a grid is rendering already: wait for it, or Stop it")
@@ -537,49 +500,67 @@ class ReviewPanel:
             if not run:
                 raise ValueError("choose a run (an output name with LoRA files)")
             settings = render_settings(negative, steps, cfg, sampler, width, height, model)
-            files = {str(f.path): f for f in run_files(project.model, run)}
-            columns = [Column("no LoRA", None)] if baseline else []
-            gone = [p for p in epoch_paths or [] if p not in files]
-            if gone:
-                raise ValueError(f"{gone[0]} is gone: press Refresh")
-            for f in (f for path, f in files.items() if path in (epoch_paths or [])):  # in epoch order
-                name = self.host.publish_lora(f.path, project.name)
-                columns.append(Column(epoch_label(f), LoraRef(f.path, name), epoch=f.epoch, step=f.step))
-            spec = build_spec(columns, prompts, weights, seeds, settings)
+            training = self.runner.status()
+            if training.active and training.project == project.name and training.output_name == run:
+                job = self._live_job(project, run, baseline, prompts, weights, seeds, settings)
+            else:
+                if training.active:
+                    room = self._room(settings.checkpoint)
+                    if not room.live:
+                        raise ValueError(f"the GPU is busy training {training.output_name}: render after the "
+                                         f"training ends or is stopped ({room.reason.split(';')[0]})")
+                columns = self._columns(project, run, epoch_paths, baseline)
+                job = GridJob(0, project, run, spec=build_spec(columns, prompts, weights, seeds, settings))
         except (ValueError, OSError, RenderError) as e:
             return render.message(str(e), error=True)
         with self._lock:
             if self._job is not None and not self._job.finished:
                 return render.message("a grid is rendering already: wait for it, or Stop it", error=True)
             self._jobs += 1
-            job = self._job = _GridJob(self._jobs, spec, project, run)
-        threading.Thread(target=self._render, args=(job,), daemon=True, name="lora-trainer-review").start()
+            job.number = self._jobs
+            self._job = job
+        job.start(self.host)
+        if job.live is not None:
+            return render.message(f"live grid of {run}: each epoch joins it as the training saves it "
+                                  f"({len(job.live.rows)} rows x {len(job.live.seeds)} seeds a column)")
+        spec = job.spec
         return render.message(f"rendering {job.total} cells ({len(spec.columns)} columns x {len(spec.rows)} rows "
                               f"x {len(spec.seeds)} seeds)")
 
-    def _render(self, job: _GridJob) -> None:
-        def on_cell(done, total, key, result):
-            job.cells[key] = result
-            job.done = done
+    def _columns(self, project: Project, run: str, epoch_paths, baseline: bool) -> list[Column]:
+        """The baseline and the ticked epochs, in epoch order, each published to the host."""
+        files = {str(f.path): f for f in run_files(project.model, run)}
+        columns = [Column("no LoRA", None)] if baseline else []
+        gone = [p for p in epoch_paths or [] if p not in files]
+        if gone:
+            raise ValueError(f"{gone[0]} is gone: press Refresh")
+        for f in (f for path, f in files.items() if path in (epoch_paths or [])):
+            name = self.host.publish_lora(f.path, project.name)
+            columns.append(Column(epoch_label(f), LoraRef(f.path, name), epoch=f.epoch, step=f.step))
+        return columns
 
-        try:
-            result = render_grid(job.spec, self.host, on_cell=on_cell, stop=job.stop)
-            job.stopped = result.stopped
-        except Exception as e:  # a RenderError naming the cell, or anything the host raised
-            job.error = str(e) or type(e).__name__
-        try:
-            job.saved = self._save(job)
-        except Exception as e:
-            job.error = (job.error + "; " if job.error else "") + f"could not save the grid: {e}"
-        job.finished = True
+    def _live_job(self, project: Project, run: str, baseline: bool, prompts, weights, seeds,
+                  settings: RenderSettings) -> GridJob:
+        rows, seed_list = grid_rows(prompts, weights), grid_seeds(seeds)
+        job = GridJob(0, project, run)
 
-    def _save(self, job: _GridJob) -> Path | None:
-        if not job.cells:
-            return None
-        folder = new_grid_folder(job.project.review, job.output_name)
-        saved = SavedGrid.from_files(job.spec, save_grid(job.spec, dict(job.cells), folder, GRID_NAME))
-        job.gallery = gallery_items(saved)
-        return saved
+        def running() -> bool:
+            status = self.runner.status()
+            return status.active and status.project == project.name and status.output_name == run
+
+        def room() -> RenderRoom:  # once the model is loaded, a cell needs its activations only
+            return self._room(settings.checkpoint, loaded=job.done > 0)
+
+        job.live = LiveGrid(rows=rows, seeds=seed_list, settings=settings, baseline=baseline, running=running,
+                            saved_columns=epoch_columns_source(project.model, run,
+                                                               lambda path: self.host.publish_lora(path, project.name)),
+                            room=room, host=self.host, poll_s=POLL_INTERVAL_S * 2)
+        return job
+
+    def _room(self, checkpoint: str, loaded: bool = False) -> RenderRoom:
+        free, device = self.host.render_memory()
+        need = ACTIVATIONS_1024_BYTES if loaded else render_need_bytes(checkpoint)
+        return decide_room(free, need, device)
 
     def stop_render(self):
         with self._lock:
@@ -590,6 +571,7 @@ class ReviewPanel:
         return render.message("stopping after the cell being rendered: the finished cells are kept")
 
     def poll(self, request: gr.Request = None):
+        """The job's status for every page; its grid once for each save (a live grid grows)."""
         page = self._page(request)
         with self._lock:
             job = self._job
@@ -599,9 +581,10 @@ class ReviewPanel:
         status = f'<div class="lora-trainer-review-status">{escape(job.status())}</div>'
         if job.error:
             status = render.message(job.status(), error=True)
-        if not job.finished or page.shown_job == job.number:
+        version = (job.number, job.version)
+        if page.shown_version == version or (not job.finished and job.saved is None):
             return status, *keep
-        page.shown_job = job.number
+        page.shown_version = version
         errors = [f"- {escape(describe_cell(job.spec, key))}: {escape(text)}"
                   for key, text in sorted(job.cells.items()) if isinstance(text, str)]
         errors_md = ("**Cells that failed:**\n" + "\n".join(errors)) if errors else ""

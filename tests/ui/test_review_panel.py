@@ -111,28 +111,43 @@ def test_captions_first_and_spread(tmp_path):
 
 
 class _Runner:
-    def __init__(self, active: bool):
-        self.active = active
+    """A training (or none) as TrainRunner.status() tells it."""
+
+    def __init__(self, active: bool, project: str = "p", output_name: str = "other"):
+        self.active, self.project, self.output_name = active, project, output_name
 
     def status(self, project=None):
-        return type("S", (), {"active": self.active})()
+        return SimpleNamespace(active=self.active, project=self.project, output_name=self.output_name)
 
 
-def test_render_is_refused_while_a_training_runs(tmp_path):
-    from lora_trainer.host import StandaloneHost
+class _TightHost:
+    """A GPU with 3 GiB free beside the training."""
 
-    panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=True))
+    def __init__(self, workspace: Path):
+        self.root = workspace
+
+    def workspace(self) -> Path:
+        return self.root
+
+    def render_memory(self):
+        return 3 * 1024 ** 3, "cuda:0"
+
+
+def test_another_runs_grid_is_refused_while_a_training_leaves_no_room(tmp_path):
+    Project(tmp_path / "p", "p").create()
+    panel = rp.ReviewPanel(_TightHost(tmp_path), _Runner(active=True, output_name="other"))
     message = panel.start_render("p", "hero", [], True, "a", "", "1", "", 2, 5, "Euler", 64, 64, "")
-    assert "GPU is busy training" in message and "ends or is stopped" in message
+    assert "GPU is busy training other" in message and "ends or is stopped" in message
+    assert "3.0 GiB free on cuda:0, a render needs about 9.0 GiB" in message
 
 
-def test_a_second_render_is_refused_while_one_runs(tmp_path):
+def test_a_second_render_is_refused_while_one_runs(tmp_path, monkeypatch):
     from lora_trainer.host import StandaloneHost
 
     Project(tmp_path / "p", "p").create()
     panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False))
     release = threading.Event()
-    panel._render = lambda job: release.wait(10)  # a grid that keeps rendering
+    monkeypatch.setattr(rp.GridJob, "run", lambda job, host: release.wait(10))  # a grid that keeps rendering
     try:
         first = panel.start_render("p", "hero", [], True, "a", "", "1", "", 2, 5, "Euler", 64, 64, "m")
         assert "rendering 1 cells" in first
@@ -578,3 +593,38 @@ def test_new_run_from_this_one_fills_the_train_panel_with_the_next_step_and_the_
 
     refused = review.new_run("p", "nobody", "3/4")
     assert "choose a run with saved settings" in refused[-1]
+
+
+class _LiveHost(_SlowHost):
+    def render_memory(self):
+        return 64 * 1024 ** 3, "cuda:0"
+
+
+def test_while_the_run_trains_its_grid_is_live_and_grows_a_column_per_saved_epoch(tmp_path, write_lora):
+    """Render on the run that trains: the baseline, then each epoch file as it appears, the grid saved
+    (and shown again) after each column; the status says live and why; when the training ends the
+    grid ends with every epoch."""
+    project = Project(tmp_path / "p", "p").create()
+    host = _LiveHost(tmp_path)
+    runner = _Runner(active=True, project="p", output_name="hero")
+    panel = rp.ReviewPanel(host, runner)
+    write_lora(project.model, "hero-000001", 100, ss_output_name="hero", ss_epoch="1", ss_steps="4")
+    message = panel.start_render("p", "hero", [], True, "a cat", "", "1", "", 2, 5, "Euler", 16, 16, "")
+    assert "live grid of hero" in message and "1 rows x 1 seeds a column" in message
+    for _ in range(2):
+        host.go.release()
+    _wait(lambda: panel._job.version == 2)  # baseline, epoch 1
+    status, grid, gallery, *_ = panel.poll()
+    assert "live: 64.0 GiB free on cuda:0" in status
+    assert [c.label for c in panel._job.spec.columns] == ["no LoRA", "epoch 1"] and len(gallery) == 3
+    folder = panel._job.folder
+    write_lora(project.model, "hero-000002", 200, ss_output_name="hero", ss_epoch="2", ss_steps="8")
+    host.go.release()
+    _wait(lambda: panel._job.version == 3)
+    assert panel.poll()[2] is not None and len(panel._job.gallery) == 4  # shown again, one cell more
+    assert load_grid_spec(folder / "grid.png").columns[-1].label == "epoch 2"
+    runner.active = False  # the training ends
+    _wait(lambda: panel._job.finished)
+    assert [c.label for c in panel._job.spec.columns] == ["no LoRA", "epoch 1", "epoch 2"]
+    assert sorted(p.name for p in (project.review / "hero").iterdir()) == [folder.name]  # one grid, grown
+    assert host.published == [("hero-000001.safetensors", "p"), ("hero-000002.safetensors", "p")]

@@ -1,0 +1,126 @@
+"""A review grid rendered in a background thread, as the Review panel runs it: a fixed grid
+(`render_grid`) or a live one (`LiveGrid`, its columns a training run's epochs as they are saved).
+The grid is saved into the run's review folder as it grows (after each column of a live grid, at the
+end of a fixed one, stopped or not), and `version` counts the saves, so every open page can show the
+newest. No gradio."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_trainer.project import Project
+from lora_trainer.review.grid import infotext, save_grid
+from lora_trainer.review.live import LiveGrid
+from lora_trainer.review.render import Renders, render_grid
+from lora_trainer.review.saved import GRID_NAME, SavedGrid, new_grid_folder
+from lora_trainer.review.spec import GridSpec
+
+
+def progress_text(done: int, total: int, elapsed: float) -> str:
+    if done == 0:
+        return f"cell 0/{total}: starting (the first cell loads the model)"
+    left = elapsed / done * (total - done)
+    return f"cell {done}/{total}, about {left:.0f} s left"
+
+
+def gallery_items(saved: SavedGrid) -> list[tuple[Any, str]]:
+    """The grid, then each rendered cell captioned with its generation parameters, as PIL images."""
+    from PIL import Image
+
+    items = []
+    for key in saved.keys:
+        path = saved.grid if key is None else saved.cells[key]
+        with Image.open(path) as image:
+            items.append((image.copy(), "grid" if key is None else infotext(saved.job(key))))
+    return items
+
+
+@dataclass
+class GridJob:
+    number: int
+    project: Project
+    output_name: str
+    spec: GridSpec | None = None  # a fixed grid's; a live grid's as it grows (None before its first column)
+    live: LiveGrid | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    cells: dict = field(default_factory=dict)
+    done: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+    stopped: bool = False
+    error: str = ""
+    saved: SavedGrid | None = None
+    gallery: list = field(default_factory=list)
+    version: int = 0  # how many times the grid was saved
+    folder: Path | None = None
+
+    def __post_init__(self):
+        if self.spec is not None:
+            self.total = len(self.spec.cells())
+
+    def start(self, host: Renders) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(host,), daemon=True, name="lora-trainer-review")
+        thread.start()
+        return thread
+
+    def run(self, host: Renders) -> None:
+        try:
+            if self.live is not None:
+                self._run_live()
+            else:
+                result = render_grid(self.spec, host, on_cell=self._on_cell, stop=self.stop)
+                self.stopped = result.stopped
+        except Exception as e:  # a RenderError naming the cell, or anything the host raised
+            self.error = str(e) or type(e).__name__
+        self._save()
+        self.finished = True
+
+    def _run_live(self) -> None:
+        live = self.live
+        live.stop, live.on_cell, live.on_column = self.stop, self._on_cell, self._on_column
+        result = live.run()
+        self.spec = live.spec
+        self.stopped = self.stop.is_set() or bool(result and result.stopped)
+
+    def _on_cell(self, done: int, total: int, key, result) -> None:
+        self.cells[key] = result
+        self.done, self.total = done, total
+
+    def _on_column(self, spec: GridSpec, cells: dict) -> None:
+        self.spec = spec
+        self._save()
+
+    def _save(self) -> None:
+        if self.spec is None or not self.cells:
+            return
+        try:
+            self.folder = self.folder or new_grid_folder(self.project.review, self.output_name)
+            files = save_grid(self.spec, dict(self.cells), self.folder, GRID_NAME)
+            saved = SavedGrid.from_files(self.spec, files)
+            self.gallery = gallery_items(saved)
+            self.saved = saved
+            self.version += 1
+        except Exception as e:
+            self.error = (self.error + "; " if self.error else "") + f"could not save the grid: {e}"
+
+    def status(self) -> str:
+        mode = f"{self.live.reason}; " if self.live is not None and self.live.reason and not self.finished else ""
+        if not self.finished:
+            if self.live is not None and self.live.mode == "queued":
+                text = f"{self.done} cells rendered, waiting"
+            else:
+                text = progress_text(self.done, self.total, time.monotonic() - self.started)
+            return mode + text + (" (stopping after this cell)" if self.stop.is_set() else "")
+        parts = [f"cell {self.done}/{self.total}"]
+        if self.stopped:
+            parts.append("stopped")
+        if self.error:
+            parts.append(f"ended: {self.error}")
+        if self.saved:
+            parts.append(f"saved {self.saved.grid}")
+        return ", ".join(parts)
