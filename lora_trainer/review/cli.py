@@ -347,3 +347,68 @@ class _FollowPrinter:
             print(f"{failed} of {len(result.cells)} cells failed (shown in red in the grid)", file=sys.stderr)
         print(f"grid: {self.grid_path}")
         return 1 if failed else 0
+
+
+# --- a training run that asks for its grid (`train --grid-prompt`) -----------------------------------
+
+def follow_command(*, run_dir: Path, output_name: str, model: str, model_config_dir: str | None,
+                   prompts: list[str], seeds: list[int], width: int, height: int, out: Path) -> list[str]:
+    """The `grid --follow` command a training starts beside itself: its epochs, at its size, into
+    `out/grid.png` (a folder of `review/saved.py`'s layout, so the Review tab shows it)."""
+    from lora_trainer.host import python_module_command
+    from lora_trainer.review.saved import GRID_NAME
+
+    command = python_module_command() + [
+        "grid", "--follow", "--run-dir", str(run_dir), "--output-name", output_name, "--model", model,
+        "--width", str(width), "--height", str(height), "--out", str(out), "--name", GRID_NAME]
+    if model_config_dir:
+        command += ["--model-config-dir", str(model_config_dir)]
+    for prompt in prompts:
+        command += ["--prompt", prompt]
+    for seed in seeds:
+        command += ["--seed", str(seed)]
+    return command
+
+
+def review_dir_for(output_dir: str | Path) -> Path:
+    """Where a run's grids go: `review/` beside its output folder (a project's `review/` beside
+    `model/`, where the Review tab looks)."""
+    return Path(output_dir).resolve().parent / "review"
+
+
+class GridFollower:
+    """`grid --follow` in its own process for a training run: started at the run's first event (its
+    output lock is held by then, so the follower sees it running), waited for when the run ends; its
+    output goes to `follow.log` beside the grid."""
+
+    def __init__(self, command: list[str], out: Path):
+        self.command, self.out = command, Path(out)
+        self.process = None
+        self.log_path = self.out / "follow.log"
+
+    def start(self) -> None:
+        import subprocess
+
+        from lora_trainer.host import subprocess_env
+
+        if self.process is not None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=subprocess_env())
+        print(f"review grid: each saved epoch joins {self.out / 'grid.png'} (log: {self.log_path})", flush=True)
+
+    def wait(self) -> int | None:
+        """The follower's exit code after it rendered what is left (None when it never started)."""
+        if self.process is None:
+            return None
+        print("review grid: rendering the epochs left ...", flush=True)
+        try:
+            code = self.process.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: the follower got it too and saves what it has
+            code = self.process.wait()
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        last = lines[-1] if lines else ""
+        print(last if last.startswith("grid: ") else f"review grid: ended with code {code}: {last}", flush=True)
+        return code

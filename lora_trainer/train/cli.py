@@ -35,6 +35,13 @@ def register(subparsers) -> None:
     train.add_argument("--model-config-dir", default=None,
                        help="diffusers config folder for a single-file checkpoint (offline loading), "
                        "e.g. Forge's backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
+    train.add_argument("--grid-prompt", action="append", default=[], metavar="PROMPT",
+                       help="render a review grid of the run's epochs, each as it is saved (`grid --follow` in "
+                       "its own process, live when the GPU has room for it, else after the run): a row per "
+                       "prompt (repeatable); the grid goes to review/<output_name>/<time>/grid.png beside "
+                       "output_dir, where the Review tab finds it")
+    train.add_argument("--grid-seed", action="append", type=int, default=[], metavar="SEED",
+                       help="with --grid-prompt: a seed of the grid (repeatable; default 1234)")
     train.set_defaults(func=run_train)
 
     stop = subparsers.add_parser("stop", help="ask a running training to save and stop after this step",
@@ -71,6 +78,9 @@ def run_train(args: argparse.Namespace) -> int:
     if getattr(args, "resume_changed", False) and args.resume is None:
         print("error: --resume-changed goes with --resume", file=sys.stderr)
         return 1
+    if getattr(args, "grid_seed", None) and not args.grid_prompt:
+        print("error: --grid-seed goes with --grid-prompt", file=sys.stderr)
+        return 1
     problems = check_paths(cfg)
     if problems:
         for problem in problems:
@@ -85,18 +95,42 @@ def run_train(args: argparse.Namespace) -> int:
     from lora_trainer.train.state import ResumeError, state_dir_for
     from lora_trainer.train.trainer import TrainingError, train
 
+    follower = grid_follower(cfg, args)
+    on_event = print_event
+    if follower is not None:
+        def on_event(event: dict) -> None:  # the first event: the run holds its output lock
+            follower.start()
+            print_event(event)
     try:
         resume = state_dir_for(cfg.output_dir, cfg.output_name) if args.resume is True else args.resume
-        result = train(cfg, resume_from=resume, model_config_dir=args.model_config_dir, on_event=print_event,
+        result = train(cfg, resume_from=resume, model_config_dir=args.model_config_dir, on_event=on_event,
                        **({"resume_changed": True} if getattr(args, "resume_changed", False) else {}))
     except (ConfigError, DatasetError, ModelLoadError, ResumeError, TrainingError, OptimizerUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if follower is not None:
+            follower.wait()
     if result.stopped:
         own_state = Path(result.state_dir) == state_dir_for(cfg.output_dir, cfg.output_name)
         print(f"stopped at step {result.global_step}; resume with:\n  "
               f"{resume_command(args, None if own_state else result.state_dir)}")
     return 0
+
+
+def grid_follower(cfg: TrainConfig, args: argparse.Namespace):
+    """The review grid the run asked for with --grid-prompt (None without): a `grid --follow` process."""
+    if not getattr(args, "grid_prompt", None):
+        return None
+    from lora_trainer.review.cli import GridFollower, follow_command, review_dir_for
+    from lora_trainer.review.saved import new_grid_folder
+
+    out = new_grid_folder(review_dir_for(cfg.output_dir), cfg.output_name)
+    width, height = cfg.resolution
+    command = follow_command(run_dir=Path(cfg.output_dir), output_name=cfg.output_name,
+                             model=cfg.pretrained_model_name_or_path, model_config_dir=args.model_config_dir,
+                             prompts=args.grid_prompt, seeds=args.grid_seed, width=width, height=height, out=out)
+    return GridFollower(command, out)
 
 
 def resume_command(args: argparse.Namespace, state_dir: str | Path | None = None) -> str:

@@ -168,3 +168,40 @@ def test_live_mode_adds_a_column_per_saved_epoch_during_a_real_tiny_run(tiny_sdx
     assert any(poll is None for labels, poll in seen[1:]), f"no epoch column while the training ran: {seen}"
     assert "live: " in printed.out
     assert printed.out.splitlines()[-1] == f"grid: {out / 'hero.png'}"
+
+
+@pytest.mark.slow
+def test_a_run_asks_for_its_grid_and_the_review_tab_finds_it(tiny_sdxl, tmp_path):
+    """`train --grid-prompt`: a `grid --follow` process beside the training renders each saved epoch;
+    when the run ends the grid holds the baseline and every epoch, at the run's size, in
+    review/<output_name>/<time>/grid.png beside the output folder (where the Review tab looks)."""
+    import subprocess
+    import sys
+
+    from lora_trainer.config.presets import load_preset
+    from lora_trainer.demo.synthetic import make_character_dataset
+    from lora_trainer.host import subprocess_env
+    from lora_trainer.review.saved import last_saved_grid
+
+    images = make_character_dataset(tmp_path / "img", name="hero", count=3, size=64, repeats=1, seed=0)
+    cfg = load_preset("CPU smoke test", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
+                      train_data_dir=str(images), output_dir=str(tmp_path / "model"),
+                      logging_dir=str(tmp_path / "log"), output_name="hero", network_train_unet_only=True,
+                      max_train_epochs=2)
+    cfg.save_json(tmp_path / "run.json")
+    base = [sys.executable, "-m", "lora_trainer", "train", "--config", str(tmp_path / "run.json"),
+            "--model-config-dir", str(tiny_sdxl.config_dir)]
+    refused = subprocess.run(base + ["--grid-seed", "3"], env=subprocess_env(), capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 1 and "--grid-seed goes with --grid-prompt" in refused.stderr
+    done = subprocess.run(base + ["--grid-prompt", "a photo of hero", "--grid-seed", "3"], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    saved = last_saved_grid(tmp_path / "review", "hero")
+    assert saved is not None, done.stdout[-2000:]
+    assert "review grid: each saved epoch joins" in done.stdout
+    assert done.stdout.splitlines()[-1] == f"grid: {saved.grid}"
+    assert [c.label for c in saved.spec.columns] == ["no LoRA", "epoch 1", "epoch 2"]
+    assert saved.spec.seeds == [3] and saved.spec.rows[0].prompt == "a photo of hero"
+    assert (saved.spec.settings.width, saved.spec.settings.height) == cfg.resolution
+    assert len(saved.cells) == 3
