@@ -15,7 +15,7 @@ from typing import Any
 from lora_trainer.project import Project
 from lora_trainer.review.grid import infotext, save_grid
 from lora_trainer.review.live import LiveGrid
-from lora_trainer.review.render import Renders, render_grid
+from lora_trainer.review.render import GridResult, Renders, render_grid
 from lora_trainer.review.saved import GRID_NAME, SavedGrid, new_grid_folder
 from lora_trainer.review.spec import GridSpec
 
@@ -58,6 +58,7 @@ class GridJob:
     gallery: list = field(default_factory=list)
     version: int = 0  # how many times the grid was saved
     folder: Path | None = None
+    result: GridResult | None = None  # the cells' render times (benchmarks)
 
     def __post_init__(self):
         if self.spec is not None:
@@ -73,8 +74,8 @@ class GridJob:
             if self.live is not None:
                 self._run_live()
             else:
-                result = render_grid(self.spec, host, on_cell=self._on_cell, stop=self.stop)
-                self.stopped = result.stopped
+                self.result = render_grid(self.spec, host, on_cell=self._on_cell, stop=self.stop)
+                self.stopped = self.result.stopped
         except Exception as e:  # a RenderError naming the cell, or anything the host raised
             self.error = str(e) or type(e).__name__
         self._save()
@@ -83,9 +84,9 @@ class GridJob:
     def _run_live(self) -> None:
         live = self.live
         live.stop, live.on_cell, live.on_column = self.stop, self._on_cell, self._on_column
-        result = live.run()
+        self.result = live.run()
         self.spec = live.spec
-        self.stopped = self.stop.is_set() or bool(result and result.stopped)
+        self.stopped = self.stop.is_set() or bool(self.result and self.result.stopped)
 
     def _on_cell(self, done: int, total: int, key, result) -> None:
         self.cells[key] = result

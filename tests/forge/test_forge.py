@@ -12,7 +12,8 @@ tab, its setting, script and style are there with no error from us; ForgeHost us
 checkpoint list and Python, and frees Forge's models; LoRA files written by our exporter for the real
 SDXL architecture and published (by `publish_lora` and by ForgeHost) are listed by Forge and load with
 every key mapped ("skipped 0 keys"), U-Net only and with both text encoders, and change the image
-rendered from the same seed. About 3 minutes on 2 CPU cores; up to about 19 GB of RAM.
+rendered from the same seed; the Review tab's grid path renders a 2-epoch grid through Forge's txt2img,
+a cell becomes a card preview, and Send to txt2img is wired to Forge's paste-parameters mechanism. About 6 minutes on 2 CPU cores; up to about 19 GB of RAM.
 """
 
 from __future__ import annotations
@@ -102,11 +103,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_lora(path: Path, text_encoders: bool, seed: int) -> Path:
+def _write_lora(path: Path, text_encoders: bool, seed: int, output_name: str = "", epoch: int = 1) -> Path:
     tensors = random_lora_tensors(Path(FORGE_DIR) / SDXL_CONFIG, rank=RANK, alpha=RANK / 2,
                                   text_encoders=text_encoders, seed=seed)
     metadata = lora_metadata(
-        output_name=path.stem, network_dim=RANK, network_alpha=RANK / 2, epoch=1, steps=1, num_train_images=1,
+        output_name=output_name or path.stem, network_dim=RANK, network_alpha=RANK / 2, epoch=epoch, steps=epoch,
+        num_train_images=1,
         resolution=(1024, 1024), learning_rate=1e-4, unet_lr=1e-4, text_encoder_lr=5e-5 if text_encoders else None,
         optimizer="AdamW8bit", lr_scheduler="constant", model_name="random-sdxl.safetensors",
         training_started_at=time.time(), tag_frequency={"1_forgetest": {"forgetest": 1}}, bucket_info={},
@@ -320,4 +322,70 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
 
     lines = [line for line in forge.log()[log_start:].splitlines() if line.startswith("[LORA]")]
     print("\n" + "\n".join(lines), file=sys.stderr)
+    assert _our_errors(forge.log()) == []
+
+
+def test_the_review_panel_renders_a_grid_of_two_epochs_through_forge(forge):
+    """The Review tab's own path inside Forge (ReviewPanel.start_render with ForgeHost): a 2-epoch x
+    1-prompt grid with its baseline, on the full-size random SDXL at 256 px, 2 steps. Every LoRA cell
+    differs from the baseline, the baseline is txt2img's image, and Forge logged every key mapped.
+    Then a cell becomes its epoch's card preview, and the tab's Send to txt2img button is wired to
+    Forge's paste-parameters mechanism."""
+    project_model = forge.workspace / "forgegrid" / "model"
+    epochs = [_write_lora(project_model / f"forgegrid-{e:06d}.safetensors", False, 10 + e, "forgegrid", e)
+              for e in (1, 2)]
+    settings = {"steps": 2, "width": 256, "height": 256, "cfg_scale": 5, "sampler": "Euler"}
+    log_start = len(forge.log())
+    start = time.monotonic()
+    answer = forge.post("/lora_trainer_probe/review_grid", {"project": "forgegrid", "run": "forgegrid",
+                                                            "epochs": [str(p) for p in epochs],
+                                                            "prompt": "a photo of a woman", "settings": settings})
+    forge.timings["review grid 3 cells (panel path)"] = time.monotonic() - start
+    assert "rendering 3 cells (3 columns x 1 rows x 1 seeds)" in answer["message"], answer
+    assert answer["columns"] == ["no LoRA", "epoch 1 (step 1)", "epoch 2 (step 2)"], answer["columns"]
+    assert answer["names"] == [None, "forgegrid-000001", "forgegrid-000002"]
+    assert "cell 3/3" in answer["status"] and "saved" in answer["status"], answer["status"]
+    images = {}
+    for key, cell in answer["cells"].items():
+        assert "image" in cell, (key, cell)
+        images[key] = np.asarray(Image.open(io.BytesIO(base64.b64decode(cell["image"]))).convert("RGB"))
+    base = images["0_0_0"]
+    assert np.array_equal(base, forge.txt2img("a photo of a woman", "baseline for the panel grid"))
+    for key in ("0_0_1", "0_0_2"):
+        assert not np.array_equal(images[key], base), f"cell {key} is the baseline: its LoRA did nothing"
+    assert not np.array_equal(images["0_0_1"], images["0_0_2"])
+    log = forge.log()[log_start:]
+    for e in (1, 2):
+        assert re.search(rf"\[LORA\] Loaded \S*forgegrid-00000{e}\.safetensors for \w+-UNet with 722 keys at weight "
+                         r"1\.0 \(skipped 0 keys\)", log), log
+    # Time beyond generation (checks, publishing, bookkeeping outside ForgeHost.render), and what loading
+    # a LoRA adds inside Forge's processing (a LoRA cell against the baseline cell), both printed.
+    baseline_s, *lora_s = answer["cell_seconds"]
+    outside = answer["total_seconds"] - sum(answer["cell_seconds"])
+    print(f"\nreview grid in Forge: cells {', '.join(f'{t:.1f}' for t in answer['cell_seconds'])} s; outside "
+          f"ForgeHost.render {outside:.2f} s ({outside / sum(answer['cell_seconds']):.1%} of the renders); a LoRA "
+          f"cell takes {sum(lora_s) / len(lora_s) / baseline_s - 1:+.1%} against the baseline cell", file=sys.stderr)
+    grid = Path(answer["grid"])
+    assert grid.is_file() and grid.parent.parent == forge.workspace / "forgegrid" / "review" / "forgegrid"
+
+    # "Use as the LoRA's preview": <stem>.preview.png beside the published file, the cell's PNG
+    cell = Path(answer["cell_files"]["0_0_2"])
+    written = Path(forge.post("/lora_trainer_probe/preview", {"path": str(epochs[1]), "project": "forgegrid",
+                                                              "image": str(cell)})["written"])
+    assert written == forge.lora_dir / "lora_trainer" / "forgegrid" / "forgegrid-000002.preview.png"
+    assert written.read_bytes() == cell.read_bytes()
+    listed = {entry["name"]: entry for entry in forge.get("/sdapi/v1/loras")}
+    assert "forgegrid-000002" in listed
+
+    memory = forge.get("/lora_trainer_probe/render_memory")
+    assert memory["device"] == "cpu" and memory["free"] > 0, memory  # --always-cpu
+
+    # "Send to txt2img": Forge's paste-parameters binding (switch to txt2img, fill its prompt)
+    config = forge.get("/config")
+    button = _find_components(config, elem_id="lora_trainer_review_send_txt2img")[0]
+    assert button["props"].get("visible") is not False
+    prompt = _find_components(config, elem_id="txt2img_prompt")[0]
+    wired = [d for d in config["dependencies"] if [button["id"], "click"] in [list(t) for t in d["targets"]]]
+    assert any("switch_to_txt2img" in (d.get("js") or "") for d in wired), wired
+    assert any(prompt["id"] in d["outputs"] for d in wired), "Send to txt2img does not fill txt2img's prompt"
     assert _our_errors(forge.log()) == []

@@ -64,6 +64,51 @@ def _routes(_demo, app):
         axis.apply(p, body["values"][0], body["values"])
         return {"choices": axis.choices(), "refused": refused, "prompt": p.prompt}
 
+    @app.get("/lora_trainer_probe/render_memory")
+    def render_memory():
+        free, device = _host().render_memory()
+        return {"free": free, "device": device}
+
+    @app.post("/lora_trainer_probe/preview")
+    def preview(body: dict):
+        return {"written": str(_host().publish_preview(Path(body["path"]), body["project"], Path(body["image"])))}
+
+    @app.post("/lora_trainer_probe/review_grid")
+    def review_grid(body: dict):
+        """The Review panel's own path in Forge: ReviewPanel.start_render with our ForgeHost (publish,
+        columns, the grid job in its thread, ForgeHost.render per cell), until the grid is saved."""
+        import time
+
+        from lora_trainer.ui.app import runner_for
+        from lora_trainer.ui.review_panel import ReviewPanel
+
+        host = _host()
+        panel = ReviewPanel(host, runner_for(host))
+        s = body["settings"]
+        message = panel.start_render(body["project"], body["run"], body["epochs"], True, body["prompt"], "",
+                                     "1234", "", s["steps"], s["cfg_scale"], s["sampler"], s["width"], s["height"],
+                                     s.get("checkpoint", ""))
+        job = panel._job
+        if job is None:
+            return {"message": message}
+        deadline = time.monotonic() + 900
+        while not job.finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cells = {}
+        for (seed, row, column), cell in job.cells.items():
+            if isinstance(cell, str):
+                cells[f"{seed}_{row}_{column}"] = {"error": cell}
+            else:
+                out = io.BytesIO()
+                cell.save(out, format="PNG")
+                cells[f"{seed}_{row}_{column}"] = {"image": base64.b64encode(out.getvalue()).decode()}
+        return {"message": message, "status": job.status(), "columns": [c.label for c in job.spec.columns],
+                "names": [c.lora.name if c.lora else None for c in job.spec.columns], "cells": cells,
+                "grid": str(job.saved.grid) if job.saved else None,
+                "cell_seconds": job.result.cell_seconds if job.result else [],
+                "total_seconds": job.result.total_seconds if job.result else 0.0,
+                "cell_files": {f"{k[0]}_{k[1]}_{k[2]}": str(v) for k, v in job.saved.cells.items()} if job.saved else {}}
+
     @app.post("/lora_trainer_probe/free_memory")
     def free_memory():
         from backend import memory_management
