@@ -59,6 +59,10 @@ class Host(Protocol):
         """Make `image` the preview of a saved LoRA of `project` (the picture on its WebUI card);
         returns the preview file written."""
 
+    def adetailer_models(self) -> list[str]:
+        """ADetailer's detection models where the host has that extension (a render's
+        `settings.adetailer_model` takes one); [] without it."""
+
     def bind_txt2img_paste(self, button: Any, parameters: Any) -> bool:
         """Make `button` (a gradio Button) send the generation parameters in `parameters` (a gradio
         Textbox, the WebUI's infotext) to the host's txt2img form, as the WebUI's own "send to"
@@ -128,6 +132,9 @@ class StandaloneHost:
         from lora_trainer.runs.publish import write_preview
 
         return write_preview(Path(lora_file), Path(image))  # beside the run's file: no LoRA folder here
+
+    def adetailer_models(self) -> list[str]:
+        return []  # ADetailer is a WebUI extension
 
     def bind_txt2img_paste(self, button: Any, parameters: Any) -> bool:
         return False  # no txt2img here: the Review panel's own form takes a cell's settings

@@ -77,6 +77,9 @@ class ForgeHost:
                                  card=lora_card(lora_file))
         return write_preview(published, image)
 
+    def adetailer_models(self) -> list[str]:
+        return _adetailer_models()
+
     def bind_txt2img_paste(self, button, parameters) -> bool:
         """Forge's own paste-parameters mechanism (modules/infotext_utils.py): at the end of building
         the UI it wires every registered button to parse the infotext into txt2img's fields and
@@ -102,6 +105,8 @@ class ForgeHost:
                 seed=job.seed, steps=s.steps, cfg_scale=s.cfg_scale, width=s.width, height=s.height,
                 sampler_name=s.sampler, scheduler=s.scheduler, do_not_save_samples=True, do_not_save_grid=True,
                 override_settings={"sd_model_checkpoint": checkpoint} if checkpoint else {})) as p:
+            if s.adetailer_model:
+                _with_adetailer(p, s.adetailer_model)
             shared.state.begin(job="lora_trainer_review")
             try:
                 processed = process_images(p)
@@ -123,6 +128,43 @@ def _forge_lora_extension():
     except ImportError:
         return None
     return networks if hasattr(networks, "update_available_networks_by_names") else None
+
+
+def _adetailer_script():
+    """The ADetailer extension's script among txt2img's always-on scripts, or None."""
+    return next((script for script in scripts.scripts_txt2img.alwayson_scripts
+                 if script.title() == "ADetailer"), None)
+
+
+def _adetailer_models() -> list[str]:
+    """The models ADetailer lists (its script module's `model_mapping`); [] without ADetailer."""
+    adetailer = _adetailer_script()
+    if adetailer is None:
+        return []
+    module = next((d.module for d in scripts.scripts_data if d.script_class is type(adetailer)), None)
+    return list(getattr(module, "model_mapping", {}))
+
+
+def _with_adetailer(p, model: str) -> None:
+    """Run txt2img's always-on scripts on `p` as its tab would (each with its UI's values: ADetailer's
+    face pass happens in its postprocess), ADetailer switched on with `model`, as the WebUI's API does
+    for `alwayson_scripts`."""
+    adetailer = _adetailer_script()
+    if adetailer is None:
+        raise RenderError("ADetailer is not installed in this Forge: render without it")
+    models = _adetailer_models()
+    if model not in models:
+        raise RenderError(f"ADetailer has no model {model!r}: choose one of {', '.join(models)}")
+    runner = scripts.scripts_txt2img
+    args = [getattr(component, "value", None) for component in runner.inputs]
+    args[0] = 0  # no selectable script (X/Y/Z plot and the like)
+    slot = args[adetailer.args_from:adetailer.args_to]
+    # ADetailer's arguments: enabled, skip img2img, then one dict per detection tab (others off).
+    args[adetailer.args_from:adetailer.args_to] = [True, False, {"ad_model": model}] + [None] * max(0, len(slot) - 3)
+    # As the API does, and first: setting both scripts and args runs the scripts' setup at once, and
+    # the seed's and sampler's UI-only setup would put the UI's seed and steps over the job's.
+    p.is_api = True
+    p.scripts, p.script_args = runner, args
 
 
 def _checkpoint_title(checkpoint: str) -> str:

@@ -21,8 +21,14 @@
 #   - config.json with live previews off (the first txt2img would otherwise download a preview
 #     decoder and answer HTTP 500 offline).
 #
+#   - with ADETAILER_SOURCE set: the ADetailer extension in extensions/adetailer (ADETAILER_COMMIT) with
+#     its requirements (ultralytics, mediapipe: mediapipe's face models come in its wheel, so nothing
+#     is downloaded), then Forge's own httpx/httpcore pins again (ultralytics raises them); the test
+#     then also renders a Review grid with ADetailer on.
+#
 # Sources (a URL or a local git directory, e.g. a mirror) and versions can be overridden:
-#   FORGE_SOURCE, FORGE_COMMIT, HF_GUESS_SOURCE, ASSETS_SOURCE, PYTHON, TORCH_REQUIREMENT
+#   FORGE_SOURCE, FORGE_COMMIT, HF_GUESS_SOURCE, ASSETS_SOURCE, ADETAILER_SOURCE, ADETAILER_COMMIT, PYTHON,
+#   TORCH_REQUIREMENT
 #   (e.g. TORCH_REQUIREMENT="torch==2.3.1 --index-url https://download.pytorch.org/whl/cpu").
 # Re-running skips the steps already done.
 set -euo pipefail
@@ -38,6 +44,8 @@ FORGE_SOURCE=${FORGE_SOURCE:-https://github.com/lllyasviel/stable-diffusion-webu
 FORGE_COMMIT=${FORGE_COMMIT:-dfdcbab685e57677014f05a3309b48cc87383167}
 HF_GUESS_SOURCE=${HF_GUESS_SOURCE:-https://github.com/lllyasviel/huggingface_guess.git}
 ASSETS_SOURCE=${ASSETS_SOURCE:-https://github.com/AUTOMATIC1111/stable-diffusion-webui-assets.git}
+ADETAILER_SOURCE=${ADETAILER_SOURCE:-}  # https://github.com/Bing-su/adetailer.git to add it
+ADETAILER_COMMIT=${ADETAILER_COMMIT:-36189cbea735b85fd01e98ac42002b8ce6f0e41d}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3.10 || command -v python3)}
 TORCH_REQUIREMENT=${TORCH_REQUIREMENT:-torch==2.13.0}
 SDXL_CONFIG=backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0
@@ -86,6 +94,14 @@ fi
 
 step "the extension's requirements: install.py, as Forge runs it"
 (cd "$FORGE_DIR" && "$PY" -c 'import sys; from modules import launch_utils; launch_utils.run_extension_installer(sys.argv[1])' "$REPO")
+
+if [[ -n "$ADETAILER_SOURCE" ]]; then
+  step "ADetailer $ADETAILER_COMMIT into extensions/adetailer, with its requirements"
+  checkout "$ADETAILER_SOURCE" "$ADETAILER_COMMIT" "$FORGE_DIR/extensions/adetailer"
+  "$PY" -m pip install -q "ultralytics>=8.3.75" "mediapipe>=0.10.13,<=0.10.15" "rich>=13.0.0"
+  # shellcheck disable=SC2046  # one requirement a word
+  "$PY" -m pip install -q $(grep -E '^(httpx|httpcore)==' "$FORGE_DIR/requirements_versions.txt") "h11<0.13"
+fi
 
 if [[ ! -f "$FORGE_DIR/$CHECKPOINT" ]]; then
   step "random-weight SDXL checkpoint $CHECKPOINT"

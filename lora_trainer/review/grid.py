@@ -60,6 +60,8 @@ def infotext(job: RenderJob) -> str:
               ("CFG scale", f"{s.cfg_scale:g}"), ("Seed", str(job.seed)), ("Size", f"{s.width}x{s.height}")]
     if s.checkpoint:
         fields.append(("Model", model_name(s.checkpoint)))
+    if s.adetailer_model:  # the field ADetailer writes, and reads back when pasted into txt2img
+        fields.append(("ADetailer model", s.adetailer_model))
     lines = [job.webui_prompt]
     if s.negative_prompt:
         lines.append(f"Negative prompt: {s.negative_prompt}")

@@ -20,6 +20,7 @@ class RenderSettings:
     width: int = 1024
     height: int = 1024
     checkpoint: str = ""  # the base model (a path, or the host's checkpoint title); "" = the host's current
+    adetailer_model: str = ""  # ADetailer's detection model, where the host has ADetailer; "" = off
 
     def __post_init__(self):
         if self.steps < 1 or self.cfg_scale <= 0 or self.width < 8 or self.height < 8:

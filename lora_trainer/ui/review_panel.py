@@ -68,7 +68,8 @@ MAX_CAPTIONS = 3
 POLL_INTERVAL_S = 1.0
 MAX_PAGES = 1000
 NO_RATING = "none"
-FORM_INPUTS = 14  # the render form's fields (_form)
+FORM_INPUTS = 15  # the render form's fields (_form)
+ADETAILER_OFF = "off"
 CELL_OUTPUTS = 4  # the picked cell's parameters and its three buttons (_cell_outputs)
 RANK_CHOICES = dict(zip(("3/4", "1/2"), RANK_FACTORS))  # the guide's next step: 3/4 or 1/2 of rank and alpha
 
@@ -192,11 +193,13 @@ def build_spec(columns: list[Column], prompts_text: str, weights_text: str, seed
     return GridSpec(columns=columns, rows=rows, seeds=seeds, settings=settings)
 
 
-def render_settings(negative: str, steps, cfg, sampler: str, width, height, model: str) -> RenderSettings:
+def render_settings(negative: str, steps, cfg, sampler: str, width, height, model: str,
+                    adetailer: str | None = ADETAILER_OFF) -> RenderSettings:
     try:
         return RenderSettings(negative_prompt=negative or "", steps=int(steps), cfg_scale=float(cfg),
                               sampler=sampler or DEFAULTS.sampler, width=int(width), height=int(height),
-                              checkpoint=(model or "").strip())
+                              checkpoint=(model or "").strip(),
+                              adetailer_model="" if adetailer in (None, ADETAILER_OFF) else adetailer)
     except (TypeError, ValueError) as e:
         raise ValueError(str(e) if "range" in str(e) else f"render settings: {e}") from None
 
@@ -341,8 +344,13 @@ class ReviewPanel:
                                        elem_id="lora_trainer_review_sampler")
             self.width = gr.Number(DEFAULTS.width, precision=0, label="Width", elem_id="lora_trainer_review_width")
             self.height = gr.Number(DEFAULTS.height, precision=0, label="Height", elem_id="lora_trainer_review_height")
-        self.model = gr.Textbox(label="Base model", elem_id="lora_trainer_review_model",
-                                info="the project's saved base model, or the first listed checkpoint")
+        with gr.Row():
+            self.model = gr.Textbox(label="Base model", elem_id="lora_trainer_review_model", scale=4,
+                                    info="the project's saved base model, or the first listed checkpoint")
+            models = self.host.adetailer_models()  # where the WebUI has the ADetailer extension
+            self.adetailer = gr.Dropdown([ADETAILER_OFF, *models], value=ADETAILER_OFF, label="ADetailer",
+                                         info="fix faces in every cell with this detection model",
+                                         visible=bool(models), elem_id="lora_trainer_review_adetailer", scale=1)
         with gr.Row():
             self.render_button = gr.Button("Render", variant="primary", elem_id="lora_trainer_review_render")
             self.stop_button = gr.Button("Stop", variant="stop", elem_id="lora_trainer_review_stop")
@@ -407,7 +415,8 @@ class ReviewPanel:
 
     def _form(self) -> list:
         return [self.project, self.run, self.epochs, self.baseline, self.prompts, self.weights, self.seeds,
-                self.negative, self.steps, self.cfg, self.sampler, self.width, self.height, self.model]
+                self.negative, self.steps, self.cfg, self.sampler, self.width, self.height, self.model,
+                self.adetailer]
 
     def _wire(self) -> None:
         views = self._view_outputs()
@@ -489,7 +498,7 @@ class ReviewPanel:
 
     # --- callbacks: render ----------------------------------------------------------------------
     def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,
-                     cfg, sampler, width, height, model):
+                     cfg, sampler, width, height, model, adetailer=ADETAILER_OFF):
         """A grid of the ticked epochs; while this run trains, a live grid (every epoch as it is saved);
         while another run trains, a grid only when the GPU has room for it beside the training."""
         try:
@@ -499,7 +508,7 @@ class ReviewPanel:
             project = self._open(project_name)
             if not run:
                 raise ValueError("choose a run (an output name with LoRA files)")
-            settings = render_settings(negative, steps, cfg, sampler, width, height, model)
+            settings = render_settings(negative, steps, cfg, sampler, width, height, model, adetailer)
             training = self.runner.status()
             if training.active and training.project == project.name and training.output_name == run:
                 job = self._live_job(project, run, baseline, prompts, weights, seeds, settings)
@@ -631,7 +640,7 @@ class ReviewPanel:
             run = gr.update(choices=run_names(model), value=lora.output_name)
             epochs = gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=[form.epoch_path])
         return (project, run, epochs, form.baseline, form.prompt, form.weights, form.seed, s.negative_prompt, s.steps,
-                s.cfg_scale, s.sampler, s.width, s.height, s.checkpoint,
+                s.cfg_scale, s.sampler, s.width, s.height, s.checkpoint, s.adetailer_model or ADETAILER_OFF,
                 render.message("the picked cell's settings are in the form: change them and Render"))
 
     def use_as_preview(self, request: gr.Request = None):

@@ -45,7 +45,8 @@ FORGE_DIR = os.environ.get("FORGE_DIR", "")
 SDXL_CONFIG = Path("backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0")
 CHECKPOINT = Path("models/Stable-diffusion/random-sdxl.safetensors")  # tools/prepare_forge.sh makes it
 EXTENSION_LINK = "lora-trainer"
-PROBE_LINK = "lora-trainer-probe"  # tests/forge/probe: routes that call our ForgeHost inside Forge
+PROBE_LINK = "lora-trainer-probe"
+ADETAILER = "adetailer"  # extensions/adetailer: tools/prepare_forge.sh puts it there with ADETAILER_SOURCE  # tests/forge/probe: routes that call our ForgeHost inside Forge
 START_TIMEOUT_S = 300
 RANK = 4
 # (name, with text encoders, SDXL modules the file patches in the U-Net and in the two CLIPs)
@@ -144,6 +145,9 @@ def forge(tmp_path_factory):
         "--lora-dir", str(instance.lora_dir), "--lora-trainer-dir", str(instance.workspace),
         "--ui-config-file", str(instance.ui_config),
     ]
+    instance.adetailer = (forge_dir / "extensions" / ADETAILER).is_dir()
+    if instance.adetailer:
+        command.append("--ad-no-huggingface")  # its YOLO models would be downloaded; mediapipe's are in its wheel
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ""}
     env.pop("VIRTUAL_ENV", None)
     start = time.monotonic()
@@ -388,4 +392,29 @@ def test_the_review_panel_renders_a_grid_of_two_epochs_through_forge(forge):
     wired = [d for d in config["dependencies"] if [button["id"], "click"] in [list(t) for t in d["targets"]]]
     assert any("switch_to_txt2img" in (d.get("js") or "") for d in wired), wired
     assert any(prompt["id"] in d["outputs"] for d in wired), "Send to txt2img does not fill txt2img's prompt"
+    assert _our_errors(forge.log()) == []
+
+
+def test_a_review_cell_with_adetailer_on_goes_through_its_face_pass(forge):
+    """With the ADetailer extension installed (tools/prepare_forge.sh with ADETAILER_SOURCE), Forge's
+    host lists its models and a cell rendered with one runs ADetailer's pass (it reports on that very
+    image); the same cell without it does not, and equals the baseline."""
+    if not forge.adetailer:
+        pytest.skip(f"{FORGE_DIR}/extensions/{ADETAILER} is not installed (tools/prepare_forge.sh with ADETAILER_SOURCE)")
+    models = forge.get("/lora_trainer_probe/host")["adetailer_models"]
+    assert "mediapipe_face_full" in models, models
+    settings = {"steps": 2, "width": 256, "height": 256, "cfg_scale": 5, "sampler": "Euler", "scheduler": "Automatic"}
+    before = len(forge.log())
+    plain = forge.render("a photo of a woman", settings, None, "cell without ADetailer")
+    assert "ADetailer:" not in forge.log()[before:]
+    before = len(forge.log())
+    fixed = forge.render("a photo of a woman", {**settings, "adetailer_model": "mediapipe_face_full"}, None,
+                         "cell with ADetailer")
+    log = forge.log()[before:]
+    # a random model draws no face: ADetailer ran its detector on the image and said so
+    assert "[-] ADetailer: nothing detected on image 1 with 1st settings." in log, log[-3000:]
+    assert np.array_equal(plain, fixed)  # nothing detected, nothing changed
+    answer = forge.post("/lora_trainer_probe/render", {"prompt": "a", "seed": 1, "lora": None,
+                                                       "settings": {**settings, "adetailer_model": "nope.pt"}})
+    assert "ADetailer has no model 'nope.pt'" in answer.get("error", ""), answer
     assert _our_errors(forge.log()) == []

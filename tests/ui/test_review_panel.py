@@ -73,6 +73,26 @@ def test_render_settings_out_of_range():
         rp.render_settings("", 0, 5, "Euler", 64, 64, "")
 
 
+def test_adetailer_is_off_unless_a_model_is_chosen_and_offered_only_where_the_host_has_it(tmp_path):
+    import gradio as gr
+
+    from lora_trainer.host import StandaloneHost
+
+    assert rp.render_settings("", 2, 5, "Euler", 64, 64, "", "off").adetailer_model == ""
+    assert rp.render_settings("", 2, 5, "Euler", 64, 64, "", "face_yolov8n.pt").adetailer_model == "face_yolov8n.pt"
+
+    class WithADetailer(StandaloneHost):
+        def adetailer_models(self):
+            return ["face_yolov8n.pt", "mediapipe_face_full"]
+
+    with gr.Blocks():
+        standalone = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False)).build()
+        forge_like = rp.ReviewPanel(WithADetailer(tmp_path), _Runner(active=False)).build()
+    assert standalone.adetailer.visible is False
+    assert forge_like.adetailer.visible is True
+    assert [value for _, value in forge_like.adetailer.choices] == ["off", "face_yolov8n.pt", "mediapipe_face_full"]
+
+
 def test_epochs_ticked_first_are_the_candidates(tmp_path):
     files = [_file(tmp_path, 1, 4), _file(tmp_path, 2, 8), _file(tmp_path, 3, 12)]
     assert rp.preselect(files, [Candidate(2, "epoch 2: minimum")]) == [str(files[1].path)]
@@ -496,7 +516,8 @@ def test_a_picked_cell_goes_to_the_form_or_becomes_the_preview_and_the_grid_is_b
     host = _PreviewHost(tmp_path)
     panel = rp.ReviewPanel(host, _Runner(active=False))
     lora = str(project.model / "hero-000002.safetensors")
-    panel.start_render("p", "hero", [lora], True, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors")
+    panel.start_render("p", "hero", [lora], True, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors",
+                       "face_yolov8n.pt")
     for _ in range(2):
         host.go.release()
     _wait(lambda: panel._job.finished)
@@ -505,15 +526,15 @@ def test_a_picked_cell_goes_to_the_form_or_becomes_the_preview_and_the_grid_is_b
 
     params, send, txt2img, preview = panel.pick_cell(_select(2))
     assert params.startswith("a cat <lora:published-hero-000002:0.8>\nNegative prompt: ugly\nSteps: 3, Sampler: Euler a")
-    assert "Seed: 7, Size: 16x24, Model: base" in params
+    assert "Seed: 7, Size: 16x24, Model: base, ADetailer model: face_yolov8n.pt" in params
     assert send["interactive"] and txt2img["interactive"] and preview["interactive"]
     form = panel.send_to_form()
     (project_, run, epochs, baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height,
-     model, message) = form
+     model, adetailer, message) = form
     assert project_["value"] == "p" and run["value"] == "hero" and epochs["value"] == [lora]
     assert [value for _, value in epochs["choices"]] == [str(project.model / "hero-000001.safetensors"), lora]
-    assert (baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height, model) == (
-        False, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors")
+    assert (baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height, model, adetailer) == (
+        False, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors", "face_yolov8n.pt")
     assert "Render" in message
 
     assert "is the preview of published-hero-000002" in panel.use_as_preview()

@@ -23,7 +23,8 @@ def _routes(_demo, app):
         host = _host()
         return {"name": host.name, "workspace": str(host.workspace()),
                 "checkpoints": [str(p) for p in host.checkpoints()],
-                "sdxl_config_dir": str(host.sdxl_config_dir()), "trainer_command": host.trainer_command()}
+                "sdxl_config_dir": str(host.sdxl_config_dir()), "trainer_command": host.trainer_command(),
+                "adetailer_models": host.adetailer_models()}
 
     @app.post("/lora_trainer_probe/publish")
     def publish(body: dict):
