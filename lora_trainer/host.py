@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:  # no PIL, torch or diffusers at import
     from PIL.Image import Image
 
-    from lora_trainer.review.spec import RenderJob
+    from lora_trainer.review.spec import RenderJob, RenderOptions
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 # Where Forge keeps the diffusers SDXL config folder, relative to its root (single files load offline with it).
@@ -58,6 +58,9 @@ class Host(Protocol):
     def publish_preview(self, lora_file: Path, project: str, image: Path) -> Path:
         """Make `image` the preview of a saved LoRA of `project` (the picture on its WebUI card);
         returns the preview file written."""
+
+    def render_options(self) -> RenderOptions:
+        """The samplers and schedule types `render` takes, and the txt2img settings it starts with."""
 
     def adetailer_models(self) -> list[str]:
         """ADetailer's detection models where the host has that extension (a render's
@@ -132,6 +135,13 @@ class StandaloneHost:
         from lora_trainer.runs.publish import write_preview
 
         return write_preview(Path(lora_file), Path(image))  # beside the run's file: no LoRA folder here
+
+    def render_options(self) -> RenderOptions:
+        """The diffusers renderer's samplers; no WebUI settings, so the run's training size."""
+        from lora_trainer.review.diffusers_render import SAMPLERS, SCHEDULERS
+        from lora_trainer.review.spec import RenderOptions
+
+        return RenderOptions(tuple(SAMPLERS), SCHEDULERS)
 
     def adetailer_models(self) -> list[str]:
         return []  # ADetailer is a WebUI extension

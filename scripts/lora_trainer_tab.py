@@ -16,7 +16,7 @@ from modules import call_queue, script_callbacks, scripts, sd_models, shared, sh
 from modules.paths_internal import data_path, script_path
 
 from lora_trainer.host import CHECKPOINT_SUFFIXES, FORGE_CONFIG_SUBDIR, python_module_command
-from lora_trainer.review.spec import RenderError, RenderJob
+from lora_trainer.review.spec import RenderError, RenderJob, RenderOptions, RenderSettings
 from lora_trainer.review.xyz_axis import AXIS_LABEL, apply_lora_epoch, lora_epoch_choices, missing_names
 from lora_trainer.runs.publish import lora_card, project_subfolder, publish_lora, same_file, write_preview
 from lora_trainer.ui import build_ui
@@ -76,6 +76,21 @@ class ForgeHost:
         published = publish_lora(lora_file, shared.cmd_opts.lora_dir, project_subfolder(project),
                                  card=lora_card(lora_file))
         return write_preview(published, image)
+
+    def render_options(self) -> RenderOptions:
+        """Forge's samplers and schedule types, and what its txt2img starts with for SDXL (the "xl"
+        UI preset's options; the steps of its Sampler script's slider)."""
+        from modules import sd_samplers, sd_schedulers
+
+        o = shared.opts
+        sampler_script = next((s for s in scripts.scripts_txt2img.scripts if s.title() == "Sampler"), None)
+        steps = getattr(getattr(sampler_script, "steps", None), "value", 20)
+        defaults = RenderSettings(steps=int(steps), cfg_scale=float(getattr(o, "xl_t2i_cfg", 5)),
+                                  sampler=getattr(o, "xl_t2i_sampler", "Euler a"),
+                                  scheduler=getattr(o, "xl_t2i_scheduler", "Automatic"),
+                                  width=int(getattr(o, "xl_t2i_width", 896)), height=int(getattr(o, "xl_t2i_height", 1152)))
+        return RenderOptions(tuple(s.name for s in sd_samplers.visible_samplers()),
+                             tuple(s.label for s in sd_schedulers.schedulers), defaults, webui_size=True)
 
     def adetailer_models(self) -> list[str]:
         return _adetailer_models()

@@ -29,6 +29,17 @@ class RenderSettings:
 
 
 @dataclass(frozen=True)
+class RenderOptions:
+    """What a host's renderer offers: its samplers and schedule types, and the settings its txt2img
+    starts with (`webui_size`: its size too; else the Review starts at the run's training size)."""
+
+    samplers: tuple[str, ...]
+    schedulers: tuple[str, ...]
+    defaults: RenderSettings = field(default_factory=RenderSettings)
+    webui_size: bool = False
+
+
+@dataclass(frozen=True)
 class LoraRef:
     """A saved LoRA file and the name the host lists it under (`<lora:NAME:WEIGHT>` in a prompt)."""
 

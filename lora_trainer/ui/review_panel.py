@@ -12,6 +12,7 @@ epochs, the chosen epoch with its rating and note; read-only.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -51,7 +52,7 @@ from lora_trainer.review.live import (
 )
 from lora_trainer.review.notes import NotesError, load_notes, save_note
 from lora_trainer.review.render import CellKey, describe_cell
-from lora_trainer.review.saved import SavedGrid, last_saved_grid
+from lora_trainer.review.saved import SavedGrid, last_saved_grid, saved_grids
 from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderJob, RenderSettings, Row
 from lora_trainer.runs.follow import read_events
 from lora_trainer.runs.layout import EVENTS_FILE, run_folder_order
@@ -61,14 +62,14 @@ from lora_trainer.runs.runner import TrainRunner, load_project_settings
 from lora_trainer.ui import render
 from lora_trainer.ui.train_panel import TrainPanel, keep_out_of_forge_ui_config
 
-SAMPLERS = ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"]
 DEFAULTS = RenderSettings()  # Forge's txt2img defaults for SDXL: 20 steps, CFG 5, 1024x1024
 DEFAULT_SEEDS = "1234, 5678"
 MAX_CAPTIONS = 3
 POLL_INTERVAL_S = 1.0
 MAX_PAGES = 1000
 NO_RATING = "none"
-FORM_INPUTS = 15  # the render form's fields (_form)
+THUMBNAIL_PX = 160
+FORM_INPUTS = 16  # the render form's fields (_form)
 ADETAILER_OFF = "off"
 CELL_OUTPUTS = 4  # the picked cell's parameters and its three buttons (_cell_outputs)
 RANK_CHOICES = dict(zip(("3/4", "1/2"), RANK_FACTORS))  # the guide's next step: 3/4 or 1/2 of rank and alpha
@@ -194,10 +195,11 @@ def build_spec(columns: list[Column], prompts_text: str, weights_text: str, seed
 
 
 def render_settings(negative: str, steps, cfg, sampler: str, width, height, model: str,
-                    adetailer: str | None = ADETAILER_OFF) -> RenderSettings:
+                    adetailer: str | None = ADETAILER_OFF, scheduler: str | None = None) -> RenderSettings:
     try:
         return RenderSettings(negative_prompt=negative or "", steps=int(steps), cfg_scale=float(cfg),
-                              sampler=sampler or DEFAULTS.sampler, width=int(width), height=int(height),
+                              sampler=sampler or DEFAULTS.sampler, scheduler=scheduler or DEFAULTS.scheduler,
+                              width=int(width), height=int(height),
                               checkpoint=(model or "").strip(),
                               adetailer_model="" if adetailer in (None, ADETAILER_OFF) else adetailer)
     except (TypeError, ValueError) as e:
@@ -232,14 +234,15 @@ def _epochs_text(epochs: list[int]) -> str:
     return ", ".join(map(str, epochs))
 
 
-def runs_table(runs: list[RunSummary]) -> str:
+def runs_table(runs: list[RunSummary], thumbnails: dict[str, str] | None = None) -> str:
     """The project's runs (newest first) as a Markdown table: the settings that differ between them (a
     value in bold where it differs from the run before it), loss, epochs, the chosen epoch, its rating
-    and note."""
+    and note, and its last grid (`thumbnails`: output name -> an image's data URI)."""
     if not runs:
         return "No runs in this project yet (no saved settings or LoRA files in model/)."
+    thumbnails = thumbnails or {}
     keys = differing_settings(runs)
-    head = ["run", *keys, "epochs", "final loss", "best loss (epoch)", "chosen", "rating", "note"]
+    head = ["run", *keys, "epochs", "final loss", "best loss (epoch)", "chosen", "rating", "note", "grid"]
     lines = ["| " + " | ".join(escape(h) for h in head) + " |", "|" + "---|" * len(head)]
     for index, run in enumerate(runs):
         older = next((r for r in runs[index + 1:] if r.settings), None)
@@ -250,14 +253,47 @@ def runs_table(runs: list[RunSummary]) -> str:
             cells.append(f"**{text or '(none)'}**" if changed else text)
         best = f"{_loss(run.best_loss)} ({run.best_epoch})" if run.best_loss is not None else ""
         note = "; ".join(t for t in [run.note, *run.problems] if t)
+        thumbnail = thumbnails.get(run.output_name)
         cells += [_cell(_epochs_text(run.epochs)), _loss(run.final_loss), best, _cell(run.chosen_epoch),
-                  "★" * run.rating if run.rating else "", _cell(note)]
+                  "★" * run.rating if run.rating else "", _cell(note),
+                  f'<img src="{thumbnail}" alt="last grid of {escape(run.output_name)}" width="{THUMBNAIL_PX}">'
+                  if thumbnail else ""]
         lines.append("| " + " | ".join(cells) + " |")
     if not keys:
         lines.append("")
         lines.append("The runs' settings do not differ (or fewer than two runs have saved settings)."
                      if len(runs) > 1 else "Only one run so far: train another to compare.")
     return "\n".join(lines)
+
+
+def grid_thumbnails(review_dir: Path, names: list[str]) -> dict[str, str]:
+    """Each run's last saved grid, small, as a PNG data URI (inline: Forge serves no file from the
+    workspace)."""
+    found = {}
+    for name in names:
+        grids = saved_grids(review_dir, name)
+        if grids:
+            uri = _thumbnail(str(grids[0]), grids[0].stat().st_mtime_ns)
+            if uri:
+                found[name] = uri
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _thumbnail(path: str, _mtime_ns: int) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((THUMBNAIL_PX * 2, THUMBNAIL_PX * 2))  # sharp on a high-density screen
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="PNG", optimize=True)
+    except OSError:
+        return ""
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def training_size(settings: dict) -> tuple[int, int]:
@@ -336,14 +372,18 @@ class ReviewPanel:
                 self.weights = gr.Textbox(label="... or LoRA weights (rows, for the first prompt)",
                                           placeholder="0.6, 0.8, 1.0", elem_id="lora_trainer_review_weights")
                 self.seeds = gr.Textbox(DEFAULT_SEEDS, label="Seeds", elem_id="lora_trainer_review_seeds")
-        self.negative = gr.Textbox(label="Negative prompt", elem_id="lora_trainer_review_negative")
+        self.options = self.host.render_options()  # the host's samplers, and its txt2img's first settings
+        first = self.options.defaults
+        self.negative = gr.Textbox(first.negative_prompt, label="Negative prompt", elem_id="lora_trainer_review_negative")
         with gr.Row():
-            self.steps = gr.Number(DEFAULTS.steps, precision=0, label="Steps", elem_id="lora_trainer_review_steps")
-            self.cfg = gr.Number(DEFAULTS.cfg_scale, label="CFG scale", elem_id="lora_trainer_review_cfg")
-            self.sampler = gr.Dropdown(SAMPLERS, value=DEFAULTS.sampler, label="Sampler",
+            self.steps = gr.Number(first.steps, precision=0, label="Steps", elem_id="lora_trainer_review_steps")
+            self.cfg = gr.Number(first.cfg_scale, label="CFG scale", elem_id="lora_trainer_review_cfg")
+            self.sampler = gr.Dropdown(list(self.options.samplers), value=first.sampler, label="Sampler",
                                        elem_id="lora_trainer_review_sampler")
-            self.width = gr.Number(DEFAULTS.width, precision=0, label="Width", elem_id="lora_trainer_review_width")
-            self.height = gr.Number(DEFAULTS.height, precision=0, label="Height", elem_id="lora_trainer_review_height")
+            self.scheduler = gr.Dropdown(list(self.options.schedulers), value=first.scheduler, label="Schedule type",
+                                         elem_id="lora_trainer_review_scheduler")
+            self.width = gr.Number(first.width, precision=0, label="Width", elem_id="lora_trainer_review_width")
+            self.height = gr.Number(first.height, precision=0, label="Height", elem_id="lora_trainer_review_height")
         with gr.Row():
             self.model = gr.Textbox(label="Base model", elem_id="lora_trainer_review_model", scale=4,
                                     info="the project's saved base model, or the first listed checkpoint")
@@ -416,7 +456,7 @@ class ReviewPanel:
     def _form(self) -> list:
         return [self.project, self.run, self.epochs, self.baseline, self.prompts, self.weights, self.seeds,
                 self.negative, self.steps, self.cfg, self.sampler, self.width, self.height, self.model,
-                self.adetailer]
+                self.adetailer, self.scheduler]
 
     def _wire(self) -> None:
         views = self._view_outputs()
@@ -484,21 +524,23 @@ class ReviewPanel:
         summaries = project_runs(project)
         with_settings = [r.output_name for r in summaries if r.settings]
         settings = self._settings(project)
-        width, height = training_size(settings)
+        webui_size = getattr(getattr(self, "options", None), "webui_size", False)
+        width, height = (gr.update(), gr.update()) if webui_size else training_size(settings)
         page.shown, page.project, page.selected = (last_saved_grid(project.review, run) if run else None,
                                                    project.name, None)
         return (gr.update(choices=projects, value=project.name), gr.update(choices=runs, value=run),
                 gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=preselect(files, candidates)),
                 candidates_text(candidates) if run else "No LoRA files in this project's model/ folder yet.",
                 prompts, self._base_model(project, settings), gr.update(choices=epochs, value=first),
-                *self._note_values(shown), notes_md, runs_table(summaries),
+                *self._note_values(shown), notes_md,
+                runs_table(summaries, grid_thumbnails(project.review, [r.output_name for r in summaries])),
                 gr.update(choices=with_settings, value=run if run in with_settings else
                           (with_settings[0] if with_settings else None)),
                 width, height, *self._shown_grid(page.shown), *self._cell_values(None))
 
     # --- callbacks: render ----------------------------------------------------------------------
     def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,
-                     cfg, sampler, width, height, model, adetailer=ADETAILER_OFF):
+                     cfg, sampler, width, height, model, adetailer=ADETAILER_OFF, scheduler=None):
         """A grid of the ticked epochs; while this run trains, a live grid (every epoch as it is saved);
         while another run trains, a grid only when the GPU has room for it beside the training."""
         try:
@@ -508,7 +550,7 @@ class ReviewPanel:
             project = self._open(project_name)
             if not run:
                 raise ValueError("choose a run (an output name with LoRA files)")
-            settings = render_settings(negative, steps, cfg, sampler, width, height, model, adetailer)
+            settings = render_settings(negative, steps, cfg, sampler, width, height, model, adetailer, scheduler)
             training = self.runner.status()
             if training.active and training.project == project.name and training.output_name == run:
                 job = self._live_job(project, run, baseline, prompts, weights, seeds, settings)
@@ -640,7 +682,7 @@ class ReviewPanel:
             run = gr.update(choices=run_names(model), value=lora.output_name)
             epochs = gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=[form.epoch_path])
         return (project, run, epochs, form.baseline, form.prompt, form.weights, form.seed, s.negative_prompt, s.steps,
-                s.cfg_scale, s.sampler, s.width, s.height, s.checkpoint, s.adetailer_model or ADETAILER_OFF,
+                s.cfg_scale, s.sampler, s.width, s.height, s.checkpoint, s.adetailer_model or ADETAILER_OFF, s.scheduler,
                 render.message("the picked cell's settings are in the form: change them and Render"))
 
     def use_as_preview(self, request: gr.Request = None):

@@ -276,11 +276,22 @@ def test_runs_table_marks_the_settings_that_changed(tmp_path, write_lora):
     _saved_run(project, write_lora, "hero_v2", "20260102120000", 200, {1: 0.3, 2: 0.25}, network_dim=24,
                network_alpha=12, max_train_epochs=3)
     save_note(old, 2, rating=4, note="good | likeness", chosen=True)
-    table = rp.runs_table(project_runs(project)).splitlines()
+    grid = project.review / "hero" / "20260101-120000" / "grid.png"
+    grid.parent.mkdir(parents=True)
+    Image.new("RGB", (900, 300), (200, 10, 10)).save(grid)
+    thumbnails = rp.grid_thumbnails(project.review, ["hero", "hero_v2"])
+    assert list(thumbnails) == ["hero"] and thumbnails["hero"].startswith("data:image/png;base64,")
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(thumbnails["hero"].split(",", 1)[1]))) as small:
+        assert small.size == (2 * rp.THUMBNAIL_PX, round(2 * rp.THUMBNAIL_PX / 3))
+    table = rp.runs_table(project_runs(project), thumbnails).splitlines()
     assert table[0] == ("| run | network_dim | network_alpha | epochs | final loss | best loss (epoch) | chosen "
-                        "| rating | note |")
-    assert table[2] == "| hero_v2 | **24** | **12** | 1, 2 | 0.2500 | 0.2500 (2) |  |  |  |"
-    assert table[3] == "| hero | 32 | 16 | 1-3 | 0.1500 | 0.1000 (2) | 2 | ★★★★ | good \\| likeness |"
+                        "| rating | note | grid |")
+    assert table[2] == "| hero_v2 | **24** | **12** | 1, 2 | 0.2500 | 0.2500 (2) |  |  |  |  |"
+    assert table[3].startswith("| hero | 32 | 16 | 1-3 | 0.1500 | 0.1000 (2) | 2 | ★★★★ | good \\| likeness | "
+                               f'<img src="{thumbnails["hero"]}" alt="last grid of hero" width="160"> |')
     assert len(table) == 4
     assert "No runs in this project yet" in rp.runs_table([])
     one = rp.runs_table(project_runs(project)[1:])
@@ -460,6 +471,10 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         page.locator("#lora_trainer_review_gallery .thumbnail-item").nth(1).click()
         page.wait_for_function("document.querySelector('#lora_trainer_review_cell_params textarea').value"
                                ".includes('<lora:hero-000001:1>')")
+        # Runs side by side: the run's last grid as a thumbnail, drawn (an inline image)
+        page.click("#lora_trainer_review_runs_box button")
+        page.wait_for_function("(() => { const img = document.querySelector('#lora_trainer_review_runs img');"
+                               " return img && img.complete && img.naturalWidth > 0; })()")
         notes = tt.text_of(page, "lora_trainer_review_notes")
         assert "★★★★" in notes and "✓" in notes
         tt.choose(page, "lora_trainer_review_note_epoch", "2")
@@ -517,7 +532,7 @@ def test_a_picked_cell_goes_to_the_form_or_becomes_the_preview_and_the_grid_is_b
     panel = rp.ReviewPanel(host, _Runner(active=False))
     lora = str(project.model / "hero-000002.safetensors")
     panel.start_render("p", "hero", [lora], True, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors",
-                       "face_yolov8n.pt")
+                       "face_yolov8n.pt", "Karras")
     for _ in range(2):
         host.go.release()
     _wait(lambda: panel._job.finished)
@@ -525,16 +540,18 @@ def test_a_picked_cell_goes_to_the_form_or_becomes_the_preview_and_the_grid_is_b
     assert "pick a cell" in panel.send_to_form()[-1] and "pick a cell" in panel.use_as_preview()
 
     params, send, txt2img, preview = panel.pick_cell(_select(2))
-    assert params.startswith("a cat <lora:published-hero-000002:0.8>\nNegative prompt: ugly\nSteps: 3, Sampler: Euler a")
+    assert params.startswith("a cat <lora:published-hero-000002:0.8>\nNegative prompt: ugly\nSteps: 3, Sampler: Euler a, "
+                             "Schedule type: Karras")
     assert "Seed: 7, Size: 16x24, Model: base, ADetailer model: face_yolov8n.pt" in params
     assert send["interactive"] and txt2img["interactive"] and preview["interactive"]
     form = panel.send_to_form()
     (project_, run, epochs, baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height,
-     model, adetailer, message) = form
+     model, adetailer, scheduler, message) = form
     assert project_["value"] == "p" and run["value"] == "hero" and epochs["value"] == [lora]
     assert [value for _, value in epochs["choices"]] == [str(project.model / "hero-000001.safetensors"), lora]
-    assert (baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height, model, adetailer) == (
-        False, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors", "face_yolov8n.pt")
+    assert (baseline, prompts, weights, seeds, negative, steps, cfg, sampler, width, height, model, adetailer,
+            scheduler) == (False, "a cat", "0.8", "7", "ugly", 3, 4.5, "Euler a", 16, 24, "base.safetensors",
+                           "face_yolov8n.pt", "Karras")
     assert "Render" in message
 
     assert "is the preview of published-hero-000002" in panel.use_as_preview()
@@ -551,6 +568,41 @@ def test_a_picked_cell_goes_to_the_form_or_becomes_the_preview_and_the_grid_is_b
     assert grid.size == Image.open(sorted((project.review / "hero").glob("*/grid.png"))[0]).size
     assert len(gallery) == 3 and "<lora:published-hero-000002:0.8>" in gallery[2][1]
     assert restarted.pick_cell(_select(2))[0] == params
+
+
+def test_the_form_starts_with_the_hosts_txt2img_settings(tmp_path, write_lora):
+    """Forge: its samplers and schedule types, and its txt2img's SDXL settings, size included;
+    standalone: the diffusers renderer's samplers and the run's training size."""
+    import gradio as gr
+
+    from lora_trainer.config.settings import TrainConfig
+    from lora_trainer.host import StandaloneHost
+    from lora_trainer.review.spec import RenderOptions, RenderSettings
+
+    project = Project(tmp_path / "p", "p").create()
+    TrainConfig(max_resolution="832,1216").save_json(project.config_file)
+    write_lora(project.model, "hero-000001", 100, ss_output_name="hero", ss_epoch="1", ss_steps="4")
+
+    class ForgeLike(StandaloneHost):
+        def render_options(self):
+            return RenderOptions(("Euler a", "DPM++ 2M SDE"), ("Automatic", "Karras", "Exponential"),
+                                 RenderSettings(steps=25, cfg_scale=6.0, sampler="DPM++ 2M SDE", scheduler="Karras",
+                                                width=896, height=1152), webui_size=True)
+
+    with gr.Blocks():
+        standalone = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False)).build()
+        forge_like = rp.ReviewPanel(ForgeLike(tmp_path), _Runner(active=False)).build()
+    assert [v for _, v in forge_like.sampler.choices] == ["Euler a", "DPM++ 2M SDE"]
+    assert (forge_like.sampler.value, forge_like.scheduler.value, forge_like.steps.value, forge_like.cfg.value) == (
+        "DPM++ 2M SDE", "Karras", 25, 6.0)
+    assert "DPM++ 2M SDE Karras" in [v for _, v in standalone.sampler.choices]
+    outputs = standalone._view_outputs()
+    width, height = outputs.index(standalone.width), outputs.index(standalone.height)
+    view = standalone.open_run("p", "hero", "")
+    assert (view[width], view[height]) == (832, 1216)  # standalone: the size the run trained at
+    view = forge_like.open_run("p", "hero", "")
+    assert view[width] == gr.update() and view[height] == gr.update()  # Forge: its txt2img's 896x1152 stays
+    assert (forge_like.width.value, forge_like.height.value) == (896, 1152)
 
 
 def test_the_review_size_defaults_to_the_size_the_run_trained_at():
