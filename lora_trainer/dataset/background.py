@@ -46,18 +46,74 @@ def random_fill_color(rng: random.Random) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
+_DOWNLOAD = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+# rembg's model names -> (the file it downloads, its approximate size); looked up without importing
+# rembg (importing it takes from several seconds to a minute: onnxruntime, scipy, scikit-image, ...).
+MODEL_FILES = {
+    "u2net": ("u2net.onnx", "176 MB"),
+    "u2netp": ("u2netp.onnx", "4.7 MB"),
+    "u2net_human_seg": ("u2net_human_seg.onnx", "176 MB"),
+    "u2net_cloth_seg": ("u2net_cloth_seg.onnx", "176 MB"),
+    "silueta": ("silueta.onnx", "43 MB"),
+    "isnet-general-use": ("isnet-general-use.onnx", "179 MB"),
+    "isnet-anime": ("isnet-anime.onnx", "176 MB"),
+    "birefnet-general": ("BiRefNet-general-epoch_244.onnx", ""),
+    "birefnet-general-lite": ("BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", ""),
+    "birefnet-portrait": ("BiRefNet-portrait-epoch_150.onnx", ""),
+    "birefnet-dis": ("BiRefNet-DIS-epoch_590.onnx", ""),
+    "birefnet-hrsod": ("BiRefNet-HRSOD_DHU-epoch_115.onnx", ""),
+    "birefnet-cod": ("BiRefNet-COD-epoch_125.onnx", ""),
+    "birefnet-massive": ("BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx", ""),
+    "bria-rmbg": ("bria-rmbg-2.0.onnx", ""),
+}
+
+
+def _is_path(model: str) -> bool:
+    return model.endswith(".onnx") or os.sep in model or "/" in model
+
+
+def check_model(model: str = "u2net", *, home: str | os.PathLike | None = None,
+                allow_download: bool = False) -> Path | None:
+    """Fail at once (ModelMissingError, naming the file, the folder and where to get it) when the model
+    is not on disk and may not be downloaded; the model file's path otherwise (None for "sam" and for
+    a name this table does not know, which `new_session` checks with rembg itself).
+
+    Cheap: it never imports rembg, so `prepare` / `background` call it before any other work.
+    """
+    if _is_path(model):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelMissingError(
+                f"rembg model file {path} does not exist: give the path of a U2-Net-style .onnx file, or a "
+                f"rembg model name (u2net, isnet-general-use, ...) whose file is in {u2net_home()} (U2NET_HOME)")
+        return path
+    if model not in MODEL_FILES:
+        return None
+    folder = Path(home).expanduser() if home is not None else u2net_home()
+    # rembg saves a download under "<model name>.onnx"; that is the file it looks for
+    expected = folder / f"{model}.onnx"
+    if expected.is_file() or allow_download:
+        return expected
+    release_file, size = MODEL_FILES[model]
+    where = f"{_DOWNLOAD}{release_file}" + (f" ({size})" if size else "")
+    rename = "" if release_file == expected.name else f" and save it as {expected.name}"
+    raise ModelMissingError(
+        f"{expected.name} not found in {folder}: download {where}{rename} there, "
+        f"or set U2NET_HOME to the folder that holds it (inside Forge, e.g. Forge's models/u2net), "
+        "or allow the download (--download-model) to let rembg fetch it there")
+
+
 def new_session(model: str = "u2net", *, home: str | os.PathLike | None = None, allow_download: bool = False):
     """A rembg session for `model` (a rembg model name, or a path to a U2-Net-style .onnx file).
 
     `home` sets U2NET_HOME for rembg (process-wide: rembg reads it from the environment). Without
-    `allow_download` a missing model raises ModelMissingError saying where to put the file.
+    `allow_download` a missing model raises ModelMissingError saying where to put the file, before
+    rembg is imported.
     """
+    path = check_model(model, home=home, allow_download=allow_download)
     from rembg import new_session as rembg_session
 
-    if model.endswith(".onnx") or os.sep in model or "/" in model:
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ModelMissingError(f"rembg model file {path} does not exist")
+    if _is_path(model):
         return _load(lambda: rembg_session("u2net_custom", model_path=str(path.resolve())), model, path)
 
     names = model_names()
@@ -69,9 +125,8 @@ def new_session(model: str = "u2net", *, home: str | os.PathLike | None = None, 
     expected = folder / f"{model}.onnx"
     if model != "sam" and not expected.is_file() and not allow_download:
         raise ModelMissingError(
-            f"rembg model {model!r} is not on disk: put {expected.name} into {folder} (U2NET_HOME), "
-            f"from rembg's releases {RELEASES} (save it under the name {expected.name}), "
-            "or allow the download (--download-model) to fetch it there automatically")
+            f"{expected.name} not found in {folder}: put it there (U2NET_HOME), from rembg's releases "
+            f"{RELEASES}, or allow the download (--download-model) to fetch it there automatically")
     return _load(lambda: rembg_session(model), model, expected)
 
 
@@ -126,6 +181,7 @@ def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net"
     One session for the whole batch. Returns one record per image: source, output, mask, colour.
     """
     out_dir = Path(out_dir)
+    check_model(model, home=home, allow_download=allow_download)  # before anything is read or written
     remover = BackgroundRemover.create(model, home=home, allow_download=allow_download, post_process=post_process)
     rng = random.Random(seed)
     records = []

@@ -25,7 +25,7 @@ from PIL import Image
 from ..captions.encoding import CaptionFileError, check_encoding_name, decode_text
 from ..fsutil import atomic_path, write_json_atomic, write_text_atomic
 from ..project import Project
-from .background import BackgroundRemover, random_fill_color, save_png
+from .background import BackgroundRemover, check_model, random_fill_color, save_png
 from .closeups import DEFAULT_MARGIN, closeup_box, pick_closeups
 from .edits import Edits, apply_edits
 from .faces import FaceDetector, HaarFaceDetector, classify_shot
@@ -247,7 +247,11 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
             progress: Callable[[int, int, str], None] | None = None) -> PrepareReport:
     """Import `inputs` (folders, files, zips; none = the project's own sources/) and write the training
     folder. `boxes` maps an output name (or a source file's stem) to a manual crop box. A detector or a
-    remover passed in is used as is (and the work then runs in this process)."""
+    remover passed in is used as is (and the work then runs in this process).
+
+    A missing background model fails here, before anything is read or written (ModelMissingError)."""
+    if options.background and remover is None:
+        check_model(options.background_model, allow_download=options.allow_download)
     check_name(project.name, "project name")
     project.create()
     boxes = dict(boxes or {})

@@ -105,7 +105,7 @@ def test_missing_model_says_where_to_put_it(tmp_path, monkeypatch):
     with pytest.raises(ModelMissingError) as e:
         new_session("birefnet-portrait")
     text = str(e.value)
-    assert f"put birefnet-portrait.onnx into {tmp_path / 'empty'}" in text and "--download-model" in text
+    assert f"birefnet-portrait.onnx not found in {tmp_path / 'empty'}" in text and "--download-model" in text
     with pytest.raises(ModelMissingError, match="does not exist"):
         new_session(str(tmp_path / "nope.onnx"))
     with pytest.raises(ValueError, match="unknown rembg model 'u3net'"):

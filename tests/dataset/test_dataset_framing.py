@@ -113,4 +113,4 @@ def test_cli_prepare_and_audit(tmp_path, h, capsys):
     rc = main(["prepare", str(tmp_path / "missing"), "--project", str(tmp_path / "p"), "--name", "myLoRA"])
     assert rc == 2 and "input not found" in capsys.readouterr().err
     rc = main(["background", str(src / "one.jpg"), "--output", str(tmp_path / "bg"), "--model", "u2net"])
-    assert rc == 2 and "put u2net.onnx into" in capsys.readouterr().err
+    assert rc == 2 and "u2net.onnx not found in" in capsys.readouterr().err
