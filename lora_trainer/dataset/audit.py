@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..images import IMPORT_EXTENSIONS
 from ..images import list_images as _list_images
+from .background import MASK_REASON, is_mask_name
 from .faces import SHOTS, FaceDetector, HaarFaceDetector, classify_shot
 from .loading import ImageProblem, decode
 
@@ -76,11 +77,12 @@ class AuditReport:
     near_duplicates: list[dict]
     shot_mix: dict[str, int]
     findings: list[str]  # about the set as a whole
+    skipped: list[dict] = field(default_factory=list)  # files not audited, and why (masks)
 
     def to_dict(self) -> dict:
         return {"folder": self.folder, "count": len(self.images), "thresholds": asdict(self.thresholds),
                 "findings": self.findings, "shot_mix": self.shot_mix, "near_duplicates": self.near_duplicates,
-                "unreadable": self.unreadable, "images": [asdict(i) for i in self.images]}
+                "unreadable": self.unreadable, "skipped": self.skipped, "images": [asdict(i) for i in self.images]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -100,6 +102,9 @@ class AuditReport:
             lines.append("  none")
         for bad in self.unreadable:
             lines.append(f"  {bad['name']}: unreadable: {bad['reason']}")
+        if self.skipped:
+            lines += ["", f"Not audited ({len(self.skipped)}):"]
+            lines += [f"  {s['name']}: {s['reason']}" for s in self.skipped]
         lines += ["", "How to read it:",
                   f"  sharpness = variance of the Laplacian at {ANALYSIS_SIDE} px; below {t.blur_threshold:g} "
                   "the image has few crisp edges (out of focus, motion, or very plain).",
@@ -115,8 +120,18 @@ class AuditReport:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image the audit reads: what `import` takes in, not only what the trainer reads."""
-    return _list_images(folder, extensions=IMPORT_EXTENSIONS)
+    """Every image the audit reads: what `import` takes in, not only what the trainer reads; never the
+    masks the background step writes beside its images (`masks_in` lists those)."""
+    return [p for p in _list_images(folder, extensions=IMPORT_EXTENSIONS) if not _is_mask(p)]
+
+
+def masks_in(folder: Path) -> list[Path]:
+    """The background step's masks (`<stem>_mask.png` beside `<stem>.png`) among a folder's images."""
+    return [p for p in _list_images(folder, extensions=IMPORT_EXTENSIONS) if _is_mask(p)]
+
+
+def _is_mask(path: Path) -> bool:
+    return is_mask_name(path.name, lambda n: path.with_name(n).is_file())
 
 
 def measure(im: Image.Image) -> dict:
@@ -200,7 +215,9 @@ def audit_folder(folder: Path, **kwargs) -> AuditReport:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
-    return audit_images(list_images(folder), folder=str(folder), **kwargs)
+    report = audit_images(list_images(folder), folder=str(folder), **kwargs)
+    report.skipped = [{"name": str(p.relative_to(folder)), "reason": MASK_REASON} for p in masks_in(folder)]
+    return report
 
 
 def _analysis_size(width: int, height: int) -> tuple[int, int]:

@@ -169,9 +169,22 @@ class BackgroundRemover:
         return out, mask
 
 
+MASK_SUFFIX = "_mask.png"
+MASK_REASON = "a mask written by the background step, not a photo"
+
+
 def mask_path_for(image_path: Path) -> Path:
     """Where the standalone command keeps an image's mask: `<stem>_mask.png` beside it."""
-    return image_path.with_name(f"{image_path.stem}_mask.png")
+    return image_path.with_name(f"{image_path.stem}{MASK_SUFFIX}")
+
+
+def is_mask_name(name: str, siblings) -> bool:
+    """Whether a file called `name` is a mask the background step wrote: `<stem>_mask.png` with
+    `<stem>.png` beside it (`siblings`: the names in the same folder, or a callable name -> bool)."""
+    if not name.lower().endswith(MASK_SUFFIX):
+        return False
+    image = name[:-len(MASK_SUFFIX)] + ".png"
+    return siblings(image) if callable(siblings) else image in siblings
 
 
 def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net", seed: int = 0,

@@ -125,7 +125,7 @@ class PrepareReport:
     def to_text(self) -> str:
         lines = [e.line() for e in self.entries]
         lines.append(f"{self.count('ok')} image(s) prepared, {self.count('close-up')} close-up(s) added, "
-                     f"{self.count('duplicate')} duplicate(s) and {self.count('skipped')} bad file(s) skipped; "
+                     f"{self.count('duplicate')} duplicate(s) and {self.count('skipped')} file(s) skipped; "
                      f"training folder: {self.train_images}")
         return "\n".join(lines) + "\n"
 

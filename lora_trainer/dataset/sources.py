@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from ..captions.encoding import MAX_CAPTION_BYTES, CaptionFileError, too_large_message
 from ..images import IMPORT_EXTENSIONS  # looked at when a folder or archive is scanned
+from .background import MASK_REASON, is_mask_name
 
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # a zip member larger than this is refused (zip bomb guard)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -82,12 +83,16 @@ def gather(inputs: Iterable[str | Path], caption_extension: str = ".txt") -> lis
                     if _reported(p.name, p.relative_to(path)):
                         items.append(SourceItem(label=str(p), stem=p.stem, path=p, skip_reason=why))
                     continue
-                if p.suffix.lower() in IMPORT_EXTENSIONS:
+                if is_mask_name(p.name, lambda n, p=p: p.with_name(n).is_file()):
+                    items.append(SourceItem(label=str(p), stem=p.stem, path=p, skip_reason=MASK_REASON))
+                elif p.suffix.lower() in IMPORT_EXTENSIONS:
                     items.append(_file_item(p, caption_extension))
                 elif p.suffix.lower() == ".zip":
                     items.extend(_zip_items(p, caption_extension))
         elif path.is_file() and path.suffix.lower() == ".zip":
             items.extend(_zip_items(path, caption_extension))
+        elif path.is_file() and is_mask_name(path.name, lambda n: path.with_name(n).is_file()):
+            items.append(SourceItem(label=str(path), stem=path.stem, path=path, skip_reason=MASK_REASON))
         elif path.is_file():
             items.append(_file_item(path, caption_extension))
         else:
@@ -140,6 +145,9 @@ def _zip_items(archive: Path, caption_extension: str) -> Iterator[SourceItem]:
                              skip_reason="a zip inside a zip is not opened: extract it and import it separately")
             continue
         if member.suffix.lower() not in IMPORT_EXTENSIONS:
+            continue
+        if is_mask_name(member.name, lambda n: str(member.with_name(n)) in names):
+            yield SourceItem(label=label, stem=member.stem, archive=archive, member=name, skip_reason=MASK_REASON)
             continue
         caption = str(member.with_suffix(caption_extension))
         yield SourceItem(label=label, stem=member.stem, archive=archive, member=name,

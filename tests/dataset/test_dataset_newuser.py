@@ -73,3 +73,49 @@ def test_background_command_without_the_model_writes_nothing(tmp_path, h, monkey
     with pytest.raises(ModelMissingError):
         prepare([src], Project(tmp_path / "p", "x"), PrepareOptions(background=True, background_model="u2netp"))
     assert not (tmp_path / "p").exists()
+
+
+TINY = ROOT / "tests" / "assets" / "tiny_segmenter.onnx"
+
+
+def _subject(seed: int) -> Image.Image:
+    im = Image.new("RGB", (400, 300), (40, 160, 90 + seed))
+    im.paste((230, 30, 30), (150, 75, 250, 225))
+    return im
+
+
+def test_background_output_then_prepare_skips_the_masks(tmp_path, capsys):
+    """`background` writes <stem>.png + <stem>_mask.png; prepare on that folder imports the photos only,
+    and names each mask as skipped, with the reason; audit and edit leave the masks alone too."""
+    from lora_trainer.dataset.audit import audit_folder
+    from lora_trainer.dataset.background import MASK_REASON, remove_backgrounds
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        _subject(i).save(src / f"p{i}.jpg")
+    records = remove_backgrounds(sorted(src.iterdir()), tmp_path / "bg", model=str(TINY), seed=1)
+    assert sorted(p.name for p in (tmp_path / "bg").iterdir()) == [
+        "p0.png", "p0_mask.png", "p1.png", "p1_mask.png", "p2.png", "p2_mask.png"]
+    # a photo whose name merely ends in _mask (no <stem>.png beside it) is a photo
+    _subject(9).save(tmp_path / "bg" / "carnival_mask.png")
+
+    project = Project(tmp_path / "p", "x")
+    report = prepare([tmp_path / "bg"], project, PrepareOptions(workers=1, size=256))
+    skipped = {Path(e.source).name: e.reason for e in report.entries if e.status == "skipped"}
+    assert skipped == {f"p{i}_mask.png": MASK_REASON for i in range(3)}
+    assert MASK_REASON == "a mask written by the background step, not a photo"
+    assert sorted(p.name for p in project.train_images.glob("*.png")) == [
+        "carnival_mask.png", "p0.png", "p1.png", "p2.png"]
+    text = report.to_text()
+    assert f"SKIPPED   {records[0]['mask']}: {MASK_REASON}" in text
+    assert "4 image(s) prepared, 0 close-up(s) added, 0 duplicate(s) and 3 file(s) skipped" in text
+
+    audit = audit_folder(tmp_path / "bg", detector=lambda im: [])
+    assert sorted(i.name for i in audit.images) == ["carnival_mask.png", "p0.png", "p1.png", "p2.png"]
+    assert [s["name"] for s in audit.skipped] == ["p0_mask.png", "p1_mask.png", "p2_mask.png"]
+    assert f"p0_mask.png: {MASK_REASON}" in audit.to_text()
+
+    assert main(["edit", str(tmp_path / "bg"), "--output", str(tmp_path / "edited"), "--contrast", "1.1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "edited").iterdir()) == [
+        "carnival_mask.png", "p0.png", "p1.png", "p2.png"]
