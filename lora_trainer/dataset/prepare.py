@@ -31,7 +31,7 @@ from .edits import Edits, apply_edits
 from .faces import FaceDetector, HaarFaceDetector, classify_shot
 from .framing import Box, clamp_box, fit, pad, subject_box
 from .loading import DEFAULT_MAX_PIXELS, NEUTRAL_GREY, ImageProblem, decode
-from .sources import NameAllocator, SourceItem, content_hash, gather
+from .sources import NameAllocator, SourceItem, content_hash, gather, pick_originals
 
 REPORT_NAME = "prepare-report.json"
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
@@ -265,21 +265,25 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
                 known[content_hash(path.read_bytes())] = path.stem
                 taken.append(path.stem)
     names = NameAllocator(taken)
-    seen: dict[str, str] = {}  # hash -> label, for this run
     entries: list[Entry] = []
     jobs: list[_Job] = []
+    readable: list[tuple[SourceItem, str]] = []
     for item in items:
         if item.skip_reason:
             entries.append(Entry(source=item.label, status="skipped", reason=item.skip_reason))
             continue
         try:
-            data = item.read_bytes()
+            digest = content_hash(item.read_bytes())
         except OSError as e:
             entries.append(Entry(source=item.label, status="skipped", reason=f"unreadable: {e}"))
             continue
-        digest = content_hash(data)
-        if digest in seen and not options.keep_duplicates:
-            entries.append(Entry(source=item.label, status="duplicate", reason=f"same content as {seen[digest]}"))
+        readable.append((item, digest))
+    # among same-content files the original is kept, whatever the order: IMG_3.jpg, not "IMG_3 (copy).jpg"
+    originals = pick_originals(readable)
+    for item, digest in readable:
+        if originals[digest] is not item and not options.keep_duplicates:
+            entries.append(Entry(source=item.label, status="duplicate",
+                                 reason=f"a duplicate of {originals[digest].label} (same content), which is kept"))
             continue
         try:
             caption = item.read_caption()
@@ -288,7 +292,6 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
         except (CaptionFileError, OSError) as e:
             entries.append(Entry(source=item.label, status="skipped", reason=f"caption: {e}"))
             continue
-        seen.setdefault(digest, item.label)
         if from_sources:
             name, copy_to = item.stem, None
         elif digest in known:

@@ -182,3 +182,33 @@ class NameAllocator:
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# what file managers and cameras append to a copy's name: " (copy)", " copy", " - Copy", " copy 2", "(1)"
+_COPY_WORD = re.compile(r"(?:[\s_-]+[(\[]?|[(\[])\s*(?:copy|kopie|copie|copia)(?:\s*\d+)?\s*[)\]]?$",
+                        re.IGNORECASE)
+_COPY_NUMBER = re.compile(r"\s*\(\d+\)$")
+_COPY_PREFIX = re.compile(r"^(?:copy|kopie|copie|copia)[\s_-]+(?:\(\d+\)[\s_-]+)?of[\s_-]+", re.IGNORECASE)
+_NUMBER_TAIL = re.compile(r"[\s_-]\d{1,2}$")  # "-1", "_2", " 3": a copy only when the bare name is there too
+
+
+def _copy_of(stem: str, stems: set[str]) -> bool:
+    """Whether `stem` reads as a copy's name: "Copy of ..." or a copy word or "(n)" at its end, or "-n" / "_n" after a
+    name that is in `stems` too (lower case)."""
+    if _COPY_WORD.search(stem) or _COPY_NUMBER.search(stem) or _COPY_PREFIX.match(stem):
+        return True
+    bare = _NUMBER_TAIL.sub("", stem)
+    return bare != stem and bare.lower() in stems
+
+
+def pick_originals(items: list[tuple[SourceItem, str]]) -> dict[str, SourceItem]:
+    """For each content hash, the item to keep among same-content ones: the original name (not one
+    with a copy's " (copy)", " copy", "(1)", "-1" ending), else the shortest name, else the first by name."""
+    groups: dict[str, list[SourceItem]] = {}
+    for item, digest in items:
+        groups.setdefault(digest, []).append(item)
+    kept = {}
+    for digest, group in groups.items():
+        stems = {i.stem.lower() for i in group}
+        kept[digest] = min(group, key=lambda i: (_copy_of(i.stem, stems), len(i.stem), i.stem, i.label))
+    return kept

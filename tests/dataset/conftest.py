@@ -70,7 +70,7 @@ EXPECTED = {
     "notes.png": "not an image",
     "huge.png": "decompression bomb",
     "phone.heic": "unsupported format HEIC",
-    "copy_of_cmyk.jpg": "same content as",
+    "copy_of_cmyk.jpg": "a duplicate of",
 }
 
 

@@ -119,3 +119,26 @@ def test_background_output_then_prepare_skips_the_masks(tmp_path, capsys):
     assert main(["edit", str(tmp_path / "bg"), "--output", str(tmp_path / "edited"), "--contrast", "1.1"]) == 0
     assert sorted(p.name for p in (tmp_path / "edited").iterdir()) == [
         "carnival_mask.png", "p0.png", "p1.png", "p2.png"]
+
+
+def test_duplicates_keep_the_original_name(tmp_path, h):
+    """`IMG_0003 (copy).jpg` sorts before `IMG_0003.jpg`; the original is kept all the same, and the
+    report says which file was dropped as a duplicate of which."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pairs = {"IMG_0003": ["IMG_0003 (copy)", "IMG_0003 - Copy", "IMG_0003(1)"], "beach": ["beach-1"],
+             "holiday": ["DSC copy 2", "Copy of holiday"]}
+    for seed, (original, copies) in enumerate(pairs.items()):
+        h.photo(320, 240, seed).save(src / f"{original}.jpg", quality=90)
+        for copy in copies:
+            (src / f"{copy}.jpg").write_bytes((src / f"{original}.jpg").read_bytes())
+    project = Project(tmp_path / "p", "x")
+    report = prepare([src], project, PrepareOptions(workers=1, size=256))
+    kept = sorted(Path(e.source).name for e in report.entries if e.status == "ok")
+    assert kept == ["IMG_0003.jpg", "beach.jpg", "holiday.jpg"]
+    dropped = {Path(e.source).name: e.reason for e in report.entries if e.status == "duplicate"}
+    for original, copies in pairs.items():
+        for copy in copies:
+            assert dropped[f"{copy}.jpg"] == f"a duplicate of {src / original}.jpg (same content), which is kept"
+    assert sorted(p.name for p in project.sources.iterdir()) == ["IMG_0003.jpg", "beach.jpg", "holiday.jpg"]
+    assert f"DUPLICATE {src / 'IMG_0003 (copy).jpg'}: a duplicate of {src / 'IMG_0003.jpg'}" in report.to_text()
