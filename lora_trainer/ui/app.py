@@ -12,8 +12,9 @@ import gradio as gr
 
 from lora_trainer.host import PACKAGE_PARENT, Host
 from lora_trainer.runs.runner import TrainRunner
-from lora_trainer.ui.review_panel import build_review_panel
-from lora_trainer.ui.train_panel import build_train_panel
+from lora_trainer.ui.captions_panel import CaptionsPanel, build_captions_panel
+from lora_trainer.ui.review_panel import ReviewPanel, build_review_panel
+from lora_trainer.ui.train_panel import TrainPanel, build_train_panel
 
 STYLE_FILE = PACKAGE_PARENT / "style.css"
 SCRIPT_DIR = PACKAGE_PARENT / "javascript"
@@ -48,6 +49,24 @@ def page_head() -> str | None:
     return "\n".join(scripts) or None
 
 
+def wire_one_project(train: TrainPanel, captions: CaptionsPanel, review: ReviewPanel) -> None:
+    """The project a user opens in one panel is the project of all of them. The Train panel opens a
+    project on its dropdown's change, so setting its value is enough; the others are opened here."""
+    def from_train(name, request: gr.Request = None):
+        return *captions.open_project(name, request), *review.open_project(name, request)
+
+    def from_captions(name, request: gr.Request = None):
+        return gr.update(value=name), *review.open_project(name, request)
+
+    def from_review(name, request: gr.Request = None):
+        return gr.update(value=name), *captions.open_project(name, request)
+
+    quiet = {"show_progress": "hidden"}
+    train.project.input(from_train, [train.project], [*captions.view_outputs(), *review.view_outputs()], **quiet)
+    captions.project.input(from_captions, [captions.project], [train.project, *review.view_outputs()], **quiet)
+    review.project.input(from_review, [review.project], [train.project, *captions.view_outputs()], **quiet)
+
+
 def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     """The tab. `standalone`: the page is ours, so it carries style.css and javascript/ itself
     (inside Forge they would be loaded twice)."""
@@ -55,11 +74,15 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     assets = {"css": page_css(), "head": page_head()} if standalone else {}
     with gr.Blocks(analytics_enabled=False, title="LoRA Trainer", **assets) as blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs") as tabs:
+            with gr.Tab("Captions", id="captions", elem_id="lora_trainer_captions_tab"):
+                captions = build_captions_panel(host)
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab"):
                 panel = build_train_panel(host, runner)
             with gr.Tab("Review", id="review", elem_id="lora_trainer_review_tab"):
                 review = build_review_panel(host, runner)
         review.wire_new_run(panel, tabs)
+        wire_one_project(panel, captions, review)
         panel.wire_page_load(blocks)
+        captions.wire_page_load(blocks)
         review.wire_page_load(blocks)
     return blocks

@@ -445,7 +445,7 @@ class ReviewPanel:
         if not self.host.bind_txt2img_paste(self.send_txt2img_button, self.cell_params):
             self.send_txt2img_button.visible = False  # standalone: the form above is the txt2img
 
-    def _view_outputs(self) -> list:
+    def view_outputs(self) -> list:
         return [self.project, self.run, self.epochs, self.candidates, self.prompts, self.model,
                 self.note_epoch, self.rating, self.note, self.chosen, self.notes, self.runs, self.next_run,
                 self.width, self.height, self.grid, self.gallery, *self._cell_outputs()]
@@ -459,7 +459,7 @@ class ReviewPanel:
                 self.adetailer, self.scheduler]
 
     def _wire(self) -> None:
-        views = self._view_outputs()
+        views = self.view_outputs()
         self.project.input(self.open_project, [self.project], views)
         self.run.input(self.open_run, [self.project, self.run, self.prompts], views)
         self.refresh_button.click(self.refresh, [self.project, self.run, self.prompts], views)
@@ -483,7 +483,7 @@ class ReviewPanel:
 
     def wire_page_load(self, blocks: gr.Blocks) -> None:
         """A page opened later shows the workspace as it is now."""
-        blocks.load(self.refresh, [self.project, self.run, self.prompts], self._view_outputs(),
+        blocks.load(self.refresh, [self.project, self.run, self.prompts], self.view_outputs(),
                     show_progress="hidden")
 
     # --- callbacks: pickers ---------------------------------------------------------------------

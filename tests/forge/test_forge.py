@@ -213,6 +213,9 @@ def test_the_tab_loads_with_its_setting_flag_script_and_style(forge):
     # Forge started with --lora-trainer-dir, which its parser refuses unless preload.py added it.
     # (/sdapi/v1/cmd-flags would show the value, but answers HTTP 500 whenever --port is given.)
     assert _find_components(config, elem_id="setting_lora_trainer_workspace"), "no workspace setting"
+    # javascript/lora_trainer_cards.js clicks these hidden buttons to refresh the LoRA cards
+    for tab in ("txt2img", "img2img"):
+        assert _find_components(config, elem_id=f"{tab}_lora_extra_refresh_internal"), f"no {tab} LoRA card refresh"
     # ForgeHost at work: the tab shows the workspace it resolved and Forge's checkpoint list.
     text = json.dumps(config)
     assert json.dumps(str(forge.workspace))[1:-1] in text, "the tab does not use --lora-trainer-dir"

@@ -308,7 +308,7 @@ def test_runs_side_by_side_in_the_panel_follow_the_project(tmp_path, write_lora)
     _saved_run(first, write_lora, "hero_v2", "20260102120000", 200, {1: 0.3}, network_dim=16)
     with gr.Blocks():
         panel = rp.ReviewPanel(StandaloneHost(tmp_path), _Runner(active=False)).build()
-    outputs = panel._view_outputs()
+    outputs = panel.view_outputs()
     runs = outputs.index(panel.runs)
     assert len(panel._form()) == rp.FORM_INPUTS and len(panel._cell_outputs()) == rp.CELL_OUTPUTS
     assert panel.runs.elem_id == "lora_trainer_review_runs"
@@ -596,7 +596,7 @@ def test_the_form_starts_with_the_hosts_txt2img_settings(tmp_path, write_lora):
     assert (forge_like.sampler.value, forge_like.scheduler.value, forge_like.steps.value, forge_like.cfg.value) == (
         "DPM++ 2M SDE", "Karras", 25, 6.0)
     assert "DPM++ 2M SDE Karras" in [v for _, v in standalone.sampler.choices]
-    outputs = standalone._view_outputs()
+    outputs = standalone.view_outputs()
     width, height = outputs.index(standalone.width), outputs.index(standalone.height)
     view = standalone.open_run("p", "hero", "")
     assert (view[width], view[height]) == (832, 1216)  # standalone: the size the run trained at

@@ -126,6 +126,7 @@ def open_page(context, url: str, init_script: str = ""):
     if init_script:
         page.add_init_script(init_script)
     page.goto(url)
+    page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#lora_trainer_start")
     # The page-load event (the project as it is now) has answered: until then gradio keeps its
     # invisible progress text inside the outputs, and innerText would include it.

@@ -1,0 +1,112 @@
+"""The Captions panel in-process: its views, auto-tagging with the tiny tagger, batch edits on the
+selection with undo, the frequency table's selection, one image's caption and its token count."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from lora_trainer.captions.files import read_caption
+from lora_trainer.captions.models import DEMO_MODEL
+from lora_trainer.config.settings import TrainConfig
+from lora_trainer.host import StandaloneHost
+from lora_trainer.project import Project
+from lora_trainer.ui import captions_panel as cp
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = Project(tmp_path / "hero", "hero").create()
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        Image.new("RGB", (32, 32), colour).save(project.train_images / f"{i:03d}.png")
+    (project.train_images / "000.txt").write_text("1girl, smile, red hair\n", encoding="utf-8")
+    (project.train_images / "001.txt").write_text("1girl, smile, blurry\n", encoding="utf-8")
+    return project
+
+
+def panel_for(tmp_path, config_dir=None) -> cp.CaptionsPanel:
+    with gr.Blocks():
+        return cp.CaptionsPanel(StandaloneHost(tmp_path, config_dir=config_dir)).build()
+
+
+def values(panel: cp.CaptionsPanel, view) -> dict:
+    return dict(zip((c.elem_id.removeprefix("lora_trainer_captions_") for c in panel.view_outputs()), view))
+
+
+def test_the_view_lists_folders_captions_and_tag_counts(tmp_path, project):
+    panel = panel_for(tmp_path)
+    view = values(panel, panel.refresh(None, None))
+    assert view["project"]["value"] == "hero"
+    assert view["folder"]["choices"] == [("1_hero (3 images)", str(project.train_images))]
+    assert view["summary"] == "3 images, 2 captioned; without a caption: 002.png"
+    assert view["frequency"] == [["1girl", 2, "subject"], ["smile", 2, "switch"], ["blurry", 1, "negative"],
+                                 ["red hair", 1, "switch"]]
+    assert view["image_name"]["value"] == "000.png" and view["caption"] == "1girl, smile, red hair"
+
+
+def test_batch_edits_on_the_selection_and_undo(tmp_path, project):
+    panel = panel_for(tmp_path)
+    folder = str(project.train_images)
+    message, *view = panel.batch("remove", "hero", folder, ["001.png"], "smile", "", "", False, False, "")
+    assert "changed 1" in message or "1 caption" in message, message
+    assert read_caption(project.train_images / "001.png") == ["1girl", "blurry"]
+    assert read_caption(project.train_images / "000.png") == ["1girl", "smile", "red hair"]  # not selected
+    message, *view = panel.batch("trigger", "hero", folder, [], "", "", "", False, False, "hero")
+    assert read_caption(project.train_images / "000.png")[0] == "hero"
+    assert read_caption(project.train_images / "002.png") == ["hero"]  # the image without a caption too
+    message, *view = panel.undo_last("hero", folder)
+    assert "undid trigger hero" in message
+    assert read_caption(project.train_images / "000.png") == ["1girl", "smile", "red hair"]
+    refused = panel.batch("add", "hero", folder, [], "", "", "", False, False, "")[0]
+    assert "type the tags to add" in refused
+
+
+def test_a_click_in_the_frequency_table_selects_the_images_with_that_tag(tmp_path, project):
+    panel = panel_for(tmp_path)
+    selection, message = panel.select_tag("hero", str(project.train_images), SimpleNamespace(index=[1, 0]))
+    assert selection["value"] == ["000.png", "001.png"] and "2 images tagged &#x27;smile&#x27;" in message
+
+
+def test_one_images_caption_is_saved_and_its_tokens_counted(tmp_path, project, tiny_sdxl):
+    TrainConfig(max_token_length=75).save_json(project.config_file)
+    panel = panel_for(tmp_path, tiny_sdxl.config_dir)
+    folder = str(project.train_images)
+    name, image, caption, tokens = panel.step_image(1, "hero", folder, "000.png")
+    assert name["value"] == "001.png" and Path(image).name == "001.png" and caption == "1girl, smile, blurry"
+    assert "/ 75 tokens" in tokens and "over the limit" not in tokens
+    long = ", ".join(f"tag{i} word" for i in range(60))
+    assert "over the limit, the trainer drops what is beyond 75" in panel.count_tokens("hero", long)
+    message, *view = panel.save_caption("hero", folder, "002.png", "hero, 1girl, blue")
+    assert read_caption(project.train_images / "002.png") == ["hero", "1girl", "blue"]
+    assert values(panel, view)["summary"] == "3 images, 3 captioned"
+    assert panel.step_image(-1, "hero", folder, "000.png")[0]["value"] == "002.png"  # wraps around
+
+
+def test_tokens_need_the_sdxl_config_folder(tmp_path, project):
+    assert "--model-config-dir" in panel_for(tmp_path).count_tokens("hero", "1girl")
+
+
+def test_auto_tag_with_the_tiny_tagger_in_the_background(tmp_path, project):
+    panel = panel_for(tmp_path)
+    folder = str(project.train_images)
+    message = panel.start_tagging("hero", folder, DEMO_MODEL, "cpu", 0.35, 0.85, "overwrite", "", "hero")
+    assert "tagging the images of 1_hero" in message
+    deadline = time.monotonic() + 60
+    while not panel._job.finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    status, *view = panel.poll("hero", folder)
+    assert "tagged 3 image(s) on CPUExecutionProvider" in status, status
+    assert all(read_caption(project.train_images / f"{i:03d}.png")[0] == "hero" for i in range(3))
+    assert values(panel, view)["summary"] == "3 images, 3 captioned"
+    assert panel.poll("hero", folder)[1] == gr.update()  # shown once
+    missing = panel.start_tagging("hero", folder, str(tmp_path / "nowhere"), "cpu", 0.35, 0.85, "skip", "", "")
+    assert "tagging" in missing
+    while not panel._job.finished:
+        time.sleep(0.05)
+    assert "nowhere" in panel.poll("hero", folder)[0]  # the missing model is named
