@@ -25,7 +25,8 @@ from PIL import Image
 from ..images import IMPORT_EXTENSIONS
 from ..images import list_images as _list_images
 from .background import MASK_REASON, is_mask_name
-from .faces import SHOTS, FaceDetector, HaarFaceDetector, classify_shot
+from .closeups import closeups_needed
+from .faces import FaceDetector, HaarFaceDetector, classify_shot, shot_mix
 from .loading import ImageProblem, decode
 
 ANALYSIS_SIDE = 640
@@ -206,7 +207,7 @@ def audit_images(paths: list[Path], *, thresholds: AuditThresholds = AuditThresh
                 a.findings.append(f"near-duplicate of {b.name} (hash distance {d})")
                 b.findings.append(f"near-duplicate of {a.name} (hash distance {d})")
 
-    mix = {shot: sum(1 for i in images if i.shot == shot) for shot in SHOTS}
+    mix = shot_mix([i.shot for i in images])
     return AuditReport(folder=folder, thresholds=t, images=images, unreadable=unreadable,
                        near_duplicates=duplicates, shot_mix=mix, findings=_set_findings(images, mix, t))
 
@@ -256,8 +257,10 @@ def _set_findings(images: list[ImageAudit], mix: dict[str, int], t: AuditThresho
         share = mix["close-up"] / n
         lo, hi = t.closeup_min, t.closeup_max
         if share < lo:
+            needed = closeups_needed([i.shot for i in images], lo)
             out.append(f"close-ups are {mix['close-up']} of {n} ({share:.0%}); the guide wants {lo:.0%}-{hi:.0%}: "
-                       "add face close-ups (prepare --closeups auto crops them from the others)")
+                       f"add {needed} face close-up(s) (prepare --closeups auto crops that many from the half "
+                       "and full body shots, counting shots as this audit does)")
         elif share > hi:
             out.append(f"close-ups are {mix['close-up']} of {n} ({share:.0%}), above the guide's {hi:.0%}: "
                        "add half and full body shots")

@@ -54,7 +54,9 @@ def register(subparsers) -> None:
     p.add_argument("--fill", type=_colour, default=(128, 128, 128), help="padding colour, default 128,128,128")
     p.add_argument("--alpha-fill", type=_colour, default=(128, 128, 128),
                    help="colour transparent pixels become, default 128,128,128")
-    p.add_argument("--upscale", action="store_true", help="enlarge small images instead of padding them")
+    p.add_argument("--upscale-small", "--upscale", dest="upscale", action="store_true",
+                   help="enlarge images smaller than SIZE (and face crops for close-ups) to SIZE; without it "
+                        "they are padded and reported (close-ups from too small crops are not made)")
     p.add_argument("--crop", choices=("none", "subject", "face"), default="none",
                    help="automatic crop: subject (needs --remove-background) or face")
     p.add_argument("--boxes", type=Path, help="JSON file {name: [left, top, right, bottom]} of manual crops")

@@ -29,24 +29,45 @@ def closeups_needed(shots: list[str], target: float = 1 / 3) -> int:
 
 def pick_closeups(candidates: list[tuple[str, str, Box, tuple[int, int]]], mode: str,
                   margin: float = DEFAULT_MARGIN, min_side: int = MIN_SIDE, target: float = 1 / 3) -> dict[str, Box]:
-    """Choose which images get an extra close-up and its box.
+    """Choose which images get an extra close-up and its box (see `plan_closeups`)."""
+    return plan_closeups(candidates, mode, margin, min_side, target)[0]
 
-    candidates: (name, shot, largest face box or None, upright image size) for every image of the set.
-    mode "all": every half/full body shot whose crop is at least `min_side`; "auto": only as many as
-    `closeups_needed`, largest faces first; "off": none.
+
+def plan_closeups(candidates: list[tuple[str, str, Box, tuple[int, int]]], mode: str,
+                  margin: float = DEFAULT_MARGIN, min_side: int = MIN_SIDE, target: float = 1 / 3, *,
+                  size: int | None = None, upscale: bool = False) -> tuple[dict[str, Box], dict[str, str]]:
+    """Choose which images get an extra close-up and its box; and which would have had one but for
+    the crop's size, with the reason.
+
+    candidates: (name, shot, largest face box or None, upright image size) for every image of the set,
+    the shot as it will be trained (`faces.framed_shot`).
+    mode "all": every half/full body shot; "auto": only as many as `closeups_needed`, largest faces
+    first; "off": none. A close-up is made at the training `size`: a crop smaller than that is enlarged
+    only with `upscale` (and never one under `min_side`); otherwise it is not made and reported.
     """
     if mode not in ("off", "auto", "all"):
         raise ValueError(f"close-ups mode must be off, auto or all, got {mode!r}")
     if mode == "off":
-        return {}
-    usable = []
-    for name, shot, face, size in candidates:
+        return {}, {}
+    usable, too_small = [], []
+    for name, shot, face, image_size in candidates:
         if face is None or shot not in ("half body", "full body"):
             continue
-        box = closeup_box(face, size, margin)
-        if box[2] - box[0] >= min_side:
-            usable.append((box[2] - box[0], name, box))
+        box = closeup_box(face, image_size, margin)
+        side = box[2] - box[0]
+        crop = f"the face crop is {side}x{box[3] - box[1]} px"
+        if side < min_side:
+            too_small.append((side, name, f"{crop}, under {min_side} px: too small for a close-up"
+                                          + (f" even enlarged to {size} px" if size and upscale else "")))
+        elif size is not None and side < size and not upscale:
+            too_small.append((side, name, f"{crop}, below the {size} px training size: not made "
+                                          "(--upscale-small enlarges such crops to the training size)"))
+        else:
+            usable.append((side, name, box))
     usable.sort(key=lambda x: (-x[0], x[1]))
+    too_small.sort(key=lambda x: (-x[0], x[1]))
     if mode == "auto":
-        usable = usable[:closeups_needed([c[1] for c in candidates], target)]
-    return {name: box for _, name, box in usable}
+        needed = closeups_needed([c[1] for c in candidates], target)
+        usable = usable[:needed]
+        too_small = too_small[:needed - len(usable)]
+    return {name: box for _, name, box in usable}, {name: why for _, name, why in too_small}

@@ -71,7 +71,10 @@ def _overlap(a: Box, b: Box) -> float:
 
 
 def classify_shot(image_size: tuple[int, int], faces: list[Box]) -> str:
-    """"close-up", "half body" (half to three-quarter), "full body", or "no face", from the largest face."""
+    """"close-up", "half body" (half to three-quarter), "full body", or "no face", from the largest face.
+
+    The one rule for the whole package: `audit` applies it to the images as they are, `prepare` to the
+    training image it writes (`framed_shot`), so both count the same shots on the same set."""
     if not faces:
         return "no face"
     face = max(faces, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
@@ -81,3 +84,30 @@ def classify_shot(image_size: tuple[int, int], faces: list[Box]) -> str:
     if fraction >= HALF_BODY_MIN:
         return "half body"
     return "full body"
+
+
+def framed_shot(faces: list[Box], image_size: tuple[int, int], *, size: int, box: Box | None = None,
+                mode: str = "pad", upscale: bool = False) -> str:
+    """The shot as the training image `prepare` writes shows it: the faces (found on the whole image)
+    cropped to `box`, the crop fitted into size x size (enlarged only with `upscale`) and, in "pad"
+    mode, centred on a size x size canvas; then `classify_shot` on that canvas. A landscape photo or a
+    small one becomes a smaller figure on the square canvas, and is counted as such, as `audit` of the
+    written folder counts it."""
+    left, top = (box[0], box[1]) if box is not None else (0, 0)
+    width, height = (box[2] - box[0], box[3] - box[1]) if box is not None else image_size
+    scale = min(size / width, size / height)
+    if not upscale:
+        scale = min(scale, 1.0)
+    canvas = (size, size) if mode == "pad" else (max(1, round(width * scale)), max(1, round(height * scale)))
+    framed = []
+    for f in faces:
+        x0, y0 = max(f[0] - left, 0), max(f[1] - top, 0)
+        x1, y1 = min(f[2] - left, width), min(f[3] - top, height)
+        if x1 > x0 and y1 > y0:
+            framed.append(tuple(round(v * scale) for v in (x0, y0, x1, y1)))
+    return classify_shot(canvas, framed)
+
+
+def shot_mix(shots: list[str]) -> dict[str, int]:
+    """How many of each shot (every key of SHOTS, in that order)."""
+    return {shot: shots.count(shot) for shot in SHOTS}

@@ -26,9 +26,9 @@ from ..captions.encoding import CaptionFileError, check_encoding_name, decode_te
 from ..fsutil import atomic_path, write_json_atomic, write_text_atomic
 from ..project import Project
 from .background import BackgroundRemover, check_model, random_fill_color, save_png
-from .closeups import DEFAULT_MARGIN, closeup_box, pick_closeups
+from .closeups import DEFAULT_MARGIN, closeup_box, plan_closeups
 from .edits import Edits, apply_edits
-from .faces import FaceDetector, HaarFaceDetector, classify_shot
+from .faces import FaceDetector, HaarFaceDetector, framed_shot, shot_mix
 from .framing import Box, clamp_box, fit, pad, subject_box
 from .loading import DEFAULT_MAX_PIXELS, NEUTRAL_GREY, ImageProblem, decode
 from .sources import NameAllocator, SourceItem, content_hash, gather, pick_originals
@@ -43,7 +43,8 @@ class PrepareOptions:
     mode: str = "pad"                   # "pad": fit + pad to exactly size x size; "bucket": fit only
     fill: tuple[int, int, int] = NEUTRAL_GREY        # padding colour (the background colour when replaced)
     alpha_fill: tuple[int, int, int] = NEUTRAL_GREY  # what transparent pixels become
-    upscale: bool = False               # enlarge images smaller than `size` (otherwise they are padded)
+    upscale: bool = False               # enlarge images (and close-up crops) smaller than `size`; otherwise
+                                        # they are padded and reported (close-ups: not made, reported)
     crop: str = "none"                  # "none", "subject" (from the background mask), "face"
     face_margin: float = DEFAULT_MARGIN
     edits: Edits = field(default_factory=Edits)
@@ -90,7 +91,7 @@ class Entry:
     """One report line: an input (or an extra close-up) and what became of it."""
 
     source: str
-    status: str                  # "ok", "close-up", "duplicate", "skipped"
+    status: str                  # "ok", "close-up", "duplicate", "skipped", "close-up skipped"
     name: str = ""
     reason: str = ""             # why it was skipped / whose duplicate it is
     notes: list[str] = field(default_factory=list)
@@ -98,10 +99,11 @@ class Entry:
     mask: str = ""
     caption: str = ""
     size: list[int] = field(default_factory=list)  # upright size of the original
-    shot: str = ""
+    shot: str = ""               # as the training image shows it (faces.framed_shot), as audit counts it
+    too_small: list[int] = field(default_factory=list)  # [w, h] framed, when both are below the size
 
     def line(self) -> str:
-        if self.status in ("skipped", "duplicate"):
+        if self.status in ("skipped", "duplicate", "close-up skipped"):
             return f"{self.status.upper():9} {self.source}: {self.reason}"
         notes = f" ({'; '.join(self.notes)})" if self.notes else ""
         return f"{self.status.upper():9} {self.source} -> {self.output}{notes}"
@@ -117,13 +119,38 @@ class PrepareReport:
     def count(self, status: str) -> int:
         return sum(1 for e in self.entries if e.status == status)
 
+    @property
+    def shot_mix(self) -> dict[str, int]:
+        """The shots of the prepared images (not the added close-ups), as trained and as `audit` of
+        the training folder counts them; empty when faces were not looked for."""
+        shots = [e.shot for e in self.entries if e.status == "ok" and e.shot]
+        return shot_mix(shots) if shots else {}
+
+    @property
+    def too_small(self) -> list[Entry]:
+        return [e for e in self.entries if e.too_small and e.status in ("ok", "close-up")]
+
     def to_dict(self) -> dict:
-        counts = {s: self.count(s) for s in ("ok", "close-up", "duplicate", "skipped")}
+        counts = {s: self.count(s) for s in ("ok", "close-up", "duplicate", "skipped", "close-up skipped")}
+        counts["too small"] = len(self.too_small)
         return {"project": self.project, "train_images": self.train_images, "counts": counts,
-                "options": self.options, "entries": [asdict(e) for e in self.entries]}
+                "shot_mix": self.shot_mix, "options": self.options, "entries": [asdict(e) for e in self.entries]}
 
     def to_text(self) -> str:
         lines = [e.line() for e in self.entries]
+        if self.shot_mix:
+            lines.append("Shots as trained (audit counts the same): "
+                         + ", ".join(f"{k} {v}" for k, v in self.shot_mix.items()))
+        if self.count("close-up skipped"):
+            lines.append(f"{self.count('close-up skipped')} close-up(s) not made: their face crops are too small "
+                         "(listed above)")
+        if self.too_small:
+            size = self.options.get("size")
+            done = ("enlarged to the training size" if self.options.get("upscale") else
+                    "padded, not enlarged (--upscale-small enlarges them)" if self.options.get("mode") == "pad"
+                    else "kept at their size, not enlarged (--upscale-small enlarges them)")
+            lines.append(f"{len(self.too_small)} image(s) smaller than the {size} px training size: {done}: "
+                         + ", ".join(f"{Path(e.source).name} {e.too_small[0]}x{e.too_small[1]}" for e in self.too_small))
         lines.append(f"{self.count('ok')} image(s) prepared, {self.count('close-up')} close-up(s) added, "
                      f"{self.count('duplicate')} duplicate(s) and {self.count('skipped')} file(s) skipped; "
                      f"training folder: {self.train_images}")
@@ -184,7 +211,6 @@ class _Worker:
         want_faces = not job.closeup and (o.crop == "face" or o.closeups != "off")
         faces = self._faces(im) if want_faces else []
         full_size = im.size
-        entry.shot = "close-up" if job.closeup else classify_shot(im.size, faces) if want_faces else ""
         box = job.box
         if box is None and o.crop == "subject":
             box = subject_box(mask)
@@ -198,9 +224,22 @@ class _Worker:
 
         if box is not None:
             box = clamp_box(box, im.size)
+        entry.shot = "close-up" if job.closeup else framed_shot(
+            faces, full_size, size=o.size, box=box, mode=o.mode, upscale=o.upscale) if want_faces else ""
+        if box is not None:
             im = im.crop(box)
             mask = mask.crop(box) if mask is not None else None
         fitted = fit(im, (o.size, o.size), o.upscale)
+        if max(im.size) < o.size:
+            entry.too_small = list(im.size)
+            what = f"{'the crop is ' if box is not None else ''}{im.width}x{im.height}"
+            if o.upscale:
+                entry.notes.append(f"small: {what}, below the {o.size} px training size: enlarged to "
+                                   f"{fitted.width}x{fitted.height}")
+            else:
+                done = f"padded to {o.size}x{o.size}" if o.mode == "pad" else "kept at that size"
+                entry.notes.append(f"too small: {what}, below the {o.size} px training size: {done}, not enlarged "
+                                   "(--upscale-small enlarges it)")
         if not o.edits.is_identity:
             fitted = apply_edits(fitted, o.edits)
         out = pad(fitted, (o.size, o.size), fill) if o.mode == "pad" else fitted
@@ -314,8 +353,11 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
 
     if options.closeups != "off":
         candidates = [(e.name, e.shot, extra[0], extra[1]) for e, extra in results if extra is not None]
-        chosen = pick_closeups(candidates, options.closeups, options.face_margin)
+        chosen, too_small = plan_closeups(candidates, options.closeups, options.face_margin,
+                                          size=options.size, upscale=options.upscale)
         by_name = {j.name: j for j in jobs}
+        entries.extend(Entry(source=by_name[n].item.label, status="close-up skipped", name=n, reason=why)
+                       for n, why in sorted(too_small.items()))
         extra_jobs = [_Job(by_name[n].item, names.allocate(f"{n}_closeup", content_hash(n.encode())), None, box, by_name[n].color, True)
                       for n, box in sorted(chosen.items())]
         entries.extend(entry for entry, _ in _run(worker, extra_jobs, options, progress))

@@ -77,7 +77,10 @@ def test_prepare_adds_face_closeups_with_the_real_cascade(tmp_path, h):
     for i in range(3):
         h.face_image(1600, 2400, 800, 500, 330, background=(90, 110 + 10 * i, 140)).save(src / f"body{i}.jpg")
     project = Project(tmp_path / "p", "x")
+    # the face crops are 726 px: made at the 1024 px training size only when enlarging is allowed
     report = prepare([src], project, PrepareOptions(closeups="auto", workers=1))
+    assert report.count("close-up") == 0 and report.count("close-up skipped") == 2, report.to_text()
+    report = prepare([src], project, PrepareOptions(closeups="auto", workers=1, upscale=True))
     shots = [e.shot for e in report.entries if e.status == "ok"]
     assert shots == ["half body"] * 3, report.to_text()
     extra = [e for e in report.entries if e.status == "close-up"]

@@ -142,3 +142,105 @@ def test_duplicates_keep_the_original_name(tmp_path, h):
             assert dropped[f"{copy}.jpg"] == f"a duplicate of {src / original}.jpg (same content), which is kept"
     assert sorted(p.name for p in project.sources.iterdir()) == ["IMG_0003.jpg", "beach.jpg", "holiday.jpg"]
     assert f"DUPLICATE {src / 'IMG_0003 (copy).jpg'}: a duplicate of {src / 'IMG_0003.jpg'}" in report.to_text()
+
+
+FACE = (255, 0, 255)  # a magenta square stands for a face: found the same way in a source and in its output
+
+
+def magenta_faces(im: Image.Image) -> list[tuple[int, int, int, int]]:
+    import numpy as np
+
+    a = np.asarray(im.convert("RGB")).astype(int)
+    hit = (np.abs(a - FACE).max(axis=-1) < 60)
+    if not hit.any():
+        return []
+    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+    return [(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)]
+
+
+def figure(width: int, height: int, face: int, background=(90, 110, 140)) -> Image.Image:
+    im = Image.new("RGB", (width, height), background)
+    cx, cy = width // 2, height // 3
+    im.paste((60, 90, 160), (cx - face, cy + face // 2, cx + face, height))  # a body
+    im.paste(FACE, (cx - face // 2, cy - face // 2, cx + face // 2, cy + face // 2))
+    return im
+
+
+def test_prepare_and_audit_count_the_same_shots(tmp_path):
+    """15 photos: 3 close-ups, 2 landscape ones whose face is a close-up's share of the photo's height
+    but a half body's on the square training image, 5 half and 5 full body shots. prepare counts the
+    shots of what it writes, as audit counts them there: 3 of 15, so auto adds 3 close-ups (it added 0
+    when it counted 5), and the audit afterwards no longer asks for close-ups."""
+    from lora_trainer.dataset.audit import audit_folder, audit_images
+    from lora_trainer.dataset.closeups import closeups_needed
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shapes = [(1024, 1024, 300)] * 3 + [(1536, 1024, 300)] * 2 + [(2048, 2048, 360)] * 5 + [(1024, 1536, 120)] * 5
+    for i, (w, hh, face) in enumerate(shapes):
+        figure(w, hh, face, background=(90, 110, 100 + i)).save(src / f"s{i:02}.png", compress_level=1)
+    project = Project(tmp_path / "p", "x")
+    report = prepare([src], project, PrepareOptions(size=512, closeups="auto", workers=1, compress_level=1),
+                     detector=magenta_faces)
+    assert report.shot_mix == {"close-up": 3, "half body": 7, "full body": 5, "no face": 0}
+    assert "Shots as trained (audit counts the same): close-up 3, half body 7, full body 5, no face 0" \
+        in report.to_text()
+    prepared = sorted(Path(e.output) for e in report.entries if e.status == "ok")
+    before = audit_images(prepared, detector=magenta_faces)
+    assert before.shot_mix == report.shot_mix
+    needed = closeups_needed([i.shot for i in before.images])
+    assert needed == 3 and report.count("close-up") == needed
+    assert any(f"add {needed} face close-up(s)" in f for f in before.findings), before.findings
+    after = audit_folder(project.train_images, detector=magenta_faces)
+    assert after.shot_mix["close-up"] == 3 + needed
+    assert not any("close-ups are" in f for f in after.findings), after.findings
+
+
+def test_small_photos_are_reported_and_enlarged_only_when_asked(tmp_path, h, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    h.photo(200, 200, 1).save(src / "tiny.png")
+    h.photo(1200, 1100, 2).save(src / "big.png")
+    rc = main(["prepare", str(src), "--project", str(tmp_path / "p"), "--name", "x", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert ("too small: 200x200, below the 1024 px training size: padded to 1024x1024, not enlarged "
+            "(--upscale-small enlarges it)") in out
+    assert ("1 image(s) smaller than the 1024 px training size: padded, not enlarged (--upscale-small "
+            "enlarges them): tiny.png 200x200") in out
+    assert "big.png" not in out.split("training size")[-1]
+    padded = Image.open(tmp_path / "p/img/1_x/tiny.png")
+    assert padded.size == (1024, 1024) and padded.getpixel((0, 0)) == (128, 128, 128)
+
+    rc = main(["prepare", str(src), "--project", str(tmp_path / "q"), "--name", "x", "--workers", "1",
+               "--upscale-small"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "small: 200x200, below the 1024 px training size: enlarged to 1024x1024" in out
+    enlarged = Image.open(tmp_path / "q/img/1_x/tiny.png")
+    assert enlarged.size == (1024, 1024) and enlarged.getpixel((0, 0)) != (128, 128, 128)
+
+
+def test_closeups_are_made_at_the_training_size_or_reported(tmp_path):
+    """A full body shot whose face crop is 440 px, for a 1024 px training size: without the option the
+    close-up is not made and that is said; with it the crop is enlarged to fill 1024x1024, not padded."""
+    src = tmp_path / "in"
+    src.mkdir()
+    figure(1024, 1536, 200).save(src / "standing.png")
+    options = dict(closeups="all", workers=1, compress_level=1)
+    report = prepare([src], Project(tmp_path / "p", "x"), PrepareOptions(**options), detector=magenta_faces)
+    [skipped] = [e for e in report.entries if e.status == "close-up skipped"]
+    assert skipped.source == str(src / "standing.png") and report.count("close-up") == 0
+    assert skipped.reason == ("the face crop is 440x440 px, below the 1024 px training size: not made "
+                              "(--upscale-small enlarges such crops to the training size)")
+    assert f"CLOSE-UP SKIPPED {src / 'standing.png'}: the face crop is 440x440 px" in report.to_text()
+    assert "1 close-up(s) not made" in report.to_text()
+
+    report = prepare([src], Project(tmp_path / "q", "x"), PrepareOptions(upscale=True, **options),
+                     detector=magenta_faces)
+    [closeup] = [e for e in report.entries if e.status == "close-up"]
+    im = Image.open(closeup.output)
+    assert im.size == (1024, 1024)
+    assert im.getpixel((0, 0)) == (90, 110, 140) and im.getpixel((1023, 0)) == (90, 110, 140)  # not padding
+    [face] = magenta_faces(im)
+    assert face[3] - face[1] > 400  # 200 px of face, enlarged 1024/440 times
+    assert "small: the crop is 440x440, below the 1024 px training size: enlarged to 1024x1024" in closeup.notes

@@ -64,7 +64,8 @@ def test_corpus_pad_mode(corpus, tmp_path, h):
     assert (project.sources / "cmyk.jpg").read_bytes() == (corpus / "cmyk.jpg").read_bytes()
     assert not (project.sources / "truncated.jpg").exists()
     saved = json.loads((project.root / REPORT_NAME).read_text())
-    assert saved["counts"] == {"ok": 12, "close-up": 0, "duplicate": 1, "skipped": 5}
+    assert saved["counts"] == {"ok": 12, "close-up": 0, "duplicate": 1, "skipped": 5,
+                                  "close-up skipped": 0, "too small": 0}
 
     # a second run gives the same names and does not duplicate the sources
     first = h.hash_tree(project.train_images)
