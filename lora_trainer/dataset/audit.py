@@ -1,9 +1,14 @@
 """A quality report a person reads before training: each finding names the image and why.
 
 Measures (on a copy whose longer side is 640 px, so the numbers do not depend on the photo's size):
-- sharpness: variance of the Laplacian of the grey image. Edges make it large; blur and motion flatten
-  them. Below `blur_threshold` (100) the image has few sharp edges: out of focus, motion blur, or a
-  very plain picture. Motion blur also leaves edges in one direction only (Sobel x vs y energy).
+- sharpness (0-100): how steep the picture's crispest edges are for their own contrast: at each edge
+  (a local maximum of the gradient where the grey level varies by 24 or more within 15 px) the gradient
+  divided by that local range; the 90th percentile, x100. A step edge scores ~100, an edge spread over
+  w px about 200/w. It does not grow with the amount of detail: a plain (flat) picture with a few sharp
+  edges is sharp; one with no contrasted edge at all is not judged (None). Below `blur_threshold` (35:
+  edges ~6 px wide at 640 px) it is out of focus or moving. Motion blur also leaves edges in one
+  direction only (Sobel x vs y energy).
+- detail: variance of the Laplacian (fine texture and edges together), for information only.
 - saturation: mean HSV saturation (0-1); colour cast: how far the mean Lab a/b sits from neutral grey.
 - exposure: mean brightness and the share of pixels crushed to black or blown to white.
 - near-duplicates: 64-bit perceptual hash (DCT of a 32x32 grey copy); a Hamming distance <= 6 means
@@ -37,7 +42,7 @@ class AuditThresholds:
     min_count: int = 64
     max_count: int = 256
     min_side: int = 1024
-    blur_threshold: float = 100.0
+    blur_threshold: float = 35.0
     motion_ratio: float = 3.0
     min_saturation: float = 0.08
     max_saturation: float = 0.65
@@ -55,7 +60,8 @@ class ImageAudit:
     name: str
     width: int
     height: int
-    sharpness: float
+    sharpness: float | None   # 0-100, None: no contrasted edge to judge (a flat picture)
+    detail: float
     motion_ratio: float
     saturation: float
     cast: float
@@ -107,8 +113,12 @@ class AuditReport:
             lines += ["", f"Not audited ({len(self.skipped)}):"]
             lines += [f"  {s['name']}: {s['reason']}" for s in self.skipped]
         lines += ["", "How to read it:",
-                  f"  sharpness = variance of the Laplacian at {ANALYSIS_SIDE} px; below {t.blur_threshold:g} "
-                  "the image has few crisp edges (out of focus, motion, or very plain).",
+                  f"  sharpness (0-100) = how steep the crispest edges are for their own contrast, at "
+                  f"{ANALYSIS_SIDE} px: a sharp photo scores 50-100, an edge spread over w px about 200/w; below "
+                  f"{t.blur_threshold:g} (edges over ~{200 / t.blur_threshold:.0f} px) the image is out of focus or "
+                  "moving. A plain picture is not blurry: the amount of detail does not count, and one with no "
+                  "contrasted edge is not judged (n/a). detail = variance of the Laplacian (texture), for "
+                  "information.",
                   f"  saturation = mean HSV saturation; below {t.min_saturation:g} is nearly grey, above "
                   f"{t.max_saturation:g} is oversaturated. cast = distance of the mean Lab a/b from neutral; "
                   f"above {t.max_cast:g} suggests a colour cast (or a strongly coloured scene).",
@@ -144,7 +154,7 @@ def measure(im: Image.Image) -> dict:
                            Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.BICUBIC)
     rgb = np.asarray(work)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    detail = float(cv2.Laplacian(grey, cv2.CV_64F).var())
     gx = float(np.mean(np.abs(cv2.Sobel(grey, cv2.CV_64F, 1, 0, ksize=3))))
     gy = float(np.mean(np.abs(cv2.Sobel(grey, cv2.CV_64F, 0, 1, ksize=3))))
     motion = max(gx, gy) / max(min(gx, gy), 1e-6)
@@ -152,10 +162,32 @@ def measure(im: Image.Image) -> dict:
     saturation = float(hsv[..., 1].mean() / 255.0)
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
     a, b = float(lab[..., 1].mean() - 128), float(lab[..., 2].mean() - 128)
-    return {"sharpness": sharpness, "motion_ratio": motion, "saturation": saturation,
+    return {"sharpness": edge_sharpness(grey), "detail": detail, "motion_ratio": motion, "saturation": saturation,
             "cast": float(np.hypot(a, b)), "cast_direction": _cast_direction(a, b),
             "brightness": float(grey.mean()), "dark_share": float((grey <= 8).mean()),
             "bright_share": float((grey >= 247).mean()), "phash": phash(grey), "analysis": work}
+
+
+EDGE_WINDOW = 15      # px at ANALYSIS_SIDE: the neighbourhood whose grey range is an edge's contrast
+EDGE_MIN_RANGE = 24  # grey levels: weaker variations are shading or noise, not edges to judge
+EDGE_MIN_COUNT = 20  # fewer edge points than this: nothing to judge
+
+
+def edge_sharpness(grey: np.ndarray) -> float | None:
+    """0-100: the 90th percentile, over edge points, of the gradient (central difference) divided by
+    the grey range around the point; None when the picture has (almost) no contrasted edge."""
+    g = grey.astype(np.float32)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 4
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 4
+    mag = np.hypot(gx, gy)
+    window = np.ones((EDGE_WINDOW, EDGE_WINDOW), np.uint8)
+    local_range = cv2.dilate(g, window) - cv2.erode(g, window)
+    peak = mag >= cv2.dilate(mag, np.ones((3, 3), np.uint8))
+    edges = (local_range >= EDGE_MIN_RANGE) & peak & (mag >= 0.05 * local_range)
+    if int(edges.sum()) < EDGE_MIN_COUNT:
+        return None
+    ratio = mag[edges] / local_range[edges]
+    return float(min(100.0, 100.0 * np.percentile(ratio, 90)))
 
 
 def _cast_direction(a: float, b: float) -> str:
@@ -230,9 +262,10 @@ def _image_findings(i: ImageAudit, t: AuditThresholds) -> list[str]:
     out = []
     if min(i.width, i.height) < t.min_side:
         out.append(f"low resolution: {i.width}x{i.height} (short side below {t.min_side})")
-    if i.sharpness < t.blur_threshold:
+    if i.sharpness is not None and i.sharpness < t.blur_threshold:
         kind = "motion blur" if i.motion_ratio >= t.motion_ratio else "blurry"
-        out.append(f"{kind}: sharpness {i.sharpness:.0f} is below {t.blur_threshold:g}")
+        out.append(f"{kind}: sharpness {i.sharpness:.0f} of 100 is below {t.blur_threshold:g}: its crispest "
+                   f"edges are ~{200 / max(i.sharpness, 1):.0f} px wide at {ANALYSIS_SIDE} px (sharp: 2-3 px)")
     if i.saturation < t.min_saturation:
         out.append(f"desaturated: saturation {i.saturation:.2f} is below {t.min_saturation:g} (nearly grey)")
     elif i.saturation > t.max_saturation:

@@ -87,7 +87,9 @@ def register(subparsers) -> None:
     p.add_argument("folder", type=Path, help="a folder of images, e.g. PROJECT/img/1_myLoRA")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--output", type=Path, help="also write the JSON report to this file")
-    p.add_argument("--blur-threshold", type=float, default=100.0)
+    p.add_argument("--blur-threshold", type=float, default=None,
+                   help="flag images whose sharpness (0-100: how steep their crispest edges are for their "
+                        "contrast, not how much detail they have) is below this; default 35")
     p.set_defaults(func=cmd_audit)
 
     p = subparsers.add_parser("background", help="replace backgrounds of images with random colours (rembg)",
@@ -175,7 +177,9 @@ def cmd_audit(args) -> int:
     from .audit import AuditThresholds, audit_folder
 
     try:
-        report = audit_folder(args.folder, thresholds=AuditThresholds(blur_threshold=args.blur_threshold))
+        thresholds = AuditThresholds() if args.blur_threshold is None else \
+            AuditThresholds(blur_threshold=args.blur_threshold)
+        report = audit_folder(args.folder, thresholds=thresholds)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -244,3 +244,39 @@ def test_closeups_are_made_at_the_training_size_or_reported(tmp_path):
     [face] = magenta_faces(im)
     assert face[3] - face[1] > 400  # 200 px of face, enlarged 1024/440 times
     assert "small: the crop is 440x440, below the 1024 px training size: enlarged to 1024x1024" in closeup.notes
+
+
+def test_flat_pictures_are_not_called_blurry(tmp_path, h):
+    """Sharpness is judged on the steepness of the crispest edges for their contrast, not on the amount
+    of detail: a flat synthetic picture with a few hard edges is sharp, a detailed photo blurred is not,
+    a picture without any contrasted edge is not judged; the text says what the number means."""
+    from PIL import ImageDraw, ImageFilter
+
+    from lora_trainer.dataset.audit import audit_folder, measure
+
+    d = tmp_path / "set"
+    d.mkdir()
+    flat = Image.new("RGB", (1024, 1024), (200, 190, 170))
+    draw = ImageDraw.Draw(flat)
+    draw.rectangle((300, 200, 700, 900), fill=(60, 70, 120))
+    draw.ellipse((420, 80, 580, 260), fill=(230, 180, 150))
+    flat.save(d / "flat_sharp.png")
+    h.photo(1024, 1024, 5).save(d / "detailed_sharp.png")
+    h.photo(1024, 1024, 6).filter(ImageFilter.GaussianBlur(5)).save(d / "detailed_blurred.png")
+    flat.filter(ImageFilter.GaussianBlur(5)).save(d / "flat_blurred.png")
+    Image.new("RGB", (1024, 1024), (120, 130, 140)).save(d / "plain.png")
+
+    assert measure(flat)["detail"] < 100  # the old rule (Laplacian variance below 100) called it blurry
+    report = audit_folder(d, detector=lambda im: [])
+    blur = {i.name: [x for x in i.findings if "sharpness" in x] for i in report.images}
+    assert blur["flat_sharp.png"] == [] and blur["detailed_sharp.png"] == [] and blur["plain.png"] == []
+    assert blur["detailed_blurred.png"] and blur["detailed_blurred.png"][0].startswith("blurry: sharpness ")
+    assert blur["flat_blurred.png"], report.to_text()
+    sharp = {i.name: i.sharpness for i in report.images}
+    assert sharp["plain.png"] is None
+    assert min(sharp["flat_sharp.png"], sharp["detailed_sharp.png"]) > 2 * max(
+        sharp["detailed_blurred.png"], sharp["flat_blurred.png"])
+    assert "px wide at 640 px (sharp: 2-3 px)" in blur["detailed_blurred.png"][0]
+    text = report.to_text()
+    assert "how steep the crispest edges are for their own contrast" in text
+    assert "A plain picture is not blurry" in text
