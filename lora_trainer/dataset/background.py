@@ -206,7 +206,10 @@ def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net"
             image = decode(path).image
         except ImageProblem as e:
             raise ImageProblem(f"{path}: {e.reason}") from None
-        out, mask = remover.replace(image, color)
+        try:
+            out, mask = remover.replace(image, color)
+        except (RuntimeError, ValueError) as e:  # onnxruntime's errors; nothing of this image is written
+            raise ImageProblem(f"{path}: background removal failed: {type(e).__name__}: {e}") from None
         save_png(out, target)
         save_png(mask, mask_path_for(target))
         records.append({"source": str(path), "output": str(target), "mask": str(mask_path_for(target)),

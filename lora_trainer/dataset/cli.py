@@ -180,13 +180,17 @@ def cmd_audit(args) -> int:
         thresholds = AuditThresholds() if args.blur_threshold is None else \
             AuditThresholds(blur_threshold=args.blur_threshold)
         report = audit_folder(args.folder, thresholds=thresholds)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.output:
         from ..fsutil import write_text_atomic
 
-        write_text_atomic(args.output, report.to_json() + "\n")
+        try:
+            write_text_atomic(args.output, report.to_json() + "\n")
+        except OSError as e:
+            print(f"error: cannot write the report to {args.output}: {e.strerror or e}", file=sys.stderr)
+            return 2
     print(report.to_json() if args.json else report.to_text(), end="\n" if args.json else "")
     return 0
 
@@ -198,7 +202,7 @@ def cmd_background(args) -> int:
     try:
         records = remove_backgrounds(_expand(args.inputs), args.output, model=args.model, seed=args.seed,
                                      allow_download=args.download_model)
-    except (ValueError, FileNotFoundError, ModelMissingError, ImageProblem) as e:
+    except (ValueError, FileNotFoundError, ModelMissingError, ImageProblem, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for r in records:
@@ -212,7 +216,7 @@ def cmd_edit(args) -> int:
 
     try:
         written = edit_files(_expand(args.inputs), _edits(args), args.output)
-    except (ValueError, FileNotFoundError, ImageProblem) as e:
+    except (ValueError, FileNotFoundError, ImageProblem, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for path in written:

@@ -202,7 +202,18 @@ class _Worker:
             with atomic_path(job.copy_to) as tmp:
                 tmp.write_bytes(data)
         entry.notes, entry.size = decoded.notes, list(decoded.original_size)
-        im, mask, fill = decoded.image, None, o.fill
+        try:
+            return self._frame(job, entry, decoded.image)
+        except (ValueError, OSError, RuntimeError) as e:  # a bad crop box, a full disk, the segmenter
+            # the outputs are written atomically: nothing half-written is left; the report names the file
+            entry.status = "close-up skipped" if job.closeup else "skipped"
+            entry.reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            entry.output = entry.mask = ""
+            return entry, None
+
+    def _frame(self, job: _Job, entry: Entry, im: Image.Image) -> tuple[Entry, tuple | None]:
+        o, p = self.options, self.project
+        mask, fill = None, o.fill
 
         if self.remover is not None:
             im, mask = self.remover.replace(im, job.color)

@@ -280,3 +280,23 @@ def test_flat_pictures_are_not_called_blurry(tmp_path, h):
     text = report.to_text()
     assert "how steep the crispest edges are for their own contrast" in text
     assert "A plain picture is not blurry" in text
+
+
+def test_a_failing_image_is_named_and_the_rest_is_prepared(tmp_path, h):
+    """A manual crop box outside its photo used to stop the whole run with a message naming no file
+    (and no report); now that photo is skipped with the reason, the others are prepared, the report is
+    written, and no partial file is left behind."""
+    src = tmp_path / "in"
+    src.mkdir()
+    h.photo(800, 600, 1).save(src / "a.png")
+    h.photo(800, 600, 2).save(src / "b.png")
+    project = Project(tmp_path / "p", "x")
+    report = prepare([src], project, PrepareOptions(workers=1, size=256), boxes={"a": (5000, 5000, 6000, 6000)})
+    [bad] = [e for e in report.entries if e.status == "skipped"]
+    assert bad.source == str(src / "a.png")
+    assert bad.reason == "crop box (5000, 5000, 6000, 6000) lies outside the 800x600 image"
+    assert f"SKIPPED   {src / 'a.png'}: crop box" in report.to_text()
+    assert sorted(p.name for p in project.train_images.iterdir()) == ["b.png"]
+    assert json.loads((project.root / "prepare-report.json").read_text())["counts"]["skipped"] == 1
+    leftovers = [p for p in project.root.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+    assert leftovers == []
