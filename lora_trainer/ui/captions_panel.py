@@ -234,7 +234,8 @@ class CaptionsPanel:
         self.tag_button.click(self.start_tagging, [self.project, self.folder, self.model, self.device, self.general,
                                                    self.character, self.existing, self.exclude, self.trigger],
                               [self.message])
-        self.timer.tick(self.poll, [self.project, self.folder], [self.tag_status, *views], show_progress="hidden")
+        # No inputs: gradio 4.40's page warns for every timer call that sends some (see TrainPanel).
+        self.timer.tick(self.poll, None, [self.tag_status, *views], show_progress="hidden")
         batch = [self.project, self.folder, self.selection, self.tags, self.old, self.new, self.front, self.near,
                  self.trigger]
         for button, action in ((self.remove_button, "remove"), (self.add_button, "add"),
@@ -261,16 +262,20 @@ class CaptionsPanel:
         projects = list_projects(self.host.workspace())
         if project not in projects:
             project, folder = (projects[0] if projects else None), None
-        return self._view(projects, project, folder)
+        return self._view(projects, project, folder, request=request)
 
     def open_project(self, project: str | None, request: gr.Request = None):
-        return self._view(list_projects(self.host.workspace()), project, None)
+        return self._view(list_projects(self.host.workspace()), project, None, request=request)
 
     def open_folder(self, project: str | None, folder: str | None, request: gr.Request = None):
-        return self._view(list_projects(self.host.workspace()), project, folder)
+        return self._view(list_projects(self.host.workspace()), project, folder, request=request)
 
     def _view(self, projects: list[str], name: str | None, folder: str | None, image: str | None = None,
-              selection: list[str] | None = None):
+              selection: list[str] | None = None, request: gr.Request | None = None):
+        """The project's folder, its captions and tag counts, and one image; the page remembers which
+        (its poll has no inputs)."""
+        page = self._page(request)
+        page.project, page.folder = name or "", folder or ""
         try:
             project = self._open(name)
         except ValueError:
@@ -287,6 +292,7 @@ class CaptionsPanel:
         names = [image.name for image, _ in captions]
         image = image if image in names else (names[0] if names else None)
         kept = [n for n in (selection or []) if n in names]
+        page.folder = folder
         return (gr.update(choices=projects, value=project.name), gr.update(choices=choices, value=folder),
                 escape(folder_summary(captions)), frequency_rows(captions), gr.update(choices=names, value=kept),
                 gr.update(choices=names, value=image), *self._image_values(project, Path(folder), image))
@@ -330,8 +336,8 @@ class CaptionsPanel:
             job.error = str(e) or type(e).__name__
         job.finished = True
 
-    def poll(self, project: str | None, folder: str | None, request: gr.Request = None):
-        """The tagging's progress; the captions again once when it ends."""
+    def poll(self, request: gr.Request = None):
+        """The tagging's progress; the page's captions again once when it ends."""
         job = self._job
         keep = [gr.update()] * len(self.view_outputs())
         if job is None:
@@ -341,10 +347,11 @@ class CaptionsPanel:
         if not job.finished or page.shown_job == self._jobs:
             return status, *keep
         page.shown_job = self._jobs
-        return status, *self._view(list_projects(self.host.workspace()), project, folder)
+        return status, *self._view(list_projects(self.host.workspace()), page.project, page.folder, request=request)
 
     # --- callbacks: batch edits ----------------------------------------------------------------------
-    def batch(self, action, project_name, folder, selection, tags, old, new, front, near, trigger):
+    def batch(self, action, project_name, folder, selection, tags, old, new, front, near, trigger,
+              request: gr.Request = None):
         try:
             project = self._open(project_name)
             if not folder:
@@ -355,9 +362,10 @@ class CaptionsPanel:
         except (ValueError, OSError) as e:
             return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
         return (render.message(result.summary()),
-                *self._view(list_projects(self.host.workspace()), project.name, folder, selection=selection))
+                *self._view(list_projects(self.host.workspace()), project.name, folder, selection=selection,
+                            request=request))
 
-    def undo_last(self, project_name, folder):
+    def undo_last(self, project_name, folder, request: gr.Request = None):
         try:
             self._open(project_name)
             if not folder:
@@ -367,7 +375,7 @@ class CaptionsPanel:
         except (LookupError, ValueError, OSError) as e:
             return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
         return (render.message(f"undid {label}: {result.summary()}"),
-                *self._view(list_projects(self.host.workspace()), project_name, folder))
+                *self._view(list_projects(self.host.workspace()), project_name, folder, request=request))
 
     def select_tag(self, project_name, folder, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else None
@@ -407,7 +415,7 @@ class CaptionsPanel:
             return ""
         return self._tokens(project, caption or "")
 
-    def save_caption(self, project_name, folder, name, caption):
+    def save_caption(self, project_name, folder, name, caption, request: gr.Request = None):
         try:
             project = self._open(project_name)
             if not folder or not name:
@@ -416,7 +424,7 @@ class CaptionsPanel:
         except (ValueError, OSError) as e:
             return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
         return (render.message(result.summary()),
-                *self._view(list_projects(self.host.workspace()), project.name, folder, image=name))
+                *self._view(list_projects(self.host.workspace()), project.name, folder, image=name, request=request))
 
     # --- helpers -------------------------------------------------------------------------------------
     def _image_values(self, project: Project, folder: Path, name: str | None) -> tuple:

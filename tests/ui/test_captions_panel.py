@@ -94,19 +94,20 @@ def test_tokens_need_the_sdxl_config_folder(tmp_path, project):
 def test_auto_tag_with_the_tiny_tagger_in_the_background(tmp_path, project):
     panel = panel_for(tmp_path)
     folder = str(project.train_images)
+    panel.open_project("hero")  # the page shows the project: its poll refreshes it
     message = panel.start_tagging("hero", folder, DEMO_MODEL, "cpu", 0.35, 0.85, "overwrite", "", "hero")
     assert "tagging the images of 1_hero" in message
     deadline = time.monotonic() + 60
     while not panel._job.finished:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    status, *view = panel.poll("hero", folder)
+    status, *view = panel.poll()
     assert "tagged 3 image(s) on CPUExecutionProvider" in status, status
     assert all(read_caption(project.train_images / f"{i:03d}.png")[0] == "hero" for i in range(3))
     assert values(panel, view)["summary"] == "3 images, 3 captioned"
-    assert panel.poll("hero", folder)[1] == gr.update()  # shown once
+    assert panel.poll()[1] == gr.update()  # shown once
     missing = panel.start_tagging("hero", folder, str(tmp_path / "nowhere"), "cpu", 0.35, 0.85, "skip", "", "")
     assert "tagging" in missing
     while not panel._job.finished:
         time.sleep(0.05)
-    assert "nowhere" in panel.poll("hero", folder)[0]  # the missing model is named
+    assert "nowhere" in panel.poll()[0]  # the missing model is named

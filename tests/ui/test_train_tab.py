@@ -470,6 +470,8 @@ def test_a_newly_saved_lora_refreshes_the_webuis_lora_cards(page, workspace, wri
     file appears in a project's list, not when the page first shows a project's files."""
     cards = Project(workspace / "cards", "cards").create()
     page.evaluate(FAKE_CARD_REFRESH)
+    # the status poll lists the new project (a list that changes while open would move under the click)
+    page.wait_for_timeout(2500)
     choose(page, "lora_trainer_project", "older")
     wait_for_text(page, "lora_trainer_saved", "older-000001")
     choose(page, "lora_trainer_project", "cards")
