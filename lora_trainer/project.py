@@ -99,6 +99,17 @@ class Project:
             return {}
         return {folder: len(list_images(folder)) for folder in sorted(self.img.iterdir()) if folder.is_dir()}
 
+    def uncaptioned(self, caption_extension: str = ".txt") -> dict[Path, list[Path]]:
+        """Per training folder, its images without a caption file (the trainer gives those the
+        folder's class name as caption)."""
+        extension = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+        found = {}
+        for folder in self.training_folders():
+            missing = [image for image in list_images(folder) if not image.with_suffix(extension).is_file()]
+            if missing:
+                found[folder] = missing
+        return found
+
     def create(self) -> Project:
         for path in (self.sources, self.train_images, self.log, self.model, self.cache):
             path.mkdir(parents=True, exist_ok=True)

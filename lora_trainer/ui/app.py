@@ -76,10 +76,11 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs") as tabs:
             with gr.Tab("Captions", id="captions", elem_id="lora_trainer_captions_tab"):
                 captions = build_captions_panel(host)
-            with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab"):
+            with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab") as train_tab:
                 panel = build_train_panel(host, runner)
             with gr.Tab("Review", id="review", elem_id="lora_trainer_review_tab"):
                 review = build_review_panel(host, runner)
+        train_tab.select(panel.show_project_info, None, [panel.project_info], show_progress="hidden")
         review.wire_new_run(panel, tabs)
         wire_one_project(panel, captions, review)
         panel.wire_page_load(blocks)

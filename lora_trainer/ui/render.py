@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from html import escape
+from pathlib import Path
 
 from lora_trainer.runs.follow import RunStatus, SavedLora
 
@@ -101,8 +102,9 @@ def _saved_row(lora: SavedLora) -> str:
     return f"<tr><td>{escape(kind)}</td><td>{escape(lora.path.name)}</td><td><code>{prompt}</code> {copy}</td></tr>"
 
 
-def project_info(train_images: str, folders: dict, exists: bool) -> str:
-    """Where the training images go and what is there now ({folder path: image count})."""
+def project_info(train_images: str, folders: dict, exists: bool, uncaptioned: dict | None = None) -> str:
+    """Where the training images go and what is there now ({folder path: image count}), and the images
+    without a caption ({folder path: [images]}), said before Start."""
     if not exists:
         return (f"New project: <b>Create project</b> (or Save config / Start) makes its folders. "
                 f"Training images then go in <code>{escape(train_images)}</code>.")
@@ -110,4 +112,18 @@ def project_info(train_images: str, folders: dict, exists: bool) -> str:
     if not sum(folders.values()):
         return (f"No training images yet: put images and their .txt captions in "
                 f"<code>{escape(train_images)}</code>.")
-    return f"Training images: {found}."
+    return f"Training images: {found}." + _uncaptioned(uncaptioned or {})
+
+
+def _uncaptioned(uncaptioned: dict) -> str:
+    if not uncaptioned:
+        return ""
+    parts = []
+    for folder, images in uncaptioned.items():
+        names = ", ".join(escape(image.name) for image in images[:5]) + (f" and {len(images) - 5} more"
+                                                                          if len(images) > 5 else "")
+        concept = Path(folder).name.partition("_")[2] or Path(folder).name
+        parts.append(f"{len(images)} image(s) in <code>{escape(Path(folder).name)}</code> have no caption ({names}): "
+                     f"they would train with the caption <code>{escape(concept)}</code> alone")
+    return (' <span class="lora-trainer-error">' + "; ".join(parts) +
+            ". Caption them in the Captions tab first.</span>")

@@ -10,6 +10,7 @@ a user mistake (a wrong setting, a second Start, ...) comes back as a message in
 from __future__ import annotations
 
 import dataclasses
+from html import escape
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ from lora_trainer.fsutil import OutputError
 from lora_trainer.host import Host
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus
+from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
+from lora_trainer.runs.tensorboard import TensorBoardError
 from lora_trainer.runs.lora_files import next_free_output_name
 from lora_trainer.runs.runner import (
     DatasetChanged,
@@ -186,9 +189,12 @@ class TrainPanel:
         self.plot = gr.LinePlot(loss_frame(status.losses), x="step", y="loss", color="series", label="Loss",
                                 elem_id="lora_trainer_loss_plot", height=260)
         self.saved = gr.HTML(elem_id="lora_trainer_saved")  # the project's LoRA files, from the first refresh
-        self.tensorboard = gr.Textbox(self._tensorboard(self.project.value), label="TensorBoard",
-                                      interactive=False, show_copy_button=True,
-                                      elem_id="lora_trainer_tensorboard")
+        with gr.Row():
+            self.tensorboard = gr.Textbox(self._tensorboard(self.project.value), label="TensorBoard",
+                                          interactive=False, show_copy_button=True, scale=4,
+                                          elem_id="lora_trainer_tensorboard")
+            self.tensorboard_button = gr.Button("Start TensorBoard", scale=1, elem_id="lora_trainer_start_tensorboard")
+        self.tensorboard_link = gr.HTML(elem_id="lora_trainer_tensorboard_link")
         self.log = gr.Textbox(status.log_tail, label="Trainer output", lines=8, max_lines=8, interactive=False,
                               autoscroll=True, elem_id="lora_trainer_log")
         self._first_plot_key = _plot_key(status)  # the curve a new page shows
@@ -223,6 +229,7 @@ class TrainPanel:
                                    [output_name, self.use_name_button, self.message])
         self.stop_button.click(self.stop, None, [self.message]).then(**self._refresh_event())
         self.timer.tick(**self._refresh_event())
+        self.tensorboard_button.click(self.start_tensorboard, [self.project], [self.tensorboard_link])
 
     def _refresh_event(self) -> dict[str, Any]:
         """The status poll: the page's project's run, its LoRA files, and the workspace's projects.
@@ -459,7 +466,25 @@ class TrainPanel:
             project = self._open(name)
         except ValueError as e:
             return render.message(str(e), error=True)
-        return render.project_info(str(project.train_images), project.training_folders(), project.img.is_dir())
+        settings = self._saved_settings(project.name) or {}
+        extension = settings.get("caption_extension") or ".txt"
+        return render.project_info(str(project.train_images), project.training_folders(), project.img.is_dir(),
+                                   project.uncaptioned(extension))
+
+    def start_tensorboard(self, name: str | None) -> str:
+        """TensorBoard on this computer for the project's logs (one per project: a second click gives
+        the same address), linked."""
+        try:
+            url = TENSORBOARDS.start(self._open(name))
+        except (ValueError, TensorBoardError, OSError) as e:
+            return render.message(str(e), error=True)
+        return (f'<div class="lora-trainer-message lora-trainer-info">TensorBoard for {escape(name or "")}: '
+                f'<a href="{escape(url)}" target="_blank" rel="noopener">{escape(url)}</a></div>')
+
+    def show_project_info(self, request: gr.Request = None) -> str:
+        """The page's project's images and captions as they are now (the Train tab opened again after
+        the Captions tab changed them)."""
+        return self._project_info(self._page(request).project)
 
     def _saved_files(self, name: str | None) -> str:
         """The selected project's LoRA files (the run's among them as they are saved)."""

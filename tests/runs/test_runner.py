@@ -547,3 +547,28 @@ def test_resume_after_the_dataset_changed_is_refused_listing_the_changes_until_c
     status = wait_for(runner, lambda s: not s.active)
     assert status.state == "finished", status.log_tail
     assert any(f"removed: 1_myLoRA/{removed.name}" in w for w in status.warnings)
+
+
+def test_tensorboard_starts_once_per_project_and_says_why_it_cannot(tmp_path):
+    """Start TensorBoard: a server on localhost for the project's logs, answering; a second start gives
+    the same address (no second server); a project without logs says so."""
+    import urllib.request
+
+    from lora_trainer.project import Project
+    from lora_trainer.runs.tensorboard import TensorBoardError, TensorBoards
+
+    servers = TensorBoards()
+    project = Project(tmp_path / "hero", "hero").create()
+    empty = Project(tmp_path / "new", "new")
+    try:
+        url = servers.start(project)
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            assert answer.status == 200 and b"TensorBoard" in answer.read()
+        assert servers.start(project) == url and servers.url(project) == url
+        assert len(servers._servers) == 1
+        with pytest.raises(TensorBoardError, match="no logs yet in .*new/log: start a training first"):
+            servers.start(empty)
+    finally:
+        servers.stop_all()
+    assert servers.url(project) is None

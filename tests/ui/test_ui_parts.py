@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.config.presets import PRESETS, load_preset
@@ -217,3 +218,22 @@ def test_resume_refused_for_a_changed_dataset_offers_to_resume_with_the_changes(
     message, _use_name, _name, offer = panel.resume_with_changes()
     assert message.count("resumed hero with the changed dataset") == 1 and offer["visible"] is False
     assert calls == [(True, False), (True, True)]
+
+
+def test_project_info_says_which_images_have_no_caption_before_start(tmp_path):
+    from lora_trainer.project import Project
+
+    project = Project(tmp_path / "hero", "hero").create()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(project.train_images / f"{name}.png")
+    (project.train_images / "a.txt").write_text("hero, smile", encoding="utf-8")
+    (project.train_images / "b.caption").write_text("hero", encoding="utf-8")
+    missing = project.uncaptioned(".txt")
+    assert {folder.name: [p.name for p in images] for folder, images in missing.items()} == {"1_hero": ["b.png", "c.png"]}
+    assert project.uncaptioned("caption") == {project.train_images: [project.train_images / "a.png",
+                                                                      project.train_images / "c.png"]}
+    html = render.project_info(str(project.train_images), project.training_folders(), True, missing)
+    assert "3 image(s)" in html
+    assert "2 image(s) in <code>1_hero</code> have no caption (b.png, c.png): they would train with the caption " \
+           "<code>hero</code> alone. Caption them in the Captions tab first." in html
+    assert "no caption" not in render.project_info(str(project.train_images), project.training_folders(), True, {})
