@@ -12,6 +12,8 @@ from __future__ import annotations
 import colorsys
 import os
 import random
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,10 +190,14 @@ def is_mask_name(name: str, siblings) -> bool:
 
 
 def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net", seed: int = 0,
-                       home=None, allow_download: bool = False, post_process: bool = False) -> list[dict]:
+                       home=None, allow_download: bool = False, post_process: bool = False,
+                       progress: Callable[[int, int, str], None] | None = None,
+                       stop: threading.Event | None = None) -> list[dict]:
     """Replace the background of each image; write `<out_dir>/<stem>.png` and `<stem>_mask.png` beside it.
 
     One session for the whole batch. Returns one record per image: source, output, mask, colour.
+    `progress(done, total, path)` after each image; `stop` (set from another thread) ends the batch
+    between images, with the records of those done.
     """
     out_dir = Path(out_dir)
     check_model(model, home=home, allow_download=allow_download)  # before anything is read or written
@@ -199,6 +205,8 @@ def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net"
     rng = random.Random(seed)
     records = []
     for path in paths:
+        if stop is not None and stop.is_set():
+            break
         path = Path(path)
         target = png_beside(path, out_dir)
         color = random_fill_color(rng)
@@ -214,6 +222,8 @@ def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net"
         save_png(mask, mask_path_for(target))
         records.append({"source": str(path), "output": str(target), "mask": str(mask_path_for(target)),
                         "color": list(color)})
+        if progress:
+            progress(len(records), len(paths), str(path))
     return records
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import threading
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -294,10 +295,15 @@ def _suffix(item: SourceItem) -> str:
 def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions = PrepareOptions(), *,
             boxes: dict[str, Box] | None = None, detector: FaceDetector | None = None,
             remover: BackgroundRemover | None = None,
-            progress: Callable[[int, int, str], None] | None = None) -> PrepareReport:
+            progress: Callable[[int, int, str], None] | None = None,
+            stop: threading.Event | None = None) -> PrepareReport:
     """Import `inputs` (folders, files, zips; none = the project's own sources/) and write the training
     folder. `boxes` maps an output name (or a source file's stem) to a manual crop box. A detector or a
     remover passed in is used as is (and the work then runs in this process).
+
+    `stop` (set from another thread) ends the run between files: what is done stays done, every file
+    not prepared gets a "skipped" line ("stopped before ..."), no close-ups are added, the report is
+    written.
 
     A missing background model fails here, before anything is read or written (ModelMissingError)."""
     if options.background and remover is None:
@@ -359,10 +365,13 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
         rng = random.Random(options.background_seed)
         jobs = [dataclasses.replace(j, color=random_fill_color(rng)) for j in jobs]
     worker = _Worker(project, options, detector, remover)
-    results = _run(worker, jobs, options, progress)
+    results = _run(worker, jobs, options, progress, stop)
     entries.extend(entry for entry, _ in results)
+    stopped = stop is not None and stop.is_set()
+    entries.extend(Entry(source=j.item.label, status="skipped", name=j.name, reason=STOPPED_REASON)
+                   for j in jobs[len(results):])
 
-    if options.closeups != "off":
+    if options.closeups != "off" and not stopped:
         candidates = [(e.name, e.shot, extra[0], extra[1]) for e, extra in results if extra is not None]
         chosen, too_small = plan_closeups(candidates, options.closeups, options.face_margin,
                                           size=options.size, upscale=options.upscale)
@@ -371,13 +380,18 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
                        for n, why in sorted(too_small.items()))
         extra_jobs = [_Job(by_name[n].item, names.allocate(f"{n}_closeup", content_hash(n.encode())), None, box, by_name[n].color, True)
                       for n, box in sorted(chosen.items())]
-        entries.extend(entry for entry, _ in _run(worker, extra_jobs, options, progress))
+        done = _run(worker, extra_jobs, options, progress, stop)
+        entries.extend(entry for entry, _ in done)
+        entries.extend(Entry(source=j.item.label, status="close-up skipped", name=j.name, reason=STOPPED_REASON)
+                       for j in extra_jobs[len(done):])
 
     report = PrepareReport(project=str(project.root), train_images=str(project.train_images),
                            options=_options_dict(options), entries=entries)
     write_json_atomic(project.root / REPORT_NAME, report.to_dict())
     return report
 
+
+STOPPED_REASON = "stopped before it was prepared"
 
 _CAPTION_HINT = ("the image was skipped: save the caption as UTF-8, remove it to import the image "
                  "without it, or name its encoding with --caption-encoding (e.g. cp1252, latin-1, shift_jis)")
@@ -397,20 +411,31 @@ def _options_dict(options: PrepareOptions) -> dict:
     return json.loads(json.dumps(asdict(options)))
 
 
-def _run(worker: _Worker, jobs: list[_Job], options: PrepareOptions, progress) -> list[tuple[Entry, tuple | None]]:
+def _run(worker: _Worker, jobs: list[_Job], options: PrepareOptions, progress,
+         stop: threading.Event | None = None) -> list[tuple[Entry, tuple | None]]:
+    """The jobs' results in order; with `stop` set, those done until then (checked between files)."""
     workers = options.workers or os.cpu_count() or 1
     in_process = workers == 1 or len(jobs) < 2 or worker.detector is not None or worker.remover is not None
     results = []
     if in_process:
-        mapped = map(worker, jobs)
-        for i, result in enumerate(mapped):
+        for job in jobs:
+            if stop is not None and stop.is_set():
+                break
+            result = worker(job)
             results.append(result)
             if progress:
-                progress(i + 1, len(jobs), result[0].source)
+                progress(len(results), len(jobs), result[0].source)
         return results
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        for i, result in enumerate(pool.map(worker, jobs)):
+        futures = [pool.submit(worker, job) for job in jobs]
+        for future in futures:
+            if stop is not None and stop.is_set():
+                for f in futures:
+                    f.cancel()  # the ones not started; those running finish and are reported
+            if future.cancelled():
+                break  # the pool starts jobs in order: the cancelled ones are the rest
+            result = future.result()
             results.append(result)
             if progress:
-                progress(i + 1, len(jobs), result[0].source)
+                progress(len(results), len(jobs), result[0].source)
     return results

@@ -1,0 +1,198 @@
+"""Curating a project's training folder in place, for the Dataset panel: nothing is ever deleted.
+
+- `exclude_images` moves training images (and their captions) out of `img/` into `<project>/excluded/`;
+  `restore_images` moves them back.
+- `replace_backgrounds` runs `background.remove_backgrounds` on training images into a temporary
+  folder, keeps each image as it was in `<project>/before-background/`, then moves the result onto the
+  training image (atomic `os.replace`, same file system) and its mask to `<project>/masks/<stem>.png`,
+  where `prepare` keeps masks. `keep_original` puts the image from before the background back.
+- `edit_images` runs `edits.edit_files` into a temporary folder and moves each result onto its training
+  image (the imported originals stay in `sources/`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..images import list_images
+from ..project import Project
+from .background import remove_backgrounds
+from .edits import Edits, edit_files
+
+EXCLUDED = "excluded"
+BEFORE_BACKGROUND = "before-background"
+CAPTION_EXTENSIONS = (".txt", ".caption")
+
+
+def excluded_folder(project: Project) -> Path:
+    return project.root / EXCLUDED
+
+
+def before_background_folder(project: Project) -> Path:
+    return project.root / BEFORE_BACKGROUND
+
+
+def training_image(project: Project, name: str) -> Path:
+    """`project.train_images / name` for a plain file name of an image there; ValueError otherwise
+    (a path, '..', a hidden or missing file)."""
+    return _member(project.train_images, name, "training image")
+
+
+def _member(folder: Path, name: str, what: str) -> Path:
+    name = str(name or "")
+    if not name or name != Path(name).name or name in (".", "..") or name.startswith(".") or "\\" in name:
+        raise ValueError(f"{name!r} is not the name of a {what} in {folder}")
+    path = folder / name
+    if not path.is_file() or path.resolve().parent != folder.resolve():
+        raise ValueError(f"no {what} {name!r} in {folder}")
+    return path
+
+
+def _captions(image: Path) -> list[Path]:
+    return [image.with_suffix(ext) for ext in CAPTION_EXTENSIONS if image.with_suffix(ext).is_file()]
+
+
+def _free_name(folder: Path, name: str) -> str:
+    """`name`, or `<stem>.<n><suffix>` when `name` (or its caption) is already in `folder`."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, n = name, 1
+    while (folder / candidate).exists() or any((folder / candidate).with_suffix(e).exists() for e in CAPTION_EXTENSIONS):
+        n += 1
+        candidate = f"{stem}.{n}{suffix}"
+    return candidate
+
+
+def exclude_images(project: Project, names: list[str]) -> list[Path]:
+    """Move the training images `names` and their captions into `<project>/excluded/` (never deleted);
+    their new paths. All names are checked before anything moves."""
+    images = [training_image(project, n) for n in dict.fromkeys(names)]
+    target = excluded_folder(project)
+    target.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for image in images:
+        name = _free_name(target, image.name)
+        for caption in _captions(image):
+            os.replace(caption, target / f"{Path(name).stem}{caption.suffix}")
+        os.replace(image, target / name)
+        moved.append(target / name)
+    return moved
+
+
+def excluded_images(project: Project) -> list[Path]:
+    folder = excluded_folder(project)
+    return list_images(folder) if folder.is_dir() else []
+
+
+def restore_images(project: Project, names: list[str]) -> list[Path]:
+    """Move excluded images (and their captions) back into the training folder; refuses one whose name
+    is taken there. Their paths in the training folder."""
+    folder = excluded_folder(project)
+    images = [_member(folder, n, "excluded image") for n in dict.fromkeys(names)]
+    for image in images:
+        if (project.train_images / image.name).exists():
+            raise ValueError(f"{image.name} is in {project.train_images} already: rename or exclude that one first")
+    project.train_images.mkdir(parents=True, exist_ok=True)
+    back = []
+    for image in images:
+        for caption in _captions(image):
+            os.replace(caption, project.train_images / caption.name)
+        os.replace(image, project.train_images / image.name)
+        back.append(project.train_images / image.name)
+    return back
+
+
+def _scratch(project: Project, prefix: str) -> Path:
+    """A temporary folder inside the project (same file system: the results move with os.replace)."""
+    project.root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=project.root))
+
+
+def replace_backgrounds(project: Project, names: list[str], *, model: str = "u2net", seed: int = 0,
+                        allow_download: bool = False, progress: Callable[[int, int, str], None] | None = None,
+                        stop: threading.Event | None = None) -> list[dict]:
+    """The guide's random-colour background on the training images `names`, written in place; each
+    image as it was is kept in `<project>/before-background/` (the first time: a second run keeps the
+    earlier original), its mask goes to `<project>/masks/<stem>.png`. A missing model raises
+    ModelMissingError before anything is read. Records as `remove_backgrounds` gives them, with
+    `output` the training image, `mask` the kept mask and `before` the kept original."""
+    paths = [training_image(project, n) for n in dict.fromkeys(names)]
+    scratch = _scratch(project, "background")
+    try:
+        records = remove_backgrounds(paths, scratch, model=model, seed=seed, allow_download=allow_download,
+                                     progress=progress, stop=stop)
+        before = before_background_folder(project)
+        before.mkdir(parents=True, exist_ok=True)
+        project.masks.mkdir(parents=True, exist_ok=True)
+        for record in records:
+            image = Path(record["source"])
+            kept = before / image.name
+            if not kept.exists():
+                shutil.copy2(image, kept)
+            target = image.with_suffix(".png")
+            os.replace(record["output"], target)
+            if target != image:  # a JPEG (or other) training image becomes a PNG: the old file is kept
+                os.replace(image, _unique(before, image.name))
+            mask = project.masks / f"{target.stem}.png"
+            os.replace(record["mask"], mask)
+            record.update(output=str(target), mask=str(mask), before=str(kept))
+        return records
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _unique(folder: Path, name: str) -> Path:
+    return folder / _free_name(folder, name)
+
+
+def before_background(project: Project, name: str) -> Path | None:
+    """The training image `name` as it was before its background was replaced, if kept."""
+    path = before_background_folder(project) / Path(name).name
+    return path if path.is_file() else None
+
+
+def background_mask(project: Project, name: str) -> Path | None:
+    path = project.masks / f"{Path(name).stem}.png"
+    return path if path.is_file() else None
+
+
+def keep_original(project: Project, name: str) -> Path:
+    """Put back the training image `name` as it was before its background was replaced (the result is
+    dropped, its mask moved beside the kept original as `<stem>_mask.png`). ValueError when none was
+    kept (the background was not replaced here)."""
+    image = training_image(project, name)
+    kept = before_background(project, image.name)
+    if kept is None:
+        raise ValueError(f"no image from before the background was replaced is kept for {image.name} "
+                         f"(in {before_background_folder(project)})")
+    mask = background_mask(project, image.name)
+    if mask is not None:
+        os.replace(mask, _unique(before_background_folder(project), f"{image.stem}_mask.png"))
+    os.replace(kept, image)
+    return image
+
+
+def edit_images(project: Project, names: list[str], edits: Edits) -> list[Path]:
+    """Apply `edits` to the training images `names` in place (each written as `<stem>.png`; a non-PNG
+    one's old file is moved to `<project>/excluded/`). The imported originals stay in `sources/`."""
+    paths = [training_image(project, n) for n in dict.fromkeys(names)]
+    scratch = _scratch(project, "edits")
+    try:
+        written = edit_files(paths, edits, scratch)
+        out = []
+        for path, result in zip(paths, written):
+            target = path.with_suffix(".png")
+            if target != path and target.exists():
+                raise ValueError(f"{target.name} exists beside {path.name}: exclude one of them first")
+            os.replace(result, target)
+            if target != path:
+                excluded_folder(project).mkdir(parents=True, exist_ok=True)
+                os.replace(path, _unique(excluded_folder(project), path.name))
+            out.append(target)
+        return out
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

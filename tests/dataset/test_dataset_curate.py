@@ -1,0 +1,123 @@
+"""The Dataset panel's library pieces: prepare's stop between files; exclude / restore training images
+(moved, never deleted); backgrounds and edits written into the training folder, with the image before
+the background kept to restore."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lora_trainer.dataset.prepare import STOPPED_REASON, PrepareOptions, prepare
+from lora_trainer.project import Project
+
+
+def _photos(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (80, 60), (40 * i % 256, 90, 200 - 30 * i)).save(folder / f"p{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_stops_between_files_and_reports_the_rest(tmp_path, workers):
+    src = _photos(tmp_path / "in", 5)
+    project = Project(tmp_path / "p", "x")
+    stop = threading.Event()
+
+    def progress(done, total, source):
+        if done == 2:
+            stop.set()
+
+    report = prepare([src], project, PrepareOptions(size=64, workers=workers, closeups="all"),
+                     progress=progress, stop=stop)
+    ok = [e for e in report.entries if e.status == "ok"]
+    stopped = [e for e in report.entries if e.reason == STOPPED_REASON]
+    assert len(ok) + len(stopped) == 5
+    if workers == 1:
+        assert len(ok) == 2  # a pool may have started (and so finishes and reports) a few more
+    assert not any(e.status == "close-up" for e in report.entries) or not stopped
+    assert all(Path(e.output).is_file() for e in ok)
+    assert {p.stem for p in project.train_images.glob("*.png")} == {e.name for e in ok}
+    assert (project.root / "prepare-report.json").is_file()
+
+
+from lora_trainer.dataset import curate  # noqa: E402
+from lora_trainer.dataset.background import ModelMissingError  # noqa: E402
+from lora_trainer.dataset.edits import Edits  # noqa: E402
+
+TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny_segmenter.onnx"
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = Project(tmp_path / "hero", "hero").create()
+    for i in range(3):
+        im = Image.new("RGB", (96, 64), (40, 160, 90))
+        im.paste((230, 30, 30), (30, 10, 66, 60))
+        im.save(project.train_images / f"{i:03d}.png")
+        (project.train_images / f"{i:03d}.txt").write_text(f"hero, pose {i}\n", encoding="utf-8")
+    return project
+
+
+def test_exclude_moves_images_and_captions_and_restore_brings_them_back(project):
+    before = (project.train_images / "001.png").read_bytes()
+    moved = curate.exclude_images(project, ["001.png", "002.png"])
+    assert [p.name for p in moved] == ["001.png", "002.png"]
+    assert sorted(p.name for p in project.train_images.iterdir()) == ["000.png", "000.txt"]
+    assert (project.root / "excluded" / "001.png").read_bytes() == before
+    assert (project.root / "excluded" / "001.txt").read_text(encoding="utf-8") == "hero, pose 1\n"
+    assert [p.name for p in curate.excluded_images(project)] == ["001.png", "002.png"]
+    back = curate.restore_images(project, ["001.png"])
+    assert back == [project.train_images / "001.png"] and back[0].read_bytes() == before
+    assert (project.train_images / "001.txt").is_file() and not (project.root / "excluded" / "001.png").exists()
+
+
+def test_exclude_refuses_names_outside_the_folder_and_moves_nothing(project, tmp_path):
+    (tmp_path / "outside.png").write_bytes((project.train_images / "000.png").read_bytes())
+    for bad in ["../../outside.png", "/etc/passwd", "..", "", "missing.png", ".hidden.png"]:
+        with pytest.raises(ValueError):
+            curate.exclude_images(project, ["000.png", bad])
+    assert (project.train_images / "000.png").is_file() and (tmp_path / "outside.png").is_file()
+
+
+def test_excluding_the_same_name_twice_keeps_both(project):
+    first = curate.exclude_images(project, ["000.png"])[0].read_bytes()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(project.train_images / "000.png")
+    second = curate.exclude_images(project, ["000.png"])
+    assert second[0].name == "000.2.png"
+    assert (project.root / "excluded" / "000.png").read_bytes() == first
+
+
+def test_backgrounds_in_place_keep_the_original_and_the_mask(project):
+    original = (project.train_images / "000.png").read_bytes()
+    records = curate.replace_backgrounds(project, ["000.png", "001.png"], model=str(TINY), seed=3)
+    assert [Path(r["output"]).name for r in records] == ["000.png", "001.png"]
+    out = Image.open(project.train_images / "000.png")
+    assert out.getpixel((2, 2)) == tuple(records[0]["color"]) and out.getpixel((48, 40))[0] > 200
+    assert (project.root / "before-background" / "000.png").read_bytes() == original
+    assert Image.open(project.masks / "000.png").mode == "L"
+    assert not [p for p in project.root.iterdir() if p.name.startswith(".background")]  # no scratch left
+    assert (project.train_images / "002.png").read_bytes() != (project.train_images / "000.png").read_bytes()
+    curate.keep_original(project, "000.png")
+    assert (project.train_images / "000.png").read_bytes() == original
+    assert curate.background_mask(project, "000.png") is None
+    with pytest.raises(ValueError, match="no image from before"):
+        curate.keep_original(project, "002.png")
+
+
+def test_a_missing_background_model_fails_before_anything_is_written(project, tmp_path):
+    with pytest.raises(ModelMissingError, match="nothere.onnx"):
+        curate.replace_backgrounds(project, ["000.png"], model=str(tmp_path / "nothere.onnx"))
+    assert not curate.before_background_folder(project).exists()
+
+
+def test_edits_in_place(project):
+    before = (project.train_images / "000.png").read_bytes()
+    written = curate.edit_images(project, ["000.png"], Edits(brightness=1.5))
+    assert written == [project.train_images / "000.png"]
+    assert (project.train_images / "000.png").read_bytes() != before
+    assert Image.open(project.train_images / "000.png").getpixel((2, 2))[1] > 160
+    assert (project.train_images / "001.png").is_file() and (project.train_images / "000.txt").is_file()
