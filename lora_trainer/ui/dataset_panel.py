@@ -1,0 +1,638 @@
+"""The Dataset panel: the guide's "Collect the images" and "Prepare the data" in the tab, over a project.
+
+Import a folder (typed), uploaded photos or a zip into the project with `dataset.prepare` in the
+background (originals copied to sources/ untouched; PNG, RGB, duplicates, framing to the training size,
+close-ups), with progress and Stop, and its per-file report as a table. The training images as a gallery,
+each captioned with its audit badges (`dataset.audit`), and the audit's findings about the set against
+the guide; selected images can be excluded (moved to <project>/excluded/, never deleted) and restored.
+Backgrounds (rembg, the guide's random colour) on all images or the selection, in the background, each
+result beside the image before it and its mask, with "Keep the original". Batch edits with a preview of
+one image (nothing written) and Apply. Every change goes through the dataset library (prepare, audit,
+background, edits, curate), as the commands do.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lora_trainer.dataset import curate
+from lora_trainer.dataset.audit import AuditReport, audit_folder
+from lora_trainer.dataset.audit import list_images as audit_list_images
+from lora_trainer.dataset.background import ModelMissingError, check_model
+from lora_trainer.dataset.edits import Edits, apply_edits
+from lora_trainer.dataset.loading import ImageProblem, decode
+from lora_trainer.dataset.prepare import PrepareOptions, PrepareReport, prepare
+from lora_trainer.host import Host
+from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.ui import render
+from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
+
+POLL_INTERVAL_S = 1.0
+MAX_PAGES = 1000
+REPORT_HEADERS = ["file", "status", "reason"]
+DEFAULT_FILL = "#808080"
+BACKGROUND_MODELS = ["u2net", "u2netp", "u2net_human_seg", "isnet-general-use", "birefnet-portrait", "silueta"]
+SHOT_BADGES = {"close-up": "close-up", "half body": "half", "full body": "full", "no face": "no face"}
+# the start of an audit finding -> its short badge
+FINDING_BADGES = (("low resolution", "low res"), ("motion blur", "blurry"), ("blurry", "blurry"),
+                  ("colour cast", "cast"), ("underexposed", "dark"), ("overexposed", "bright"),
+                  ("desaturated", "grey"), ("oversaturated", "oversaturated"))
+_DUPLICATE = re.compile(r"near-duplicate of (.+?) \(hash distance")
+_ZIP_LABEL = re.compile(r"([^/\\]+\.zip:.+)$", re.IGNORECASE)
+
+
+# --- pure helpers (tested in-process) --------------------------------------------------------------
+
+def hex_colour(text: str | None) -> tuple[int, int, int]:
+    """'#808080' (the colour picker's value) or '128,128,128' -> (128, 128, 128); ValueError otherwise."""
+    text = (text or "").strip()
+    try:
+        if re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        match = re.fullmatch(r"rgba?\(([^)]*)\)", text)  # some browsers' pickers answer rgb()/rgba()
+        parts = [round(float(v)) for v in (match.group(1) if match else text).split(",")[:3]]
+        if len(parts) == 3 and all(0 <= v <= 255 for v in parts):
+            return tuple(parts)
+    except ValueError:
+        pass
+    raise ValueError(f"fill colour {text!r}: use #RRGGBB or R,G,B (0-255 each)")
+
+
+def prepare_options(size: Any, mode: str, fill: str, closeups: str, upscale: bool, workers: int = 0) -> PrepareOptions:
+    """The panel's import settings as prepare's options; ValueError names what is wrong."""
+    try:
+        size = int(size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size {size!r}: a whole number of pixels, e.g. 1024") from None
+    return PrepareOptions(size=size, mode="bucket" if mode == "bucket" else "pad", fill=hex_colour(fill),
+                          closeups=closeups or "off", upscale=bool(upscale), workers=workers)
+
+
+def import_inputs(paths_text: str | None, uploads: list | None) -> list[Path]:
+    """The typed paths (one a line) and the uploaded files; FileNotFoundError names a typed path that
+    does not exist; ValueError when there is nothing to import."""
+    inputs = []
+    for line in (paths_text or "").splitlines():
+        line = line.strip().strip('"').strip("'")
+        if not line:
+            continue
+        path = Path(line).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{line}: no such folder or file")
+        inputs.append(path)
+    for upload in uploads or []:
+        name = upload if isinstance(upload, (str, Path)) else getattr(upload, "name", None) or getattr(upload, "path", None)
+        if name:
+            inputs.append(Path(name))
+    if not inputs:
+        raise ValueError("type a folder (or a zip) to import, or upload photos or a zip")
+    return inputs
+
+
+def display_name(label: str) -> str:
+    """A report's source as the user knows it: the file's name, or `archive.zip:member`."""
+    match = _ZIP_LABEL.search(label)
+    return match.group(1) if match else Path(label).name
+
+
+def report_rows(report: PrepareReport) -> list[list[str]]:
+    """One row per input (and added close-up): file, status, reason (or what was done to it)."""
+    rows = []
+    for e in report.entries:
+        why = e.reason or "; ".join(e.notes)
+        if e.status in ("ok", "close-up") and e.output:
+            why = f"-> {Path(e.output).name}" + (f" ({why})" if why else "")
+        rows.append([display_name(e.source), e.status, why])
+    return rows
+
+
+def image_badges(report: AuditReport) -> dict[str, list[str]]:
+    """Each audited image's short badges: its findings ("low res", "blurry", "cast", "dark", "bright",
+    "dup of X", ...) and its shot ("close-up", "half", "full", "no face"); unreadable ones too."""
+    badges: dict[str, list[str]] = {}
+    for image in report.images:
+        words = []
+        for finding in image.findings:
+            duplicate = _DUPLICATE.match(finding)
+            if duplicate:
+                words.append(f"dup of {duplicate.group(1)}")
+                continue
+            words += [badge for start, badge in FINDING_BADGES if finding.startswith(start)][:1]
+        words.append(SHOT_BADGES.get(image.shot, image.shot))
+        badges[image.name] = list(dict.fromkeys(words))
+    for bad in report.unreadable:
+        badges[bad["name"]] = ["unreadable"]
+    return badges
+
+
+def gallery_items(folder: Path, report: AuditReport) -> list[tuple[str, str]]:
+    """(image, "name: badges") for each image the audit lists in the folder, in its order."""
+    badges = image_badges(report)
+    return [(str(path), f"{path.name}: {', '.join(badges.get(path.name, []))}".rstrip(": "))
+            for path in audit_list_images(folder)]
+
+
+def audit_summary(report: AuditReport) -> str:
+    """The audit of the set (HTML): the count against the guide's 64-256, the shot mix against its 1/3-1/2
+    close-ups, and the report's own findings about the set."""
+    t = report.thresholds
+    n = len(report.images)
+    mix = ", ".join(f"{k} {v}" for k, v in report.shot_mix.items())
+    closeups = report.shot_mix.get("close-up", 0)
+    share = f" ({closeups / n:.0%} close-ups)" if n else ""
+    lines = [f"<b>{n} image(s)</b> (the guide: {t.min_count}-{t.max_count}); shots: {escape(mix)}{share} "
+             f"(the guide: {t.closeup_min:.0%}-{t.closeup_max:.0%} close-ups)"]
+    findings = report.findings or ["no problems found"]
+    lines.append("<ul>" + "".join(f"<li>{escape(f)}</li>" for f in findings) + "</ul>")
+    if report.unreadable:
+        lines.append("<p>Unreadable: " + escape(", ".join(f"{u['name']} ({u['reason']})" for u in report.unreadable))
+                     + "</p>")
+    return f'<div class="lora-trainer-dataset-summary">{"".join(lines)}</div>'
+
+
+def edits_of(sharpen, brightness, contrast, saturation, autolevel) -> Edits:
+    return Edits(sharpen=float(sharpen or 0), brightness=float(1.0 if brightness is None else brightness),
+                 contrast=float(1.0 if contrast is None else contrast),
+                 saturation=float(1.0 if saturation is None else saturation), autolevel=bool(autolevel))
+
+
+def toggle(selection: list[str] | None, name: str) -> list[str]:
+    selection = list(selection or [])
+    return [n for n in selection if n != name] if name in selection else [*selection, name]
+
+
+# --- the background job (import or backgrounds) ----------------------------------------------------
+
+@dataclass
+class _Job:
+    kind: str          # "import" or "background"
+    project: str
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    started: float = field(default_factory=time.monotonic)
+    stop: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    summary: str = ""
+    error: str = ""
+    rows: list[list[str]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the images the job changed (backgrounds)
+
+    def status(self) -> str:
+        what = "importing into" if self.kind == "import" else "replacing backgrounds in"
+        if self.error:
+            return f"{what} {self.project} ended: {self.error}"
+        if self.finished:
+            return self.summary
+        left = (time.monotonic() - self.started) / self.done * (self.total - self.done) if self.done else None
+        eta = f", about {left:.0f} s left" if left is not None else ""
+        stopping = " (stopping after this file)" if self.stop.is_set() else ""
+        current = f" ({display_name(self.current)})" if self.current else ""
+        return f"{what} {self.project}: {self.done}/{self.total or '?'}{current}{eta}{stopping}"
+
+
+@dataclass
+class _Page:
+    project: str = ""
+    shown_job: int = 0
+
+
+class DatasetPanel:
+    def __init__(self, host: Host):
+        self.host = host
+        self._job: _Job | None = None
+        self._jobs = 0
+        self._lock = threading.Lock()
+        self._pages: OrderedDict[str, _Page] = OrderedDict()
+        self._audits: OrderedDict[str, tuple[tuple, AuditReport]] = OrderedDict()
+
+    # --- layout ---------------------------------------------------------------------------------
+    def build(self) -> DatasetPanel:
+        with gr.Row():
+            self.project = gr.Dropdown([], label="Project", allow_custom_value=True, scale=3,
+                                       info="choose one, or type a new name to import into",
+                                       elem_id="lora_trainer_dataset_project")
+            self.refresh_button = gr.Button("Refresh", elem_id="lora_trainer_dataset_refresh", scale=0, min_width=100)
+        self._import_box()
+        self.job_status = gr.HTML(elem_id="lora_trainer_dataset_job_status")
+        self.message = gr.HTML(elem_id="lora_trainer_dataset_message")
+        self._images_box()
+        self._background_box()
+        self._edits_box()
+        keep_out_of_forge_ui_config(self.project, self.paths, self.selection, self.excluded, self.compare_name,
+                                    self.edit_name)
+        self.timer = gr.Timer(POLL_INTERVAL_S)
+        self._wire()
+        return self
+
+    def _import_box(self) -> None:
+        with gr.Accordion("Import photos", open=True, elem_id="lora_trainer_dataset_import_box"):
+            with gr.Row():
+                self.paths = gr.Textbox(label="Folder or zip on this machine", lines=1, scale=2,
+                                        placeholder="/path/to/photos (one a line)",
+                                        info="the originals are never changed: copies go to the project's sources/",
+                                        elem_id="lora_trainer_dataset_paths")
+                self.uploads = gr.File(file_count="multiple", label="or upload photos / a zip", scale=2,
+                                       type="filepath", elem_id="lora_trainer_dataset_uploads")
+            with gr.Row():
+                self.size = gr.Number(1024, label="Size (px)", precision=0, minimum=64, maximum=8192,
+                                      elem_id="lora_trainer_dataset_size")
+                self.mode = gr.Radio([("pad to a square", "pad"), ("fit (buckets)", "bucket")], value="pad",
+                                     label="Framing", elem_id="lora_trainer_dataset_mode")
+                self.fill = gr.ColorPicker(DEFAULT_FILL, label="Padding colour", elem_id="lora_trainer_dataset_fill")
+                self.closeups = gr.Radio(["off", "auto", "all"], value="off", label="Face close-ups",
+                                         info="auto: until 1/3 are close-ups", elem_id="lora_trainer_dataset_closeups")
+                self.upscale = gr.Checkbox(False, label="Enlarge small photos", elem_id="lora_trainer_dataset_upscale")
+            with gr.Row():
+                self.import_button = gr.Button("Import", variant="primary", elem_id="lora_trainer_dataset_import")
+                self.stop_button = gr.Button("Stop", variant="stop", elem_id="lora_trainer_dataset_stop")
+            self.report = gr.Dataframe(headers=REPORT_HEADERS, datatype=["str", "str", "str"], interactive=False,
+                                       wrap=True, label="Report (one line a file)", elem_id="lora_trainer_dataset_report")
+
+    def _images_box(self) -> None:
+        with gr.Accordion("Training images", open=True, elem_id="lora_trainer_dataset_images_box"):
+            self.summary = gr.HTML(elem_id="lora_trainer_dataset_summary")
+            self.gallery = gr.Gallery(label="Training images (click to select)", columns=6, height=520,
+                                      allow_preview=False, elem_id="lora_trainer_dataset_gallery")
+            self.selection = gr.CheckboxGroup([], label="Selected images (none: all)",
+                                              elem_id="lora_trainer_dataset_selection")
+            with gr.Row():
+                self.select_all_button = gr.Button("Select all", elem_id="lora_trainer_dataset_select_all")
+                self.clear_button = gr.Button("Clear the selection", elem_id="lora_trainer_dataset_clear")
+                self.exclude_button = gr.Button("Exclude selected", elem_id="lora_trainer_dataset_exclude")
+            with gr.Row():
+                self.excluded = gr.Dropdown([], multiselect=True, label="Excluded images (in <project>/excluded/)",
+                                            scale=3, elem_id="lora_trainer_dataset_excluded")
+                self.restore_button = gr.Button("Restore", elem_id="lora_trainer_dataset_restore", scale=1)
+
+    def _background_box(self) -> None:
+        with gr.Accordion("Background (rembg, random colour)", open=False,
+                          elem_id="lora_trainer_dataset_background_box"):
+            with gr.Row():
+                self.bg_model = gr.Dropdown(BACKGROUND_MODELS, value="u2net", allow_custom_value=True, scale=3,
+                                            label="Model", info="a rembg name (its file in U2NET_HOME) or a .onnx path",
+                                            elem_id="lora_trainer_dataset_bg_model")
+                self.bg_seed = gr.Number(0, label="Seed (colours)", precision=0, elem_id="lora_trainer_dataset_bg_seed")
+                self.bg_button = gr.Button("Replace backgrounds (selection; none: all)",
+                                           elem_id="lora_trainer_dataset_bg_start")
+            with gr.Row():
+                self.compare_name = gr.Dropdown([], label="Compare", scale=3,
+                                                elem_id="lora_trainer_dataset_compare_name")
+                self.keep_button = gr.Button("Keep the original", elem_id="lora_trainer_dataset_keep_original", scale=1)
+            with gr.Row():
+                self.compare_before = gr.Image(type="filepath", interactive=False, label="Before", height=320,
+                                               elem_id="lora_trainer_dataset_compare_before")
+                self.compare_after = gr.Image(type="filepath", interactive=False, label="Now", height=320,
+                                              elem_id="lora_trainer_dataset_compare_after")
+                self.compare_mask = gr.Image(type="filepath", interactive=False, label="Mask", height=320,
+                                             elem_id="lora_trainer_dataset_compare_mask")
+
+    def _edits_box(self) -> None:
+        with gr.Accordion("Batch edits", open=False, elem_id="lora_trainer_dataset_edits_box"):
+            with gr.Row():
+                self.sharpen = gr.Slider(0, 300, value=0, step=5, label="Sharpen (%)", elem_id="lora_trainer_dataset_sharpen")
+                self.brightness = gr.Slider(0.2, 2.0, value=1.0, step=0.05, label="Brightness",
+                                            elem_id="lora_trainer_dataset_brightness")
+                self.contrast = gr.Slider(0.2, 2.0, value=1.0, step=0.05, label="Contrast",
+                                          elem_id="lora_trainer_dataset_contrast")
+                self.saturation = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Saturation",
+                                            elem_id="lora_trainer_dataset_saturation")
+                self.autolevel = gr.Checkbox(False, label="Auto-level", elem_id="lora_trainer_dataset_autolevel")
+            with gr.Row():
+                self.edit_name = gr.Dropdown([], label="Preview on", scale=3, elem_id="lora_trainer_dataset_edit_name")
+                self.preview_button = gr.Button("Preview", elem_id="lora_trainer_dataset_preview", scale=1)
+                self.apply_button = gr.Button("Apply to the selection (none: all)", variant="primary", scale=1,
+                                              elem_id="lora_trainer_dataset_apply")
+            with gr.Row():
+                self.edit_before = gr.Image(type="filepath", interactive=False, label="Before", height=360,
+                                            elem_id="lora_trainer_dataset_edit_before")
+                self.edit_after = gr.Image(type="pil", interactive=False, label="After (not saved)", height=360,
+                                           elem_id="lora_trainer_dataset_edit_after")
+
+    def view_outputs(self) -> list:
+        return [self.project, self.summary, self.gallery, self.selection, self.excluded, self.compare_name,
+                self.compare_before, self.compare_after, self.compare_mask, self.edit_name]
+
+    def _wire(self) -> None:
+        views = self.view_outputs()
+        self.project.input(self.open_project, [self.project], views)
+        self.refresh_button.click(self.refresh, [self.project], views)
+        self.import_button.click(self.start_import, [self.project, self.paths, self.uploads, self.size, self.mode,
+                                                     self.fill, self.closeups, self.upscale],
+                                 [self.message, self.report])
+        self.stop_button.click(self.stop, None, [self.message])
+        # No inputs: gradio 4.40's page warns for every timer call that sends some (see TrainPanel).
+        self.timer.tick(self.poll, None, [self.job_status, self.report, *views], show_progress="hidden")
+        self.gallery.select(self.select_image, [self.project, self.selection], [self.selection])
+        self.select_all_button.click(self.select_all, [self.project], [self.selection])
+        self.clear_button.click(lambda: gr.update(value=[]), None, [self.selection])
+        self.exclude_button.click(self.exclude, [self.project, self.selection], [self.message, *views])
+        self.restore_button.click(self.restore, [self.project, self.excluded], [self.message, *views])
+        self.bg_button.click(self.start_background, [self.project, self.selection, self.bg_model, self.bg_seed],
+                             [self.message])
+        self.compare_name.input(self.show_compare, [self.project, self.compare_name],
+                                [self.compare_before, self.compare_after, self.compare_mask])
+        self.keep_button.click(self.keep_original, [self.project, self.compare_name], [self.message, *views])
+        edits = [self.sharpen, self.brightness, self.contrast, self.saturation, self.autolevel]
+        self.preview_button.click(self.preview, [self.project, self.edit_name, *edits],
+                                  [self.edit_before, self.edit_after, self.message])
+        self.edit_name.input(self.preview, [self.project, self.edit_name, *edits],
+                             [self.edit_before, self.edit_after, self.message])
+        self.apply_button.click(self.apply, [self.project, self.selection, *edits], [self.message, *views])
+
+    def wire_page_load(self, blocks: gr.Blocks) -> None:
+        blocks.load(self.refresh, [self.project], self.view_outputs(), show_progress="hidden")
+
+    # --- callbacks: the project --------------------------------------------------------------------
+    def refresh(self, project: str | None, request: gr.Request = None):
+        projects = list_projects(self.host.workspace())
+        if project not in projects and not self._is_new(project):
+            project = projects[0] if projects else None
+        return self._view(projects, project, request=request)
+
+    def open_project(self, project: str | None, request: gr.Request = None):
+        return self._view(list_projects(self.host.workspace()), project, request=request)
+
+    def _is_new(self, name: str | None) -> bool:
+        """A typed name of a project that does not exist yet (import creates it)."""
+        try:
+            return bool(name) and not self._open(name).root.exists()
+        except ValueError:
+            return False
+
+    def _view(self, projects: list[str], name: str | None, selection: list[str] | None = None,
+              compare: str | None = None, request: gr.Request | None = None):
+        """The project's training images with their audit, the selection, the excluded images and the
+        background comparison; the page remembers the project (its poll has no inputs)."""
+        page = self._page(request)
+        page.project = name or ""
+        empty = (gr.update(choices=[], value=[]), gr.update(choices=[], value=[]), gr.update(choices=[], value=None),
+                 None, None, None, gr.update(choices=[], value=None))
+        try:
+            project = self._open(name)
+        except ValueError as e:
+            note = render.message(str(e), error=True) if name else ""
+            return gr.update(choices=projects, value=name or None), note, [], *empty
+        folder = project.train_images
+        if not folder.is_dir():
+            return (gr.update(choices=projects, value=project.name),
+                    render.message(f"no training images yet in {folder}: import photos"), [], *empty)
+        report = self._audit(folder)
+        items = gallery_items(folder, report)
+        names = [Path(path).name for path, _ in items]
+        kept = [n for n in (selection or []) if n in names]
+        excluded = [p.name for p in curate.excluded_images(project)]
+        compared = [n for n in names if curate.before_background(project, n) is not None]
+        compare = compare if compare in compared else (compared[0] if compared else None)
+        return (gr.update(choices=projects, value=project.name), audit_summary(report), items,
+                gr.update(choices=names, value=kept), gr.update(choices=excluded, value=[]),
+                gr.update(choices=compared, value=compare), *self._compare_values(project, compare),
+                gr.update(choices=names, value=names[0] if names else None))
+
+    def _audit(self, folder: Path) -> AuditReport:
+        """The folder's audit, again only when its images changed (names, sizes, times)."""
+        paths = audit_list_images(folder)
+        signature = tuple((p.name, s.st_size, s.st_mtime_ns) for p in paths for s in [p.stat()])
+        key = str(folder)
+        with self._lock:
+            cached = self._audits.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        report = audit_folder(folder)
+        with self._lock:
+            self._audits[key] = (signature, report)
+            while len(self._audits) > 32:
+                self._audits.popitem(last=False)
+        return report
+
+    # --- callbacks: import and backgrounds (one job at a time) ------------------------------------
+    def start_import(self, project_name, paths, uploads, size, mode, fill, closeups, upscale, workers: int = 0):
+        try:
+            project = self._open(project_name)
+            inputs = import_inputs(paths, uploads)
+            options = prepare_options(size, mode, fill, closeups, upscale, workers)
+            job = self._new_job("import", project.name)
+        except (ValueError, FileNotFoundError) as e:
+            return render.message(str(e), error=True), gr.update()
+        threading.Thread(target=self._import, args=(job, project, inputs, options), daemon=True,
+                         name="lora-trainer-import").start()
+        return render.message(f"importing {len(inputs)} input(s) into {project.name}"), []
+
+    def _import(self, job: _Job, project: Project, inputs: list[Path], options: PrepareOptions) -> None:
+        def progress(done: int, total: int, source: str) -> None:
+            job.done, job.total, job.current = done, total, source
+
+        try:
+            report = prepare(inputs, project, options, progress=progress, stop=job.stop)
+            job.rows = report_rows(report)
+            c = report.count
+            job.summary = (f"{'stopped: ' if job.stop.is_set() else ''}{c('ok')} image(s) prepared, "
+                           f"{c('close-up')} close-up(s) added, {c('duplicate')} duplicate(s) and {c('skipped')} "
+                           f"file(s) skipped; training folder: {report.train_images}")
+        except Exception as e:  # a bad zip, a full disk, ...: the job ends with its reason
+            job.error = str(e) or type(e).__name__
+        job.finished = True
+
+    def start_background(self, project_name, selection, model, seed):
+        try:
+            project = self._open(project_name)
+            names = list(selection or []) or [p.name for p in audit_list_images(project.train_images)] \
+                if project.train_images.is_dir() else []
+            if not names:
+                raise ValueError(f"no training images in {project.train_images}")
+            for name in names:
+                curate.training_image(project, name)
+            model = (model or "u2net").strip()
+            check_model(model)  # a missing model is said now, naming its file
+            seed = int(seed or 0)
+            job = self._new_job("background", project.name)
+        except (ValueError, ModelMissingError) as e:
+            return render.message(str(e), error=True)
+        threading.Thread(target=self._background, args=(job, project, names, model, seed), daemon=True,
+                         name="lora-trainer-background").start()
+        return render.message(f"replacing the background of {len(names)} image(s) with {model}")
+
+    def _background(self, job: _Job, project: Project, names: list[str], model: str, seed: int) -> None:
+        def progress(done: int, total: int, path: str) -> None:
+            job.done, job.total, job.current = done, total, path
+
+        job.total = len(names)
+        try:
+            records = curate.replace_backgrounds(project, names, model=model, seed=seed, progress=progress,
+                                                 stop=job.stop)
+            job.names = [Path(r["output"]).name for r in records]
+            job.rows = [[Path(r["output"]).name, "background", f"colour {tuple(r['color'])}; mask {Path(r['mask']).name}"]
+                        for r in records]
+            job.summary = (f"{'stopped: ' if job.stop.is_set() else ''}background replaced on {len(records)} of "
+                           f"{len(names)} image(s); the images before it are kept in "
+                           f"{curate.before_background_folder(project)}")
+        except Exception as e:  # the segmenter failing names the image; nothing of the batch is written
+            job.error = str(e) or type(e).__name__
+        job.finished = True
+
+    def _new_job(self, kind: str, project: str) -> _Job:
+        with self._lock:
+            if self._job is not None and not self._job.finished:
+                raise ValueError(f"{self._job.status()}: wait for it (or Stop it)")
+            self._jobs += 1
+            self._job = _Job(kind, project)
+            return self._job
+
+    def stop(self):
+        job = self._job
+        if job is None or job.finished:
+            return render.message("nothing to stop")
+        job.stop.set()
+        return render.message("stopping after the file in hand; what is done stays")
+
+    def poll(self, request: gr.Request = None):
+        """The job's progress; its report and the page's images again once when it ends."""
+        job = self._job
+        keep = [gr.update()] * len(self.view_outputs())
+        if job is None:
+            return "", gr.update(), *keep
+        status = render.message(job.status(), error=bool(job.error))
+        page = self._page(request)
+        if not job.finished or page.shown_job == self._jobs:
+            return status, gr.update(), *keep
+        page.shown_job = self._jobs
+        compare = job.names[0] if job.names else None
+        name = page.project or job.project
+        return (status, job.rows,
+                *self._view(list_projects(self.host.workspace()), name, compare=compare, request=request))
+
+    # --- callbacks: selection, exclude, restore ------------------------------------------------------
+    def select_image(self, project_name, selection, event: gr.SelectData):
+        try:
+            names = self._names(self._open(project_name))
+        except (ValueError, OSError):
+            return gr.update()
+        index = event.index if isinstance(event.index, int) else None
+        if index is None or not 0 <= index < len(names):
+            return gr.update()
+        return gr.update(value=toggle(selection, names[index]))
+
+    def select_all(self, project_name):
+        try:
+            return gr.update(value=self._names(self._open(project_name)))
+        except (ValueError, OSError):
+            return gr.update()
+
+    def exclude(self, project_name, selection, request: gr.Request = None):
+        try:
+            project = self._open(project_name)
+            if not selection:
+                raise ValueError("select the images to exclude first (click them in the gallery)")
+            moved = curate.exclude_images(project, list(selection))
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
+        return (render.message(f"excluded {len(moved)} image(s): moved to {curate.excluded_folder(project)} "
+                               "(Restore puts them back)"),
+                *self._view(list_projects(self.host.workspace()), project.name, request=request))
+
+    def restore(self, project_name, names, request: gr.Request = None):
+        try:
+            project = self._open(project_name)
+            if not names:
+                raise ValueError("choose the excluded images to restore")
+            back = curate.restore_images(project, list(names))
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
+        return (render.message(f"restored {len(back)} image(s) into {project.train_images}"),
+                *self._view(list_projects(self.host.workspace()), project.name, request=request))
+
+    # --- callbacks: background comparison ------------------------------------------------------------
+    def show_compare(self, project_name, name):
+        try:
+            return self._compare_values(self._open(project_name), name)
+        except ValueError:
+            return None, None, None
+
+    def keep_original(self, project_name, name, request: gr.Request = None):
+        try:
+            project = self._open(project_name)
+            if not name:
+                raise ValueError("choose the image whose original to keep")
+            curate.keep_original(project, name)
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
+        return (render.message(f"{name}: the image from before the background is back in the training folder"),
+                *self._view(list_projects(self.host.workspace()), project.name, request=request))
+
+    def _compare_values(self, project: Project, name: str | None) -> tuple:
+        if not name:
+            return None, None, None
+        before = curate.before_background(project, name)
+        mask = curate.background_mask(project, name)
+        now = project.train_images / Path(name).name
+        return (str(before) if before else None, str(now) if now.is_file() else None, str(mask) if mask else None)
+
+    # --- callbacks: batch edits ----------------------------------------------------------------------
+    def preview(self, project_name, name, sharpen, brightness, contrast, saturation, autolevel):
+        """The image and the edited copy (in memory: nothing is written)."""
+        try:
+            project = self._open(project_name)
+            if not name:
+                raise ValueError("choose an image to preview")
+            path = curate.training_image(project, name)
+            edits = edits_of(sharpen, brightness, contrast, saturation, autolevel)
+            after = apply_edits(decode(path).image, edits)
+        except ImageProblem as e:
+            return gr.update(), None, render.message(f"{name}: {e.reason}", error=True)
+        except (ValueError, OSError) as e:
+            return gr.update(), None, render.message(str(e), error=True)
+        note = "no edit chosen: the image is unchanged" if edits.is_identity else "preview: nothing written"
+        return str(path), after, render.message(note)
+
+    def apply(self, project_name, selection, sharpen, brightness, contrast, saturation, autolevel,
+              request: gr.Request = None):
+        try:
+            project = self._open(project_name)
+            edits = edits_of(sharpen, brightness, contrast, saturation, autolevel)
+            if edits.is_identity:
+                raise ValueError("no edit chosen: move a slider or tick auto-level first")
+            names = list(selection or []) or self._names(project)
+            written = curate.edit_images(project, names, edits)
+        except ImageProblem as e:
+            return render.message(e.reason, error=True), *[gr.update()] * len(self.view_outputs())
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
+        return (render.message(f"edited {len(written)} image(s) in {project.train_images} (the imported originals "
+                               "stay in sources/)"),
+                *self._view(list_projects(self.host.workspace()), project.name, selection=selection,
+                            request=request))
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def _names(self, project: Project) -> list[str]:
+        folder = project.train_images
+        return [p.name for p in audit_list_images(folder)] if folder.is_dir() else []
+
+    def _open(self, name: str | None) -> Project:
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("choose a project")
+        return open_project(self.host.workspace(), name)
+
+    def _page(self, request: gr.Request | None) -> _Page:
+        session = getattr(request, "session_hash", None) or ""
+        with self._lock:
+            page = self._pages.get(session)
+            if page is None:
+                page = self._pages[session] = _Page()
+                while len(self._pages) > MAX_PAGES:
+                    self._pages.popitem(last=False)
+            self._pages.move_to_end(session)
+            return page
+
+
+def build_dataset_panel(host: Host) -> DatasetPanel:
+    return DatasetPanel(host).build()

@@ -1,0 +1,192 @@
+"""The Dataset panel in-process: import with its per-file report (a broken file, a duplicate), the
+gallery's audit badges and the set's summary, exclude / restore (moved, never deleted), batch edits
+(the preview writes nothing, Apply writes), backgrounds with the tiny segmenter and with a missing model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from PIL import Image, ImageFilter
+
+from lora_trainer.demo.synthetic import make_character_dataset
+from lora_trainer.host import StandaloneHost
+from lora_trainer.project import Project
+from lora_trainer.ui import dataset_panel as dp
+
+TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny_segmenter.onnx"
+
+
+def panel_for(workspace) -> dp.DatasetPanel:
+    with gr.Blocks():
+        return dp.DatasetPanel(StandaloneHost(workspace)).build()
+
+
+def values(panel: dp.DatasetPanel, view) -> dict:
+    assert len(view) == len(panel.view_outputs())
+    return dict(zip((c.elem_id.removeprefix("lora_trainer_dataset_") for c in panel.view_outputs()), view))
+
+
+def wait(panel: dp.DatasetPanel, timeout: float = 60) -> tuple:
+    deadline = time.monotonic() + timeout
+    while not panel._job.finished:
+        assert time.monotonic() < deadline, panel._job.status()
+        time.sleep(0.05)
+    return panel.poll()
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A small character set (64 px images: all low resolution) in workspace/hero."""
+    make_character_dataset(tmp_path / "hero" / "img", name="hero", count=4, size=64)
+    return Project(tmp_path / "hero", "hero")
+
+
+def test_the_layout_builds_and_the_views_match(tmp_path, project):
+    with gr.Blocks() as blocks:
+        panel = dp.build_dataset_panel(StandaloneHost(tmp_path))
+        panel.wire_page_load(blocks)
+    assert isinstance(panel.project, gr.Dropdown)
+    assert len(panel.open_project("hero")) == len(panel.view_outputs())
+    assert len(panel.refresh(None)) == len(panel.view_outputs())
+    assert len(panel.open_project("no such/name")) == len(panel.view_outputs())
+    assert all(c.elem_id.startswith("lora_trainer_dataset_") for c in panel.view_outputs())
+
+
+def test_import_reports_a_broken_file_and_a_duplicate(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i, colour in enumerate([(200, 40, 40), (40, 200, 40)]):
+        Image.new("RGB", (120, 90), colour).save(src / f"p{i}.jpg", quality=95)
+    (src / "copy.jpg").write_bytes((src / "p0.jpg").read_bytes())
+    (src / "broken.jpg").write_bytes(b"not a jpeg at all")
+    panel = panel_for(tmp_path / "ws")
+    message, table = panel.start_import("hero", str(src), None, 128, "pad", "#808080", "off", False, workers=1)
+    assert "importing 1 input(s) into hero" in message and table == []
+    status, rows, *view = wait(panel)
+    by_file = {row[0]: row for row in rows}
+    assert by_file["broken.jpg"][1] == "skipped" and by_file["broken.jpg"][2]
+    assert by_file["copy.jpg"][1] == "duplicate" and "p0.jpg" in by_file["copy.jpg"][2]
+    assert by_file["p0.jpg"][1] == "ok" and by_file["p0.jpg"][2].startswith("-> p0.png")
+    assert "2 image(s) prepared" in status and "1 duplicate(s) and 1 file(s) skipped" in status
+    view = values(panel, view)
+    assert view["selection"]["choices"] == ["p0.png", "p1.png"]
+    assert sorted(p.name for p in (tmp_path / "ws" / "hero" / "sources").iterdir()) == ["p0.jpg", "p1.jpg"]
+    assert (src / "broken.jpg").is_file() and (src / "copy.jpg").is_file()  # the originals are untouched
+    assert panel.poll()[1] == {"__type__": "update"}  # the report is sent once
+
+
+def test_a_typed_path_must_exist_and_the_options_must_be_sane(tmp_path):
+    panel = panel_for(tmp_path)
+    message, _ = panel.start_import("hero", "/no/such/folder", None, 1024, "pad", "#808080", "off", False)
+    assert "/no/such/folder: no such folder or file" in message and panel._job is None
+    message, _ = panel.start_import("hero", "", None, 1024, "pad", "#808080", "off", False)
+    assert "type a folder" in message
+    message, _ = panel.start_import("hero", str(tmp_path), None, 1024, "pad", "nope", "off", False)
+    assert "fill colour" in message
+    assert dp.hex_colour("#FF0080") == (255, 0, 128) and dp.hex_colour("rgba(1, 2, 3, 1)") == (1, 2, 3)
+
+
+def test_the_gallery_shows_audit_badges_and_the_summary_the_guide(tmp_path, project):
+    folder = project.train_images
+    Image.open(folder / "000.png").filter(ImageFilter.GaussianBlur(4)).save(folder / "000.png")
+    Image.open(folder / "001.png").save(folder / "001copy.png")
+    view = values(panel_for(tmp_path), panel_for(tmp_path).open_project("hero"))
+    captions = dict((Path(path).name, caption) for path, caption in view["gallery"])
+    assert set(captions) == {"000.png", "001.png", "001copy.png", "002.png", "003.png"}
+    assert captions["001copy.png"].startswith("001copy.png: low res") and "dup of 001.png" in captions["001copy.png"]
+    assert all("low res" in c for c in captions.values())
+    assert any(word in captions["002.png"] for word in ("close-up", "half", "full", "no face"))
+    summary = view["summary"]
+    assert "5 image(s)" in summary and "64-256" in summary and "the guide asks for at least 64" in summary
+    badges = dp.image_badges(SimpleNamespace(images=[SimpleNamespace(
+        name="a.png", shot="half body", findings=["blurry: sharpness 10 of 100 ...", "colour cast toward green: 20",
+                                                  "underexposed: mean 20", "near-duplicate of b.png (hash distance 2)"])],
+        unreadable=[{"name": "c.png", "reason": "x"}]))
+    assert badges == {"a.png": ["blurry", "cast", "dark", "dup of b.png", "half"], "c.png": ["unreadable"]}
+
+
+def test_select_exclude_and_restore_move_files_and_never_delete(tmp_path, project):
+    panel = panel_for(tmp_path)
+    selection = panel.select_image("hero", [], SimpleNamespace(index=1))["value"]
+    selection = panel.select_image("hero", selection, SimpleNamespace(index=2))["value"]
+    assert selection == ["001.png", "002.png"]
+    assert panel.select_image("hero", selection, SimpleNamespace(index=2))["value"] == ["001.png"]
+    before = {p.name: p.read_bytes() for p in project.train_images.iterdir()}
+    message, *view = panel.exclude("hero", selection)
+    view = values(panel, view)
+    assert "excluded 2 image(s)" in message
+    assert view["selection"]["choices"] == ["000.png", "003.png"] and view["excluded"]["choices"] == ["001.png", "002.png"]
+    excluded = project.root / "excluded"
+    after = {p.name: p.read_bytes() for p in [*project.train_images.iterdir(), *excluded.iterdir()]}
+    assert after == before  # every image and caption is somewhere, unchanged
+    assert "select the images" in panel.exclude("hero", [])[0]
+    assert "is not the name" in panel.exclude("hero", ["../../x.png"])[0]
+    message, *view = panel.restore("hero", ["002.png"])
+    assert "restored 1" in message and (project.train_images / "002.png").read_bytes() == before["002.png"]
+
+
+def test_edit_preview_writes_nothing_and_apply_writes(tmp_path, project):
+    panel = panel_for(tmp_path)
+    files = lambda: {p: p.read_bytes() for p in sorted(project.root.rglob("*")) if p.is_file()}  # noqa: E731
+    before = files()
+    shown, after, message = panel.preview("hero", "000.png", 0, 1.6, 1.0, 1.0, False)
+    assert Path(shown).name == "000.png" and "nothing written" in message
+    assert list(after.getdata()) != list(Image.open(project.train_images / "000.png").convert("RGB").getdata())
+    assert files() == before
+    message, *view = panel.apply("hero", ["001.png"], 0, 1.6, 1.0, 1.0, False)
+    assert "edited 1 image(s)" in message
+    now = files()
+    changed = [p.name for p in now if now[p] != before.get(p)]
+    assert changed == ["001.png"]
+    assert list(Image.open(project.train_images / "001.png").getdata()) == list(
+        panel.preview("hero", "001.png", 0, 1.0, 1.0, 1.0, False)[1].getdata())
+    assert "no edit chosen" in panel.apply("hero", [], 0, 1.0, 1.0, 1.0, False)[0]
+
+
+def test_background_with_a_missing_model_names_the_file_at_once(tmp_path, project, monkeypatch):
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "models"))
+    panel = panel_for(tmp_path)
+    message = panel.start_background("hero", [], "u2net", 0)
+    assert "u2net.onnx not found in" in message and str(tmp_path / "models") in message
+    assert panel._job is None and not (project.root / "before-background").exists()
+    message = panel.start_background("hero", [], str(tmp_path / "mine.onnx"), 0)
+    assert "mine.onnx does not exist" in message
+
+
+def test_background_on_the_selection_then_keep_the_original(tmp_path, project):
+    panel = panel_for(tmp_path)
+    original = (project.train_images / "001.png").read_bytes()
+    message = panel.start_background("hero", ["001.png"], str(TINY), 4)
+    assert "1 image(s)" in message
+    status, rows, *view = wait(panel)
+    assert "background replaced on 1 of 1" in status and rows[0][0] == "001.png"
+    view = values(panel, view)
+    assert view["compare_name"]["value"] == "001.png"
+    assert Path(view["compare_before"]).read_bytes() == original
+    assert Path(view["compare_after"]) == project.train_images / "001.png"
+    assert Path(view["compare_mask"]) == project.masks / "001.png"
+    assert (project.train_images / "001.png").read_bytes() != original
+    message, *view = panel.keep_original("hero", "001.png")
+    assert "is back" in message and (project.train_images / "001.png").read_bytes() == original
+    assert "no image from before" in panel.keep_original("hero", "002.png")[0]
+
+
+def test_stop_ends_an_import_between_files(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(6):
+        Image.new("RGB", (100, 80), (30 * i, 100, 50)).save(src / f"p{i}.png")
+    panel = panel_for(tmp_path / "ws")
+    panel.start_import("hero", str(src), None, 64, "pad", "#808080", "off", False, workers=1)
+    panel.stop()
+    status, rows, *_ = wait(panel)
+    assert "stopped:" in status and len(rows) == 6
+    assert all(row[1] == "ok" or row[2] == "stopped before it was prepared" for row in rows)
+    prepared = sorted(row[0] for row in rows if row[1] == "ok")
+    assert sorted(p.name for p in (tmp_path / "ws" / "hero" / "sources").iterdir()) == \
+        prepared
+    assert "nothing to stop" in panel.stop()
