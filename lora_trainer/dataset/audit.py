@@ -19,6 +19,7 @@ Measures (on a copy whose longer side is 640 px, so the numbers do not depend on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -212,11 +213,25 @@ def hamming(a: str, b: str) -> int:
 
 
 def audit_images(paths: list[Path], *, thresholds: AuditThresholds = AuditThresholds(),
-                 detector: FaceDetector | None = None, folder: str = "") -> AuditReport:
+                 detector: FaceDetector | None = None, folder: str = "", cache: dict | None = None) -> AuditReport:
+    """`cache` (a dict the caller keeps between audits): each image's own measures and findings by its
+    path, size and modification time, so a new audit of a folder where a few images changed measures
+    only those (near-duplicates and the set's findings are always worked out again)."""
     t = thresholds
     detector = detector or HaarFaceDetector()
     images, unreadable = [], []
     for path in paths:
+        key = None
+        if cache is not None:
+            try:
+                stat = Path(path).stat()
+                key = (stat.st_size, stat.st_mtime_ns, t)
+            except OSError:
+                key = None
+            hit = cache.get(str(path))
+            if key is not None and hit is not None and hit[0] == key:
+                images.append(dataclasses.replace(hit[1], findings=list(hit[1].findings)))
+                continue
         try:
             decoded = decode(path, draft_size=(ANALYSIS_SIDE, ANALYSIS_SIDE))
         except (ImageProblem, OSError) as e:
@@ -228,6 +243,8 @@ def audit_images(paths: list[Path], *, thresholds: AuditThresholds = AuditThresh
         image = ImageAudit(name=Path(path).name, width=width, height=height,
                            shot=classify_shot(_analysis_size(width, height), faces), faces=len(faces), **m)
         image.findings = _image_findings(image, t)
+        if key is not None:
+            cache[str(path)] = (key, dataclasses.replace(image, findings=list(image.findings)))
         images.append(image)
 
     duplicates = []

@@ -214,6 +214,7 @@ class DatasetPanel:
         self._lock = threading.Lock()
         self._pages: OrderedDict[str, _Page] = OrderedDict()
         self._audits: OrderedDict[str, tuple[tuple, AuditReport]] = OrderedDict()
+        self._measured: dict[str, dict] = {}  # folder -> audit_images' per-image cache
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> DatasetPanel:
@@ -399,7 +400,8 @@ class DatasetPanel:
                 gr.update(choices=names, value=names[0] if names else None))
 
     def _audit(self, folder: Path) -> AuditReport:
-        """The folder's audit, again only when its images changed (names, sizes, times)."""
+        """The folder's audit, again only when its images changed (names, sizes, times), measuring only
+        the changed images again."""
         paths = audit_list_images(folder)
         signature = tuple((p.name, s.st_size, s.st_mtime_ns) for p in paths for s in [p.stat()])
         key = str(folder)
@@ -407,11 +409,16 @@ class DatasetPanel:
             cached = self._audits.get(key)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        report = audit_folder(folder)
         with self._lock:
+            measured = self._measured.setdefault(key, {})
+        report = audit_folder(folder, cache=measured)  # measures only the images that changed
+        keep = {str(p) for p in paths}
+        with self._lock:
+            for stale in [k for k in measured if k not in keep]:
+                measured.pop(stale, None)
             self._audits[key] = (signature, report)
             while len(self._audits) > 32:
-                self._audits.popitem(last=False)
+                self._measured.pop(self._audits.popitem(last=False)[0], None)
         return report
 
     # --- callbacks: import and backgrounds (one job at a time) ------------------------------------

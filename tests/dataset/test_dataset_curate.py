@@ -121,3 +121,21 @@ def test_edits_in_place(project):
     assert (project.train_images / "000.png").read_bytes() != before
     assert Image.open(project.train_images / "000.png").getpixel((2, 2))[1] > 160
     assert (project.train_images / "001.png").is_file() and (project.train_images / "000.txt").is_file()
+
+
+def test_audit_cache_measures_only_changed_images(project, monkeypatch):
+    from lora_trainer.dataset import audit
+
+    cache: dict = {}
+    first = audit.audit_folder(project.train_images, cache=cache)
+    measured = []
+    real = audit.measure
+    monkeypatch.setattr(audit, "measure", lambda im: measured.append(1) or real(im))
+    Image.new("RGB", (96, 64), (10, 10, 10)).save(project.train_images / "002.png")
+    again = audit.audit_folder(project.train_images, cache=cache)
+    assert len(measured) == 1  # only the changed image
+    assert [i.name for i in again.images] == [i.name for i in first.images]
+    assert any(f.startswith("underexposed") for f in again.images[2].findings)
+    dup = [f for f in again.images[0].findings if f.startswith("near-duplicate")]
+    assert dup and again.images[0].findings.count(dup[0]) == 1  # duplicates are not piled up from the cache
+    assert audit.audit_folder(project.train_images, cache=cache).to_dict() == again.to_dict()
