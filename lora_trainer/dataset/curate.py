@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from ..images import list_images
 from ..project import Project
 from .background import remove_backgrounds
 from .edits import Edits, edit_files
+from .prepare import REPORT_NAME, PrepareOptions, prepare
 
 EXCLUDED = "excluded"
 BEFORE_BACKGROUND = "before-background"
@@ -160,20 +163,71 @@ def background_mask(project: Project, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def source_of(project: Project, name: str) -> Path | None:
+    """The imported original of the training image `name` in sources/ (prepare keeps it as
+    `<name>.<its extension>`), or None (a close-up, an image put in img/ by hand)."""
+    stem = Path(name).stem
+    if not project.sources.is_dir():
+        return None
+    found = [p for p in project.sources.iterdir() if p.is_file() and p.stem == stem and not p.name.startswith(".")
+             and p.suffix.lower() not in CAPTION_EXTENSIONS]
+    return found[0] if len(found) == 1 else None
+
+
+def options_from_report(project: Project) -> PrepareOptions:
+    """The framing options of the project's last import (prepare-report.json), without the background,
+    the subject crop (it needs the mask) and close-ups; prepare's defaults when there is no report."""
+    try:
+        saved = json.loads((project.root / REPORT_NAME).read_text(encoding="utf-8")).get("options") or {}
+    except (OSError, ValueError):
+        saved = {}
+    names = {f.name for f in dataclasses.fields(PrepareOptions)} - {"background", "closeups", "workers", "edits",
+                                                                     "allow_download"}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    if kwargs.get("crop") == "subject":
+        kwargs["crop"] = "none"
+    try:
+        edits = Edits(**saved.get("edits") or {})
+        return PrepareOptions(**kwargs, edits=edits, workers=1)
+    except (TypeError, ValueError):
+        return PrepareOptions(workers=1)
+
+
 def keep_original(project: Project, name: str) -> Path:
     """Put back the training image `name` as it was before its background was replaced (the result is
-    dropped, its mask moved beside the kept original as `<stem>_mask.png`). ValueError when none was
-    kept (the background was not replaced here)."""
+    dropped, its mask moved beside the kept original as `<stem>_mask.png`). When no such copy was kept
+    (the background was replaced by `prepare --remove-background`), the image is prepared again from its
+    original in sources/ with the last import's framing (a manual crop box is not known here).
+    ValueError when neither is there."""
     image = training_image(project, name)
     kept = before_background(project, image.name)
     if kept is None:
-        raise ValueError(f"no image from before the background was replaced is kept for {image.name} "
-                         f"(in {before_background_folder(project)})")
+        return _from_source(project, image)
     mask = background_mask(project, image.name)
     if mask is not None:
         os.replace(mask, _unique(before_background_folder(project), f"{image.stem}_mask.png"))
     os.replace(kept, image)
     return image
+
+
+def _from_source(project: Project, image: Path) -> Path:
+    source = source_of(project, image.name)
+    if source is None:
+        raise ValueError(f"no image from before the background was replaced is kept for {image.name} (in "
+                         f"{before_background_folder(project)}), and no original of it in {project.sources}")
+    report = prepare([source], project, options_from_report(project), write_report=False)
+    done = [e for e in report.entries if e.status == "ok" and Path(e.output) == image.with_suffix(".png")]
+    if not done:
+        why = "; ".join(f"{e.status}: {e.reason}" for e in report.entries) or "nothing prepared"
+        raise ValueError(f"{image.name}: preparing it again from {source.name} failed ({why})")
+    mask = background_mask(project, image.name)
+    if mask is not None:
+        folder = before_background_folder(project)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(mask, _unique(folder, f"{image.stem}_mask.png"))
+    if image.suffix.lower() != ".png" and image.exists():
+        os.replace(image, _unique(before_background_folder(project), image.name))
+    return image.with_suffix(".png")
 
 
 def edit_images(project: Project, names: list[str], edits: Edits) -> list[Path]:

@@ -296,14 +296,15 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
             boxes: dict[str, Box] | None = None, detector: FaceDetector | None = None,
             remover: BackgroundRemover | None = None,
             progress: Callable[[int, int, str], None] | None = None,
-            stop: threading.Event | None = None) -> PrepareReport:
+            stop: threading.Event | None = None, write_report: bool = True) -> PrepareReport:
     """Import `inputs` (folders, files, zips; none = the project's own sources/) and write the training
     folder. `boxes` maps an output name (or a source file's stem) to a manual crop box. A detector or a
     remover passed in is used as is (and the work then runs in this process).
 
     `stop` (set from another thread) ends the run between files: what is done stays done, every file
     not prepared gets a "skipped" line ("stopped before ..."), no close-ups are added, the report is
-    written.
+    written. `write_report=False` leaves the project's prepare-report.json as it is (re-preparing one
+    image keeps the import's report).
 
     A missing background model fails here, before anything is read or written (ModelMissingError)."""
     if options.background and remover is None:
@@ -387,7 +388,8 @@ def prepare(inputs: list[str | Path], project: Project, options: PrepareOptions 
 
     report = PrepareReport(project=str(project.root), train_images=str(project.train_images),
                            options=_options_dict(options), entries=entries)
-    write_json_atomic(project.root / REPORT_NAME, report.to_dict())
+    if write_report:
+        write_json_atomic(project.root / REPORT_NAME, report.to_dict())
     return report
 
 

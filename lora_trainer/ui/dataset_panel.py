@@ -392,7 +392,8 @@ class DatasetPanel:
         names = [Path(path).name for path, _ in items]
         kept = [n for n in (selection or []) if n in names]
         excluded = [p.name for p in curate.excluded_images(project)]
-        compared = [n for n in names if curate.before_background(project, n) is not None]
+        compared = [n for n in names if curate.before_background(project, n) is not None
+                    or curate.background_mask(project, n) is not None]
         compare = compare if compare in compared else (compared[0] if compared else None)
         return (gr.update(choices=projects, value=project.name), audit_summary(report), items,
                 gr.update(choices=names, value=kept), gr.update(choices=excluded, value=[]),
@@ -572,13 +573,13 @@ class DatasetPanel:
             curate.keep_original(project, name)
         except (ValueError, OSError) as e:
             return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
-        return (render.message(f"{name}: the image from before the background is back in the training folder"),
+        return (render.message(f"{name}: the image without the replaced background is back in the training folder"),
                 *self._view(list_projects(self.host.workspace()), project.name, request=request))
 
     def _compare_values(self, project: Project, name: str | None) -> tuple:
         if not name:
             return None, None, None
-        before = curate.before_background(project, name)
+        before = curate.before_background(project, name) or curate.source_of(project, name)
         mask = curate.background_mask(project, name)
         now = project.train_images / Path(name).name
         return (str(before) if before else None, str(now) if now.is_file() else None, str(mask) if mask else None)

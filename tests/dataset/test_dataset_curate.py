@@ -139,3 +139,24 @@ def test_audit_cache_measures_only_changed_images(project, monkeypatch):
     dup = [f for f in again.images[0].findings if f.startswith("near-duplicate")]
     assert dup and again.images[0].findings.count(dup[0]) == 1  # duplicates are not piled up from the cache
     assert audit.audit_folder(project.train_images, cache=cache).to_dict() == again.to_dict()
+
+
+def test_keep_original_prepares_again_from_sources_when_prepare_replaced_the_background(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = Image.new("RGB", (160, 120), (40, 160, 90))
+    photo.paste((230, 30, 30), (60, 20, 100, 110))
+    photo.save(src / "a.jpg", quality=95)
+    options = dict(size=128, mode="pad", fill=(10, 20, 30), workers=1)
+    plain = Project(tmp_path / "plain", "x")
+    prepare([src], plain, PrepareOptions(**options))
+    project = Project(tmp_path / "p", "x")
+    prepare([src], project, PrepareOptions(**options, background=True, background_model=str(TINY)))
+    report = (project.root / "prepare-report.json").read_bytes()
+    assert curate.background_mask(project, "a.png") is not None
+    assert (project.train_images / "a.png").read_bytes() != (plain.train_images / "a.png").read_bytes()
+    assert curate.source_of(project, "a.png") == project.sources / "a.jpg"
+    curate.keep_original(project, "a.png")
+    assert (project.train_images / "a.png").read_bytes() == (plain.train_images / "a.png").read_bytes()
+    assert curate.background_mask(project, "a.png") is None
+    assert (project.root / "prepare-report.json").read_bytes() == report  # the import's report is kept

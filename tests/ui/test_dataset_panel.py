@@ -171,8 +171,8 @@ def test_background_on_the_selection_then_keep_the_original(tmp_path, project):
     assert Path(view["compare_mask"]) == project.masks / "001.png"
     assert (project.train_images / "001.png").read_bytes() != original
     message, *view = panel.keep_original("hero", "001.png")
-    assert "is back" in message and (project.train_images / "001.png").read_bytes() == original
-    assert "no image from before" in panel.keep_original("hero", "002.png")[0]
+    assert "is back in the training folder" in message and (project.train_images / "001.png").read_bytes() == original
+    assert "no original of it" in panel.keep_original("hero", "002.png")[0]  # made in img/, no source
 
 
 def test_stop_ends_an_import_between_files(tmp_path):
@@ -190,3 +190,12 @@ def test_stop_ends_an_import_between_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ws" / "hero" / "sources").iterdir()) == \
         prepared
     assert "nothing to stop" in panel.stop()
+
+
+def test_the_poll_sends_no_inputs(tmp_path):
+    with gr.Blocks() as blocks:
+        panel = dp.build_dataset_panel(StandaloneHost(tmp_path))
+    polls = [d for d in blocks.fns.values() if getattr(d.fn, "__name__", "") == "poll"] \
+        if isinstance(blocks.fns, dict) else [d for d in blocks.fns if getattr(d.fn, "__name__", "") == "poll"]
+    assert len(polls) == 1 and polls[0].inputs == []
+    assert len(polls[0].outputs) == 2 + len(panel.view_outputs())
