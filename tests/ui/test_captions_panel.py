@@ -111,3 +111,80 @@ def test_auto_tag_with_the_tiny_tagger_in_the_background(tmp_path, project):
     while not panel._job.finished:
         time.sleep(0.05)
     assert "nowhere" in panel.poll()[0]  # the missing model is named
+
+
+# --- in the browser ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tag_select_remove_edit_and_train_sees_the_captions(tmp_path, tiny_sdxl):
+    """The standalone app in Chromium: auto-tag a project with the tiny tagger, click a tag in the
+    frequency table (its images are selected), remove it from them, edit one caption by hand; the
+    Train tab then finds every image captioned. Screenshots in /tmp."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from . import test_train_tab as tt
+
+    if not tt.CHROMIUM.exists():
+        pytest.skip(f"{tt.CHROMIUM} is not installed")
+    workspace = tmp_path / "ws"
+    project = Project(workspace / "hero", "hero").create()
+    for i, colour in enumerate([(220, 20, 20), (20, 220, 20), (20, 20, 220), (230, 230, 230)]):
+        Image.new("RGB", (64, 64), colour).save(project.train_images / f"{i:03d}.png")
+    server, url = tt.start_ui(workspace, tiny_sdxl.config_dir, tmp_path / "ui.log")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(tt.CHROMIUM), args=tt.CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 2400})
+            context.route(lambda u: not u.startswith("http://127.0.0.1"), lambda route: route.abort())
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Captions").click()
+            tt.wait_for_text(page, "lora_trainer_captions_summary", "4 images, 0 captioned")
+
+            page.fill("#lora_trainer_captions_model input", DEMO_MODEL)
+            page.keyboard.press("Enter")
+            page.fill("#lora_trainer_captions_trigger textarea", "hero")
+            page.click("#lora_trainer_captions_tag")
+            tt.wait_for_text(page, "lora_trainer_captions_tag_status", "tagged 4 image(s)")
+            tt.wait_for_text(page, "lora_trainer_captions_summary", "4 images, 4 captioned")
+            captions = {i: read_caption(project.train_images / f"{i:03d}.png") for i in range(4)}
+            assert all(tags[0] == "hero" for tags in captions.values()), captions
+
+            # the first tag after the trigger word, as the table lists it: a click selects its images
+            table = page.locator("#lora_trainer_captions_frequency table.table tbody tr")  # (not gradio's sizing copy)
+            row = next(i for i in range(table.count()) if table.nth(i).locator("td").first.inner_text() != "hero")
+            tag = table.nth(row).locator("td").first.inner_text().strip()
+            table.nth(row).locator("td").first.click()
+            tt.wait_for_text(page, "lora_trainer_captions_message", "selected the")
+            having = sorted(f"{i:03d}.png" for i, tags in captions.items() if tag in tags)
+            checked = page.locator("#lora_trainer_captions_selection input:checked")
+            assert sorted(c.evaluate("e => e.parentElement.innerText.trim()") for c in checked.all()) == having
+            page.fill("#lora_trainer_captions_tags textarea", tag)
+            page.click("#lora_trainer_captions_remove")
+            tt.wait_for_text(page, "lora_trainer_captions_message", f"remove {tag}")
+            assert all(tag not in read_caption(project.train_images / name) for name in having)
+
+            # one caption by hand, with its token count
+            tt.choose(page, "lora_trainer_captions_image_name", "002.png")
+            shown = ", ".join(read_caption(project.train_images / "002.png"))
+            page.wait_for_function("text => document.querySelector('#lora_trainer_captions_caption textarea').value"
+                                   " === text", arg=shown)
+            page.fill("#lora_trainer_captions_caption textarea", "hero, 1girl, blue dress, smile")
+            tt.wait_for_text(page, "lora_trainer_captions_tokens", "/ 75 tokens")
+            page.click("#lora_trainer_captions_save")
+            tt.wait_for_text(page, "lora_trainer_captions_message", "edit 002.png: changed 1 of 1")
+            assert read_caption(project.train_images / "002.png") == ["hero", "1girl", "blue dress", "smile"]
+            page.screenshot(path=str(tmp_path / "captions.png"), full_page=True)
+            shutil.copy(tmp_path / "captions.png", "/tmp/captions_panel.png")
+
+            assert "no caption" in page.inner_text("#lora_trainer_project_info")  # as the page opened
+            page.get_by_role("tab", name="Train").click()  # opening the tab reads the folder again
+            page.wait_for_function("!document.getElementById('lora_trainer_project_info').innerText"
+                                   ".includes('no caption')")
+            assert "(4 image(s))" in page.inner_text("#lora_trainer_project_info")
+            browser.close()
+    finally:
+        tt.end_ui(server)
