@@ -12,8 +12,9 @@ import gradio as gr
 
 from lora_trainer.host import PACKAGE_PARENT, Host
 from lora_trainer.runs.runner import TrainRunner
-from lora_trainer.ui.captions_panel import CaptionsPanel, build_captions_panel
-from lora_trainer.ui.review_panel import ReviewPanel, build_review_panel
+from lora_trainer.ui.captions_panel import build_captions_panel
+from lora_trainer.ui.dataset_panel import build_dataset_panel
+from lora_trainer.ui.review_panel import build_review_panel
 from lora_trainer.ui.train_panel import TrainPanel, build_train_panel
 
 STYLE_FILE = PACKAGE_PARENT / "style.css"
@@ -49,22 +50,21 @@ def page_head() -> str | None:
     return "\n".join(scripts) or None
 
 
-def wire_one_project(train: TrainPanel, captions: CaptionsPanel, review: ReviewPanel) -> None:
+def wire_one_project(train: TrainPanel, *others) -> None:
     """The project a user opens in one panel is the project of all of them. The Train panel opens a
-    project on its dropdown's change, so setting its value is enough; the others are opened here."""
-    def from_train(name, request: gr.Request = None):
-        return *captions.open_project(name, request), *review.open_project(name, request)
+    project on its dropdown's change, so setting its value is enough; the others (each with
+    `open_project(name, request)` answering its `view_outputs()`) are opened here."""
+    for source in (train, *others):
+        rest = [panel for panel in others if panel is not source]
 
-    def from_captions(name, request: gr.Request = None):
-        return gr.update(value=name), *review.open_project(name, request)
+        def follow(name, request: gr.Request = None, source=source, rest=rest):
+            opened = [] if source is train else [gr.update(value=name)]
+            for panel in rest:
+                opened += list(panel.open_project(name, request))
+            return tuple(opened)
 
-    def from_review(name, request: gr.Request = None):
-        return gr.update(value=name), *captions.open_project(name, request)
-
-    quiet = {"show_progress": "hidden"}
-    train.project.input(from_train, [train.project], [*captions.view_outputs(), *review.view_outputs()], **quiet)
-    captions.project.input(from_captions, [captions.project], [train.project, *review.view_outputs()], **quiet)
-    review.project.input(from_review, [review.project], [train.project, *captions.view_outputs()], **quiet)
+        outputs = ([] if source is train else [train.project]) + [c for panel in rest for c in panel.view_outputs()]
+        source.project.input(follow, [source.project], outputs, show_progress="hidden")
 
 
 def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
@@ -74,6 +74,8 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     assets = {"css": page_css(), "head": page_head()} if standalone else {}
     with gr.Blocks(analytics_enabled=False, title="LoRA Trainer", **assets) as blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs") as tabs:
+            with gr.Tab("Dataset", id="dataset", elem_id="lora_trainer_dataset_tab"):
+                dataset = build_dataset_panel(host)
             with gr.Tab("Captions", id="captions", elem_id="lora_trainer_captions_tab"):
                 captions = build_captions_panel(host)
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab") as train_tab:
@@ -82,8 +84,9 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
                 review = build_review_panel(host, runner)
         train_tab.select(panel.show_project_info, None, [panel.project_info], show_progress="hidden")
         review.wire_new_run(panel, tabs)
-        wire_one_project(panel, captions, review)
+        wire_one_project(panel, dataset, captions, review)
         panel.wire_page_load(blocks)
+        dataset.wire_page_load(blocks)
         captions.wire_page_load(blocks)
         review.wire_page_load(blocks)
     return blocks

@@ -120,9 +120,14 @@ def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_p
     blocks = build_ui(StandaloneHost(workspace_dir=tmp_path))
     not_saved = {b.elem_id for b in blocks.blocks.values() if getattr(b, "do_not_save_to_config", False)}
     review = {f"lora_trainer_review_{name}" for name in
-              ("project", "run", "epochs", "prompts", "model", "note_epoch", "note", "rating", "chosen")}
+              ("project", "run", "epochs", "prompts", "model", "note_epoch", "note", "rating", "chosen",
+               "cell_params", "next_run", "width", "height")}
+    dataset = {f"lora_trainer_dataset_{name}" for name in
+               ("project", "paths", "selection", "excluded", "compare_name", "edit_name")}
+    captions = {f"lora_trainer_captions_{name}" for name in
+                ("project", "folder", "trigger", "selection", "image", "caption")}
     assert not_saved == {"lora_trainer_project", "lora_trainer_repeats", "lora_trainer_new_project",
-                         "lora_trainer_output_name", "lora_trainer_preset"} | review
+                         "lora_trainer_output_name", "lora_trainer_preset"} | review | dataset | captions
 
 
 def test_a_run_in_another_project_is_named_above_the_projects_own_state():
