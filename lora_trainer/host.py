@@ -62,6 +62,10 @@ class Host(Protocol):
     def render_options(self) -> RenderOptions:
         """The samplers and schedule types `render` takes, and the txt2img settings it starts with."""
 
+    def path_roots(self) -> list[Path] | None:
+        """On a server other computers reach: the folders a path typed in the tab must stay inside
+        (the workspace and the model folders); None on a local one (any path)."""
+
     def adetailer_models(self) -> list[str]:
         """ADetailer's detection models where the host has that extension (a render's
         `settings.adetailer_model` takes one); [] without it."""
@@ -70,6 +74,32 @@ class Host(Protocol):
         """Make `button` (a gradio Button) send the generation parameters in `parameters` (a gradio
         Textbox, the WebUI's infotext) to the host's txt2img form, as the WebUI's own "send to"
         buttons do; False when the host has no txt2img."""
+
+
+class PathOutsideError(ValueError):
+    """A typed path outside the folders a network-facing server allows (the message names them)."""
+
+
+def confine_path(text: str, roots: list[Path] | None) -> Path:
+    """The path a user typed; with `roots` (a server others reach) only one inside them, links
+    resolved, checked before anything looks at it (so the answer says nothing about other files)."""
+    path = Path(text.strip().strip('"').strip("'")).expanduser()
+    if roots is None:
+        return path
+    resolved = Path(os.path.realpath(path))
+    for root in roots:
+        if resolved == Path(os.path.realpath(root)) or resolved.is_relative_to(os.path.realpath(root)):
+            return path
+    raise PathOutsideError(f"{text.strip()}: outside the folders this server lets a page reach "
+                           f"({', '.join(str(r) for r in roots)}); put the file there, or upload it")
+
+
+def looks_like_path(text: str) -> bool:
+    """A typed value that names a file or folder (not a hub id like "SmilingWolf/wd-vit-tagger-v3" or a
+    WebUI checkpoint title)."""
+    text = text.strip()
+    return bool(text) and (text.startswith(("/", "~", ".", "\\")) or (len(text) > 2 and text[1] == ":")
+                           or text.count("/") + text.count("\\") > 1)
 
 
 def python_module_command(python: str | None = None) -> list[str]:
@@ -104,6 +134,7 @@ class StandaloneHost:
     model_dirs: list[Path] = field(default_factory=list)
     config_dir: Path | None = None
     name: str = "standalone"
+    confined: bool = False  # served to other computers (`ui --host 0.0.0.0`): typed paths stay inside
     _renderer: Any = field(default=None, init=False, repr=False, compare=False)
     _load_error: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -145,6 +176,11 @@ class StandaloneHost:
 
     def adetailer_models(self) -> list[str]:
         return []  # ADetailer is a WebUI extension
+
+    def path_roots(self) -> list[Path] | None:
+        if not self.confined:
+            return None
+        return [Path(self.workspace_dir), *map(Path, self.model_dirs), *([Path(self.config_dir)] if self.config_dir else [])]
 
     def bind_txt2img_paste(self, button: Any, parameters: Any) -> bool:
         return False  # no txt2img here: the Review panel's own form takes a cell's settings

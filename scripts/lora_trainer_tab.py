@@ -95,6 +95,18 @@ class ForgeHost:
     def adetailer_models(self) -> list[str]:
         return _adetailer_models()
 
+    def path_roots(self) -> list[Path] | None:
+        """With --listen or --share (other computers reach the page): the workspace, Forge's models
+        folder and its LoRA and checkpoint folders."""
+        opts = shared.cmd_opts
+        if not (getattr(opts, "listen", False) or getattr(opts, "share", False)):
+            return None
+        from modules.paths_internal import models_path
+
+        folders = [self.workspace(), Path(models_path), Path(opts.lora_dir)]
+        folders += [Path(opts.ckpt_dir)] if getattr(opts, "ckpt_dir", None) else []
+        return folders
+
     def bind_txt2img_paste(self, button, parameters) -> bool:
         """Forge's own paste-parameters mechanism (modules/infotext_utils.py): at the end of building
         the UI it wires every registered button to parse the infotext into txt2img's fields and

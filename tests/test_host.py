@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lora_trainer.host import PACKAGE_PARENT, Host, StandaloneHost, find_checkpoints, subprocess_env
 from lora_trainer.project import list_projects, open_project
 
@@ -118,3 +120,57 @@ def test_standalone_host_preview_memory_and_no_txt2img(tmp_path):
     free, device = host.render_memory()
     assert device in ("cpu", "cuda:0") and free > 0
     assert host.bind_txt2img_paste(object(), object()) is False
+
+
+def test_typed_paths_stay_inside_the_allowed_folders_on_a_server_others_reach(tmp_path):
+    """`ui --host 0.0.0.0` (Forge: --listen): a path typed in the tab must lie inside the workspace or a
+    model folder, links resolved; outside ones are refused alike whether they exist or not (the answer
+    says nothing about other files). A local server takes any path."""
+    from lora_trainer.host import PathOutsideError, confine_path, looks_like_path
+
+    workspace, models = tmp_path / "ws", tmp_path / "models"
+    workspace.mkdir()
+    models.mkdir()
+    (models / "base.safetensors").write_bytes(b"x")
+    (workspace / "escape").symlink_to(tmp_path.parent, target_is_directory=True)
+    host = StandaloneHost(workspace_dir=workspace, model_dirs=[models], confined=True)
+    roots = host.path_roots()
+    assert roots == [workspace, models]
+    assert confine_path(str(models / "base.safetensors"), roots) == models / "base.safetensors"
+    assert confine_path(f' "{workspace}/hero/sources" ', roots) == workspace / "hero" / "sources"
+    for outside in ("/etc/passwd", "/nonexistent/x.safetensors", str(workspace / "escape" / "x"),
+                    str(workspace / ".." / "models2")):
+        with pytest.raises(PathOutsideError, match="outside the folders this server lets a page reach"):
+            confine_path(outside, roots)
+    assert StandaloneHost(workspace_dir=workspace).path_roots() is None
+    assert confine_path("/etc/passwd", None) == Path("/etc/passwd")
+    assert looks_like_path("/a/b.safetensors") and looks_like_path("~/m") and looks_like_path("C:\\m")
+    assert not looks_like_path("SmilingWolf/wd-vit-tagger-v3") and not looks_like_path("sdxl.safetensors [a1b2]")
+
+
+def test_the_panels_refuse_typed_paths_outside_on_a_server_others_reach(tmp_path):
+    import gradio as gr
+
+    from lora_trainer.ui import dataset_panel, review_panel
+    from lora_trainer.ui.captions_panel import CaptionsPanel
+    from lora_trainer.ui.train_panel import TrainPanel
+    from lora_trainer.runs.runner import TrainRunner
+
+    host = StandaloneHost(workspace_dir=tmp_path / "ws", model_dirs=[tmp_path / "models"], confined=True)
+    project = open_project(host.workspace(), "hero").create()
+    with pytest.raises(ValueError, match="/etc: outside the folders"):
+        dataset_panel.import_inputs("/etc", None, host.path_roots())
+    with gr.Blocks():
+        train = TrainPanel(host, TrainRunner(host)).build()
+        captions = CaptionsPanel(host).build()
+    with pytest.raises(ValueError, match="/etc/x.safetensors: outside the folders"):
+        train._config("hero", 1, None, "/etc/x.safetensors", {}, *[None] * 0)
+    panel = review_panel.ReviewPanel(host, TrainRunner(host))
+    (project.model / "hero-000001.safetensors").write_bytes(b"x")
+    message = panel.start_render("hero", "hero", [], True, "a", "", "1", "", 2, 5, "Euler", 64, 64, "/etc/x.safetensors")
+    assert "/etc/x.safetensors: outside the folders" in message
+    captions.start_tagging("hero", str(project.train_images), "/etc", "cpu", 0.35, 0.85, "skip", "", "")
+    import time
+    while not captions._job.finished:
+        time.sleep(0.02)
+    assert "/etc: outside the folders" in captions._job.error

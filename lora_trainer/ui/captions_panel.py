@@ -29,7 +29,7 @@ from lora_trainer.captions.models import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS
 from lora_trainer.captions.order import TagGroups, order_tags
 from lora_trainer.captions.tagtext import join_caption, split_caption, tag_key
 from lora_trainer.captions.tokens import TokenizerMissing, caption_tokens
-from lora_trainer.host import Host
+from lora_trainer.host import Host, confine_path
 from lora_trainer.images import list_images
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.runner import load_project_settings
@@ -327,7 +327,10 @@ class CaptionsPanel:
             job.done, job.total = done, total
 
         try:
-            tagger = Tagger(resolve_model(model or DEFAULT_MODEL), device=device or "auto")
+            model = (model or DEFAULT_MODEL).strip()
+            if model not in MODEL_CHOICES and model not in KNOWN_MODELS:  # a folder or a file: confined
+                confine_path(model, self.host.path_roots())
+            tagger = Tagger(resolve_model(model), device=device or "auto")
             job.provider = tagger.provider
             result = tag_folder(job.folder, tagger, settings, existing=existing or "skip",
                                 trigger=(trigger or "").strip() or None, progress=progress)

@@ -31,7 +31,7 @@ from lora_trainer.dataset.background import ModelMissingError, check_model
 from lora_trainer.dataset.edits import Edits, apply_edits
 from lora_trainer.dataset.loading import ImageProblem, decode
 from lora_trainer.dataset.prepare import PrepareOptions, PrepareReport, prepare
-from lora_trainer.host import Host
+from lora_trainer.host import Host, confine_path
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.ui import render
 from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
@@ -77,15 +77,16 @@ def prepare_options(size: Any, mode: str, fill: str, closeups: str, upscale: boo
                           closeups=closeups or "off", upscale=bool(upscale), workers=workers)
 
 
-def import_inputs(paths_text: str | None, uploads: list | None) -> list[Path]:
+def import_inputs(paths_text: str | None, uploads: list | None, roots: list[Path] | None = None) -> list[Path]:
     """The typed paths (one a line) and the uploaded files; FileNotFoundError names a typed path that
-    does not exist; ValueError when there is nothing to import."""
+    does not exist; ValueError when there is nothing to import; PathOutsideError for a typed path outside
+    `roots` (a server others reach: `Host.path_roots`)."""
     inputs = []
     for line in (paths_text or "").splitlines():
         line = line.strip().strip('"').strip("'")
         if not line:
             continue
-        path = Path(line).expanduser()
+        path = confine_path(line, roots)
         if not path.exists():
             raise FileNotFoundError(f"{line}: no such folder or file")
         inputs.append(path)
@@ -426,7 +427,7 @@ class DatasetPanel:
     def start_import(self, project_name, paths, uploads, size, mode, fill, closeups, upscale, workers: int = 0):
         try:
             project = self._open(project_name)
-            inputs = import_inputs(paths, uploads)
+            inputs = import_inputs(paths, uploads, self.host.path_roots())
             options = prepare_options(size, mode, fill, closeups, upscale, workers)
             job = self._new_job("import", project.name)
         except (ValueError, FileNotFoundError) as e:

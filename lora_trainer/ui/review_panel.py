@@ -23,7 +23,7 @@ from typing import Any
 
 import gradio as gr
 
-from lora_trainer.host import Host
+from lora_trainer.host import Host, confine_path, looks_like_path
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.review.candidates import (
     Candidate,
@@ -551,6 +551,10 @@ class ReviewPanel:
             if not run:
                 raise ValueError("choose a run (an output name with LoRA files)")
             settings = render_settings(negative, steps, cfg, sampler, width, height, model, adetailer, scheduler)
+            roots = self.host.path_roots()
+            if roots is not None and looks_like_path(settings.checkpoint) and \
+                    settings.checkpoint not in {str(p) for p in self.host.checkpoints()}:
+                confine_path(settings.checkpoint, roots)
             training = self.runner.status()
             if training.active and training.project == project.name and training.output_name == run:
                 job = self._live_job(project, run, baseline, prompts, weights, seeds, settings)

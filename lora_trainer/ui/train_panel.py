@@ -25,7 +25,7 @@ import pandas as pd
 from lora_trainer.config import ConfigError, TrainConfig
 from lora_trainer.config.presets import PRESETS, preset_names
 from lora_trainer.fsutil import OutputError
-from lora_trainer.host import Host
+from lora_trainer.host import Host, confine_path
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus
 from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
@@ -445,8 +445,11 @@ class TrainPanel:
 
     def _config(self, name, repeats, model, model_path, base, *values) -> tuple[Project, TrainConfig]:
         project = self._open(name, repeats)
+        typed = (model_path or "").strip()
+        if typed:  # on a server others reach, only inside the workspace and the model folders
+            confine_path(typed, self.host.path_roots())
         settings = settings_from_form(base, list(values))
-        return project, config_for_project(project, settings, (model_path or "").strip() or model or "")
+        return project, config_for_project(project, settings, typed or model or "")
 
     def _status(self, name: str | None) -> RunStatus:
         try:
