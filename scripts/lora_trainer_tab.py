@@ -252,3 +252,20 @@ def add_lora_epoch_axis():
 script_callbacks.on_before_ui(add_lora_epoch_axis)
 script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_ui_tabs(lambda: [(build_ui(HOST), "LoRA Trainer", "lora_trainer")])
+
+
+def add_http_routes(_demo, app):
+    """The /lora-trainer/ routes (lora_trainer/runs/api.py) on Forge's app, protected as its own API:
+    --api-auth's logins on every route; without them open, but start and stop only when Forge listens
+    on this computer alone (no --listen, --share or --ngrok, a loopback --server-name)."""
+    from lora_trainer.runs.api import add_routes, is_loopback, parse_credentials
+    from lora_trainer.ui.app import runner_for
+
+    opts = shared.cmd_opts
+    server_name = opts.server_name or os.environ.get("GRADIO_SERVER_NAME")
+    local = not (opts.listen or opts.share or getattr(opts, "ngrok", None)) and \
+        (not server_name or is_loopback(server_name))
+    add_routes(app, lambda: runner_for(HOST), HOST, parse_credentials(opts.api_auth), allow_open_writes=local)
+
+
+script_callbacks.on_app_started(add_http_routes)

@@ -126,7 +126,22 @@ def run_ui(args: argparse.Namespace) -> int:
     elif not is_loopback(args.host):
         print(f"warning: --insecure-no-auth: anyone who reaches {args.host} can use the UI", file=sys.stderr,
               flush=True)
-    build_ui(host, standalone=True).queue().launch(server_name=args.host, server_port=args.port, inbrowser=False,
-                                  show_api=False, quiet=False, auth=auth,
-                                  auth_message="LoRA Trainer: log in with a user of --auth / --auth-file")
+    blocks = build_ui(host, standalone=True).queue()
+    blocks.launch(server_name=args.host, server_port=args.port, inbrowser=False,
+                  show_api=False, quiet=False, auth=auth, prevent_thread_lock=True,
+                  auth_message="LoRA Trainer: log in with a user of --auth / --auth-file")
+    add_http_routes(blocks.app, host, auth, args.host)
+    blocks.block_thread()
     return 0
+
+
+def add_http_routes(app, host, auth: list[tuple[str, str]] | None, server_name: str) -> None:
+    """The /lora-trainer/ routes (lora_trainer/runs/api.py) on the UI's app: the --auth / --auth-file
+    logins are their HTTP Basic credentials; without a login (a loopback --host, or --insecure-no-auth)
+    they are open, start and stop only on a loopback --host."""
+    from lora_trainer.runs.api import add_routes
+    from lora_trainer.ui.app import runner_for
+
+    add_routes(app, lambda: runner_for(host), host, dict(auth) if auth else None,
+               allow_open_writes=is_loopback(server_name),
+               auth_hint="start the UI with --auth or --auth-file to allow it")
