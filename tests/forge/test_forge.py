@@ -421,3 +421,95 @@ def test_a_review_cell_with_adetailer_on_goes_through_its_face_pass(forge):
                                                        "settings": {**settings, "adetailer_model": "nope.pt"}})
     assert "ADetailer has no model 'nope.pt'" in answer.get("error", ""), answer
     assert _our_errors(forge.log()) == []
+
+
+API_LOGIN = ("tester", "secret")
+
+
+@pytest.fixture(scope="module")
+def forge_with_api_auth(tmp_path_factory):
+    """A second Forge, started as `forge` is but with `--api-auth tester:secret`, and a project `x` in its
+    workspace; no model is loaded (Forge loads one at the first generation, and none is asked for)."""
+    forge_dir = Path(FORGE_DIR).resolve()
+    python = forge_dir / "venv" / "bin" / "python"
+    assert python.exists() and (forge_dir / "launch.py").exists(), f"prepare {forge_dir} with tools/prepare_forge.sh"
+    link = forge_dir / "extensions" / EXTENSION_LINK
+    made_link = not link.exists() and not link.is_symlink()
+    if made_link:
+        link.symlink_to(REPO, target_is_directory=True)
+    assert link.resolve() == REPO, f"{link} is another copy of the extension; remove it"
+
+    tmp = tmp_path_factory.mktemp("forge_api_auth")
+    instance = Forge(forge_dir, _free_port(), tmp / "forge.log")
+    instance.workspace = tmp / "workspace"
+    (instance.workspace / "x" / "img" / "1_x").mkdir(parents=True)
+    command = [
+        str(python), "launch.py", "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test",
+        "--skip-python-version-check", "--skip-version-check", "--always-cpu", "--no-download-sd-model",
+        "--no-hashing", "--unet-in-bf16", "--api", "--server-name", "127.0.0.1", "--port", str(instance.port),
+        "--lora-dir", str(tmp / "Lora"), "--lora-trainer-dir", str(instance.workspace),
+        "--ui-config-file", str(tmp / "ui-config.json"), "--api-auth", ":".join(API_LOGIN),
+    ]
+    if (forge_dir / "extensions" / ADETAILER).is_dir():
+        command.append("--ad-no-huggingface")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ""}
+    env.pop("VIRTUAL_ENV", None)
+    start = time.monotonic()
+    with open(instance.log_path, "wb") as log:
+        instance.process = subprocess.Popen(command, cwd=forge_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+    try:
+        while "Startup time:" not in instance.log():  # printed after every extension added its routes
+            if instance.process.poll() is not None:
+                pytest.fail(f"Forge exited with {instance.process.returncode}:\n{instance.log()[-5000:]}")
+            if time.monotonic() - start > START_TIMEOUT_S:
+                pytest.fail(f"Forge did not answer within {START_TIMEOUT_S} s:\n{instance.log()[-5000:]}")
+            time.sleep(1)
+        instance.get("/internal/ping", timeout=30)
+        yield instance
+    finally:
+        if instance.process.poll() is None:
+            os.killpg(instance.process.pid, signal.SIGTERM)
+            try:
+                instance.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(instance.process.pid, signal.SIGKILL)
+                instance.process.wait()
+        if made_link and link.is_symlink():
+            link.unlink()
+        print(f"\nForge (--api-auth) log: {instance.log_path}", file=sys.stderr)
+
+
+def _call(forge: Forge, method: str, path: str, login: tuple[str, str] | None) -> tuple[int, dict]:
+    """(status, JSON body) of a request to our routes, with HTTP Basic when `login` is given."""
+    headers = {"Content-Type": "application/json"}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    request = urllib.request.Request(forge.url + path, data=b"{}" if method == "POST" else None, headers=headers,
+                                     method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        if error.code == 401:
+            assert error.headers.get("WWW-Authenticate") == "Basic", (path, error.headers)
+        return error.code, json.loads(body) if body else {}
+
+
+def test_the_http_routes_need_forges_api_credentials(forge_with_api_auth):
+    """Forge started with --api-auth: our /lora-trainer/ routes answer only with one of its logins, as its
+    own API does; with one, they reach the tab's runner (a start without saved settings is refused)."""
+    forge = forge_with_api_auth
+    for path in ("/lora-trainer/projects", "/lora-trainer/projects/x/status"):
+        assert _call(forge, "GET", path, None)[0] == 401, path
+        assert _call(forge, "GET", path, ("tester", "wrong"))[0] == 401, path
+    assert _call(forge, "GET", "/lora-trainer/projects", API_LOGIN) == \
+        (200, [{"name": "x", "images": 0, "has_settings": False}])
+    status, body = _call(forge, "GET", "/lora-trainer/projects/x/status", API_LOGIN)
+    assert status == 200 and body["state"] == "idle" and body["active"] is False, body
+    assert _call(forge, "POST", "/lora-trainer/projects/x/start", None)[0] == 401
+    assert _call(forge, "POST", "/lora-trainer/projects/x/stop", None)[0] == 401
+    status, body = _call(forge, "POST", "/lora-trainer/projects/x/start", API_LOGIN)
+    assert status == 400 and "x.json" in body["detail"], body  # no saved settings: nothing started
+    assert _our_errors(forge.log()) == []
