@@ -132,6 +132,20 @@ def start_config(runner: TrainRunner, host: Host, project: Project) -> TrainConf
     return config_for_project(project, {**settings, "output_name": output_name}, model)
 
 
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a malformed Host header ("[x")
+        return None
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:
+        return None
+
+
 # --- the routes ----------------------------------------------------------------------------------------
 
 def add_routes(app: FastAPI, runner_provider: Callable[[], TrainRunner], host: Host,
@@ -166,12 +180,12 @@ def add_routes(app: FastAPI, runner_provider: Callable[[], TrainRunner], host: H
         if not allow_open_writes:
             raise HTTPException(403, "starting and stopping a training over HTTP needs credentials on a server "
                                 f"other computers reach: {auth_hint}")
-        addressed = urlsplit("//" + request.headers.get("host", "")).hostname
+        addressed = _hostname("//" + request.headers.get("host", ""))
         if not is_loopback(addressed):
             raise HTTPException(403, f"without credentials, start and stop are taken only when addressed to "
                                 f"this computer (localhost or 127.0.0.1), not {addressed!r}: {auth_hint}")
         origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+        if origin is not None and _netloc(origin) != request.headers.get("host", "").lower():
             raise HTTPException(403, f"a request from the web page {origin} is refused: {auth_hint}")
 
     def workspace() -> Path:

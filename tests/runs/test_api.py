@@ -228,3 +228,10 @@ def test_forges_api_auth_value_becomes_credentials():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("[::1]")
     assert not is_loopback("0.0.0.0") and not is_loopback("") and not is_loopback(None)
     assert not is_loopback("192.168.1.5")
+
+
+def test_a_malformed_host_or_origin_is_refused_not_an_error(host):
+    make_project(host, "hero", settings={"output_name": "hero"})
+    c = client(host, StandInRunner())
+    assert c.post("/lora-trainer/projects/hero/stop", headers={"Host": "[bad"}).status_code == 403
+    assert c.post("/lora-trainer/projects/hero/stop", headers={"Origin": "http://[bad"}).status_code == 403
