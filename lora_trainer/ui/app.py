@@ -74,15 +74,20 @@ def build_ui(host: Host, standalone: bool = False) -> gr.Blocks:
     assets = {"css": page_css(), "head": page_head()} if standalone else {}
     with gr.Blocks(analytics_enabled=False, title="LoRA Trainer", **assets) as blocks:
         with gr.Tabs(elem_id="lora_trainer_tabs") as tabs:
-            with gr.Tab("Dataset", id="dataset", elem_id="lora_trainer_dataset_tab"):
+            with gr.Tab("Dataset", id="dataset", elem_id="lora_trainer_dataset_tab") as dataset_tab:
                 dataset = build_dataset_panel(host)
-            with gr.Tab("Captions", id="captions", elem_id="lora_trainer_captions_tab"):
+            with gr.Tab("Captions", id="captions", elem_id="lora_trainer_captions_tab") as captions_tab:
                 captions = build_captions_panel(host)
             with gr.Tab("Train", id="train", elem_id="lora_trainer_train_tab") as train_tab:
                 panel = build_train_panel(host, runner)
-            with gr.Tab("Review", id="review", elem_id="lora_trainer_review_tab"):
+            with gr.Tab("Review", id="review", elem_id="lora_trainer_review_tab") as review_tab:
                 review = build_review_panel(host, runner)
-        train_tab.select(panel.show_project_info, None, [panel.project_info], show_progress="hidden")
+        # A tab opened again shows its project as the other panels left it (imported, captioned, trained).
+        quiet = {"show_progress": "hidden"}
+        train_tab.select(panel.show_project_info, None, [panel.project_info], **quiet)
+        dataset_tab.select(dataset.refresh, [dataset.project], dataset.view_outputs(), **quiet)
+        captions_tab.select(captions.refresh, [captions.project, captions.folder], captions.view_outputs(), **quiet)
+        review_tab.select(review.refresh, [review.project, review.run, review.prompts], review.view_outputs(), **quiet)
         review.wire_new_run(panel, tabs)
         wire_one_project(panel, dataset, captions, review)
         panel.wire_page_load(blocks)

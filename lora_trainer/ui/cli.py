@@ -106,6 +106,18 @@ def launch_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
     return logins or None
 
 
+def standalone_host(args: argparse.Namespace):
+    """The host for `ui`: the workspace (made when missing), the model folders, and, when other
+    computers reach the page (a non-loopback --host), typed paths confined to those folders."""
+    from lora_trainer.host import StandaloneHost
+
+    workspace = args.dir.resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    models = [Path(m).resolve() for m in args.models] if args.models else [workspace / "models"]
+    return StandaloneHost(workspace, model_dirs=models, config_dir=args.model_config_dir,
+                          confined=not is_loopback(args.host))
+
+
 def run_ui(args: argparse.Namespace) -> int:
     try:
         auth = launch_auth(args)
@@ -113,13 +125,10 @@ def run_ui(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no network
-    from lora_trainer.host import StandaloneHost
     from lora_trainer.ui import build_ui
 
-    workspace = args.dir.resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
-    models = [Path(m).resolve() for m in args.models] if args.models else [workspace / "models"]
-    host = StandaloneHost(workspace, model_dirs=models, config_dir=args.model_config_dir)
+    host = standalone_host(args)
+    workspace, models = host.workspace(), host.model_dirs
     print(f"workspace: {workspace}\nmodels from: {', '.join(str(m) for m in models)}", flush=True)
     if auth:
         print(f"login required: {len(auth)} user(s)", flush=True)

@@ -184,3 +184,15 @@ def test_a_server_with_auth_answers_only_after_a_login(auth_server):
         assert "lora_trainer_start" in json.dumps(config)  # the Train tab itself
         status, page = request(browser, auth_server + "/")
         assert status == 200 and b"lora_trainer_start" in page
+
+
+@pytest.mark.parametrize("host, confined", [("127.0.0.1", False), ("localhost", False), ("0.0.0.0", True),
+                                            ("192.168.1.5", True)])
+def test_typed_paths_are_confined_when_other_computers_reach_the_page(host, confined, tmp_path):
+    from lora_trainer.cli import build_parser
+    from lora_trainer.ui.cli import standalone_host
+
+    args = build_parser().parse_args(["ui", "--dir", str(tmp_path / "ws"), "--host", host, "--insecure-no-auth"])
+    made = standalone_host(args)
+    assert made.confined is confined
+    assert made.path_roots() == ([tmp_path / "ws", tmp_path / "ws" / "models"] if confined else None)

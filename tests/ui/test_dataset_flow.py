@@ -1,0 +1,136 @@
+"""A new user's whole path through the standalone app in Chromium: create a project by importing
+photos (one broken, one duplicate, one turned by EXIF), see the audit badges, replace backgrounds with
+the tiny segmenter, auto-tag with the tiny tagger, remove a tag, edit a caption, train one epoch with
+the tiny model and see the file. Screenshots of each panel in /tmp/dataset_flow_*.png."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lora_trainer.captions.files import read_caption
+from lora_trainer.captions.models import DEMO_MODEL
+from lora_trainer.demo.synthetic import make_character_dataset
+
+from . import test_train_tab as tt
+
+SEGMENTER = Path(__file__).resolve().parents[1] / "assets" / "tiny_segmenter.onnx"
+pytestmark = pytest.mark.slow
+
+
+def photos(folder: Path) -> list[Path]:
+    """Six synthetic photos, a broken file, a copy of the first one, and a JPEG turned by EXIF."""
+    made = make_character_dataset(folder / "made", name="hero", count=6, size=96, repeats=1, seed=3)
+    files = sorted((Path(made) / "1_hero").glob("*.png"))
+    shutil.copy(files[0], folder / "IMG_0001 (copy).png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg at all")
+    turned = Image.open(files[1]).convert("RGB").resize((96, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    turned.save(folder / "turned.jpg", exif=exif.tobytes())
+    return [*files, folder / "IMG_0001 (copy).png", folder / "broken.jpg", folder / "turned.jpg"]
+
+
+def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
+    if not tt.CHROMIUM.exists():
+        pytest.skip(f"{tt.CHROMIUM} is not installed")
+    assert SEGMENTER.is_file()
+    from playwright.sync_api import sync_playwright
+
+    workspace = tmp_path / "ws"
+    (workspace / "models").mkdir(parents=True)
+    shutil.copy(tiny_sdxl.single_file, workspace / "models" / "tiny_sdxl.safetensors")
+    inputs = photos(tmp_path / "photos")
+    server, url = tt.start_ui(workspace, tiny_sdxl.config_dir, tmp_path / "ui.log")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(tt.CHROMIUM), args=tt.CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 2400})
+            context.route(lambda u: not u.startswith("http://127.0.0.1"), lambda route: route.abort())
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            page.wait_for_selector("#lora_trainer_dataset_import")
+
+            # Dataset: a new project by its name, photos uploaded, framed to 1024
+            page.fill("#lora_trainer_dataset_project input", "hero")
+            page.keyboard.press("Enter")
+            page.set_input_files("#lora_trainer_dataset_uploads input[type=file]", [str(p) for p in inputs])
+            page.wait_for_function("document.querySelectorAll('#lora_trainer_dataset_uploads .file').length"
+                                   " + document.querySelectorAll('#lora_trainer_dataset_uploads tr').length >= 9")
+            page.click("#lora_trainer_dataset_import")
+            tt.wait_for_text(page, "lora_trainer_dataset_job_status", "7 image(s) prepared")
+            assert "1 duplicate(s) and 1 file(s) skipped" in page.inner_text("#lora_trainer_dataset_job_status")
+            page.wait_for_function("document.getElementById('lora_trainer_dataset_report').innerText"
+                                   ".includes('broken.jpg')")
+            report = page.inner_text("#lora_trainer_dataset_report table.table")
+            assert "not an image" in report and "duplicate" in report and "too small: 96x96" in report, report
+            images = workspace / "hero" / "img" / "1_hero"
+            trained = sorted(images.glob("*.png"))
+            assert len(trained) == 7, [p.name for p in trained]  # 6 + the turned one; no broken, no copy
+            assert all(Image.open(p).size == (1024, 1024) for p in trained)
+            turned = next(p for p in trained if p.stem.startswith("turned"))
+            with Image.open(turned) as im:  # 96x64 turned upright: a portrait figure on the square
+                assert im.getbbox() is not None
+            tt.wait_for_text(page, "lora_trainer_dataset_summary", "7")
+            page.wait_for_function("document.querySelectorAll('#lora_trainer_dataset_gallery img').length >= 7")
+            badges = page.inner_text("#lora_trainer_dataset_gallery")
+            assert "000.png: grey" in badges, badges  # a small figure on a grey square: a grey picture
+            page.screenshot(path="/tmp/dataset_flow_import.png", full_page=True)
+
+            # Backgrounds with the tiny segmenter, on all images
+            page.click("#lora_trainer_dataset_background_box button")
+            page.fill("#lora_trainer_dataset_bg_model input", str(SEGMENTER))
+            page.keyboard.press("Enter")
+            before = {p.name: p.read_bytes() for p in trained}
+            page.click("#lora_trainer_dataset_bg_start")
+            page.wait_for_function("document.getElementById('lora_trainer_dataset_job_status').innerText"
+                                   ".match(/background.*(done|replaced|ended)/i)", timeout=120_000)
+            changed = [p.name for p in trained if p.read_bytes() != before[p.name]]
+            assert changed, page.inner_text("#lora_trainer_dataset_job_status")
+            page.screenshot(path="/tmp/dataset_flow_background.png", full_page=True)
+
+            # Captions: tag, remove a tag, edit one caption
+            page.get_by_role("tab", name="Captions").click()
+            tt.wait_for_text(page, "lora_trainer_captions_summary", "7 images")
+            page.fill("#lora_trainer_captions_model input", DEMO_MODEL)
+            page.keyboard.press("Enter")
+            page.fill("#lora_trainer_captions_trigger textarea", "hero")
+            page.click("#lora_trainer_captions_tag")
+            tt.wait_for_text(page, "lora_trainer_captions_tag_status", "tagged 7 image(s)")
+            tags = read_caption(trained[0])
+            assert tags[0] == "hero" and len(tags) > 1, tags
+            page.fill("#lora_trainer_captions_tags textarea", tags[1])
+            page.click("#lora_trainer_captions_remove")
+            tt.wait_for_text(page, "lora_trainer_captions_message", f"remove {tags[1]}")
+            assert tags[1] not in read_caption(trained[0])
+            page.fill("#lora_trainer_captions_caption textarea", "hero, 1girl, smile")
+            page.click("#lora_trainer_captions_save")
+            tt.wait_for_text(page, "lora_trainer_captions_message", "changed 1 of 1")
+            page.screenshot(path="/tmp/dataset_flow_captions.png", full_page=True)
+
+            # Train one epoch with the tiny model and see the file
+            page.get_by_role("tab", name="Train").click()
+            page.wait_for_function("document.querySelector('#lora_trainer_project input').value === 'hero'")
+            tt.choose(page, "lora_trainer_preset", "CPU smoke test")
+            page.wait_for_function("document.querySelector('#lora_trainer_max_resolution textarea').value === '64,64'")
+            tt.choose(page, "lora_trainer_model", "tiny_sdxl.safetensors")
+            page.fill("#lora_trainer_max_train_epochs input", "1")
+            page.keyboard.press("Tab")
+            page.click("#lora_trainer_start")
+            page.wait_for_function("['Finished', 'Failed'].some(s => "
+                                   "document.querySelector('#lora_trainer_status').innerText.includes(s))",
+                                   timeout=300_000)
+            status = tt.text_of(page, "lora_trainer_status")
+            assert status.startswith("Finished"), f"{status}\n{page.input_value('#lora_trainer_log textarea')}"
+            tt.wait_for_text(page, "lora_trainer_saved", "hero-000001.safetensors")
+            assert (workspace / "hero" / "model" / "hero-000001.safetensors").is_file()
+            page.screenshot(path="/tmp/dataset_flow_train.png", full_page=True)
+            browser.close()
+    finally:
+        tt.end_ui(server)
+    for p in inputs:
+        assert p.exists()  # the originals are where they were
