@@ -151,10 +151,10 @@ def test_typed_paths_stay_inside_the_allowed_folders_on_a_server_others_reach(tm
 def test_the_panels_refuse_typed_paths_outside_on_a_server_others_reach(tmp_path):
     import gradio as gr
 
+    from lora_trainer.runs.runner import TrainRunner
     from lora_trainer.ui import dataset_panel, review_panel
     from lora_trainer.ui.captions_panel import CaptionsPanel
     from lora_trainer.ui.train_panel import TrainPanel
-    from lora_trainer.runs.runner import TrainRunner
 
     host = StandaloneHost(workspace_dir=tmp_path / "ws", model_dirs=[tmp_path / "models"], confined=True)
     project = open_project(host.workspace(), "hero").create()

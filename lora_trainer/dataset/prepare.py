@@ -186,7 +186,7 @@ class _Worker:
         return self.detector(im)
 
     def __call__(self, job: _Job) -> tuple[Entry, tuple | None]:
-        o, p = self.options, self.project
+        o = self.options
         entry = Entry(source=job.item.label, status="close-up" if job.closeup else "ok", name=job.name)
         try:
             data = job.item.read_bytes()

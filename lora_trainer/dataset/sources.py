@@ -91,7 +91,7 @@ def gather(inputs: Iterable[str | Path], caption_extension: str = ".txt") -> lis
                     items.extend(_zip_items(p, caption_extension))
         elif path.is_file() and path.suffix.lower() == ".zip":
             items.extend(_zip_items(path, caption_extension))
-        elif path.is_file() and is_mask_name(path.name, lambda n: path.with_name(n).is_file()):
+        elif path.is_file() and is_mask_name(path.name, lambda n, path=path: path.with_name(n).is_file()):
             items.append(SourceItem(label=str(path), stem=path.stem, path=path, skip_reason=MASK_REASON))
         elif path.is_file():
             items.append(_file_item(path, caption_extension))
@@ -146,7 +146,7 @@ def _zip_items(archive: Path, caption_extension: str) -> Iterator[SourceItem]:
             continue
         if member.suffix.lower() not in IMPORT_EXTENSIONS:
             continue
-        if is_mask_name(member.name, lambda n: str(member.with_name(n)) in names):
+        if is_mask_name(member.name, lambda n, member=member: str(member.with_name(n)) in names):
             yield SourceItem(label=label, stem=member.stem, archive=archive, member=name, skip_reason=MASK_REASON)
             continue
         caption = str(member.with_suffix(caption_extension))

@@ -54,7 +54,10 @@ def captions_of(folder: Path) -> list[tuple[Path, list[str]]]:
     return [(image, read_caption(image)) for image in list_images(folder)]
 
 
-def frequency_rows(captions: list[tuple[Path, list[str]]], groups: TagGroups = TagGroups()) -> list[list[Any]]:
+GUIDE_GROUPS = TagGroups()
+
+
+def frequency_rows(captions: list[tuple[Path, list[str]]], groups: TagGroups = GUIDE_GROUPS) -> list[list[Any]]:
     return [[tag, count, groups.group_of(tag)] for tag, count in tagops.tag_frequency(tags for _, tags in captions)]
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any

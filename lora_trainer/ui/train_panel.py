@@ -10,12 +10,12 @@ a user mistake (a wrong setting, a second Start, ...) comes back as a message in
 from __future__ import annotations
 
 import dataclasses
-from html import escape
 import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,6 @@ from lora_trainer.fsutil import OutputError
 from lora_trainer.host import Host, confine_path
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus
-from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
-from lora_trainer.runs.tensorboard import TensorBoardError
 from lora_trainer.runs.lora_files import next_free_output_name
 from lora_trainer.runs.runner import (
     DatasetChanged,
@@ -41,6 +39,8 @@ from lora_trainer.runs.runner import (
     resumable_output_name,
     tensorboard_command,
 )
+from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
+from lora_trainer.runs.tensorboard import TensorBoardError
 from lora_trainer.ui import render
 from lora_trainer.ui.form import FIELDS, FormField, form_values, settings_from_form
 
