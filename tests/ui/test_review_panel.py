@@ -152,6 +152,9 @@ class _TightHost:
     def render_memory(self):
         return 3 * 1024 ** 3, "cuda:0"
 
+    def path_roots(self):
+        return None  # a local server
+
 
 def test_another_runs_grid_is_refused_while_a_training_leaves_no_room(tmp_path):
     Project(tmp_path / "p", "p").create()
@@ -196,6 +199,9 @@ class _SlowHost:
     def publish_lora(self, path, project):
         self.published.append((Path(path).name, project))
         return f"published-{Path(path).stem}"
+
+    def path_roots(self):
+        return None  # a local server
 
     def render(self, job):
         from lora_trainer.review.spec import RenderError
