@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -31,14 +30,14 @@ from lora_trainer.captions.tagtext import join_caption, split_caption, tag_key
 from lora_trainer.captions.tokens import TokenizerMissing, caption_tokens
 from lora_trainer.host import Host, confine_path
 from lora_trainer.images import list_images
-from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.project import Project, list_projects
 from lora_trainer.runs.runner import load_project_settings
 from lora_trainer.ui import render
+from lora_trainer.ui.pages import PageStates, chosen_project
 from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
 
 MODEL_CHOICES = [*KNOWN_MODELS.values(), DEMO_MODEL]
 POLL_INTERVAL_S = 1.0
-MAX_PAGES = 1000
 FREQUENCY_HEADERS = ["tag", "count", "group"]
 DEFAULT_TOKEN_LIMIT = 75
 
@@ -148,7 +147,7 @@ class CaptionsPanel:
         self._job: _TagJob | None = None
         self._jobs = 0
         self._lock = threading.Lock()
-        self._pages: OrderedDict[str, _Page] = OrderedDict()
+        self._pages: PageStates[_Page] = PageStates(_Page)
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> CaptionsPanel:
@@ -451,21 +450,10 @@ class CaptionsPanel:
             return token_text(None, limit, str(e))
 
     def _open(self, name: str | None) -> Project:
-        name = (name or "").strip()
-        if not name:
-            raise ValueError("choose a project")
-        return open_project(self.host.workspace(), name)
+        return chosen_project(self.host, name)
 
     def _page(self, request: gr.Request | None) -> _Page:
-        session = getattr(request, "session_hash", None) or ""
-        with self._lock:
-            page = self._pages.get(session)
-            if page is None:
-                page = self._pages[session] = _Page()
-                while len(self._pages) > MAX_PAGES:
-                    self._pages.popitem(last=False)
-            self._pages.move_to_end(session)
-            return page
+        return self._pages.get(request)
 
 
 def build_captions_panel(host: Host) -> CaptionsPanel:

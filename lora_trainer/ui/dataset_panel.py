@@ -32,12 +32,12 @@ from lora_trainer.dataset.edits import Edits, apply_edits
 from lora_trainer.dataset.loading import ImageProblem, decode
 from lora_trainer.dataset.prepare import PrepareOptions, PrepareReport, prepare
 from lora_trainer.host import Host, confine_path
-from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.project import Project, list_projects
 from lora_trainer.ui import render
+from lora_trainer.ui.pages import PageStates, chosen_project
 from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
 
 POLL_INTERVAL_S = 1.0
-MAX_PAGES = 1000
 REPORT_HEADERS = ["file", "status", "reason"]
 DEFAULT_FILL = "#808080"
 BACKGROUND_MODELS = ["u2net", "u2netp", "u2net_human_seg", "isnet-general-use", "birefnet-portrait", "silueta"]
@@ -213,7 +213,7 @@ class DatasetPanel:
         self._job: _Job | None = None
         self._jobs = 0
         self._lock = threading.Lock()
-        self._pages: OrderedDict[str, _Page] = OrderedDict()
+        self._pages: PageStates[_Page] = PageStates(_Page)
         self._audits: OrderedDict[str, tuple[tuple, AuditReport]] = OrderedDict()
         self._measured: dict[str, dict] = {}  # folder -> audit_images' per-image cache
 
@@ -626,21 +626,10 @@ class DatasetPanel:
         return [p.name for p in audit_list_images(folder)] if folder.is_dir() else []
 
     def _open(self, name: str | None) -> Project:
-        name = (name or "").strip()
-        if not name:
-            raise ValueError("choose a project")
-        return open_project(self.host.workspace(), name)
+        return chosen_project(self.host, name)
 
     def _page(self, request: gr.Request | None) -> _Page:
-        session = getattr(request, "session_hash", None) or ""
-        with self._lock:
-            page = self._pages.get(session)
-            if page is None:
-                page = self._pages[session] = _Page()
-                while len(self._pages) > MAX_PAGES:
-                    self._pages.popitem(last=False)
-            self._pages.move_to_end(session)
-            return page
+        return self._pages.get(request)
 
 
 def build_dataset_panel(host: Host) -> DatasetPanel:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import gradio as gr
 
 from lora_trainer.host import Host, confine_path, looks_like_path
-from lora_trainer.project import Project, list_projects, open_project
+from lora_trainer.project import Project, list_projects
 from lora_trainer.review.candidates import (
     Candidate,
     epoch_losses_from_events,
@@ -59,13 +58,13 @@ from lora_trainer.runs.lora_files import LoraFile, project_lora_files, read_lora
 from lora_trainer.runs.resume import list_changes
 from lora_trainer.runs.runner import TrainRunner, load_project_settings
 from lora_trainer.ui import render
+from lora_trainer.ui.pages import PageStates, chosen_project
 from lora_trainer.ui.train_panel import TrainPanel, keep_out_of_forge_ui_config
 
 DEFAULTS = RenderSettings()  # Forge's txt2img defaults for SDXL: 20 steps, CFG 5, 1024x1024
 DEFAULT_SEEDS = "1234, 5678"
 MAX_CAPTIONS = 3
 POLL_INTERVAL_S = 1.0
-MAX_PAGES = 1000
 NO_RATING = "none"
 THUMBNAIL_PX = 160
 FORM_INPUTS = 16  # the render form's fields (_form)
@@ -351,7 +350,7 @@ class ReviewPanel:
         self._job: GridJob | None = None
         self._jobs = 0
         self._lock = threading.Lock()
-        self._pages: OrderedDict[str, _Page] = OrderedDict()
+        self._pages: PageStates[_Page] = PageStates(_Page)
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> ReviewPanel:
@@ -788,21 +787,10 @@ class ReviewPanel:
         return model
 
     def _open(self, name: str | None) -> Project:
-        name = (name or "").strip()
-        if not name:
-            raise ValueError("choose a project")
-        return open_project(self.host.workspace(), name)
+        return chosen_project(self.host, name)
 
     def _page(self, request: gr.Request | None) -> _Page:
-        session = getattr(request, "session_hash", None) or ""
-        with self._lock:
-            page = self._pages.get(session)
-            if page is None:
-                page = self._pages[session] = _Page()
-                while len(self._pages) > MAX_PAGES:
-                    self._pages.popitem(last=False)
-            self._pages.move_to_end(session)
-            return page
+        return self._pages.get(request)
 
 
 def build_review_panel(host: Host, runner: TrainRunner) -> ReviewPanel:
