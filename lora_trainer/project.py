@@ -66,6 +66,11 @@ class Project:
         return self.root / "model"
 
     @property
+    def tag_groups_file(self) -> Path:
+        """The project's own word lists for the guide's caption order (captions/order.py TagGroups)."""
+        return self.root / "tag_groups.json"
+
+    @property
     def review(self) -> Path:
         """The Review's grids: `review/<output_name>/<time stamp>/grid.png` and its cells."""
         return self.root / "review"

@@ -11,9 +11,10 @@ goes through the captions library, as the `tag` and `tags` commands do.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,35 @@ def folder_summary(captions: list[tuple[Path, list[str]]]) -> str:
     return text
 
 
+def project_groups(project: Project) -> TagGroups:
+    """The project's tag groups (its tag_groups.json), else the guide's."""
+    return TagGroups.load(project.tag_groups_file) if project.tag_groups_file.is_file() else GUIDE_GROUPS
+
+
+def groups_text(groups: TagGroups) -> str:
+    return json.dumps({k: list(v) for k, v in asdict(groups).items()}, indent=1, ensure_ascii=False)
+
+
+def parse_groups(text: str) -> TagGroups:
+    """Tag groups typed as JSON (the keys shown; any left out keep the guide's); ValueError says what is wrong."""
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"tag groups: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError("tag groups: expected an object of lists, e.g. {\"subject\": [\"1girl\"]}")
+    unknown = sorted(set(data) - set(asdict(GUIDE_GROUPS)))
+    if unknown:
+        raise ValueError(f"tag groups: unknown group(s) {', '.join(unknown)}; the groups are "
+                         f"{', '.join(asdict(GUIDE_GROUPS))}")
+    try:
+        return TagGroups(**data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"tag groups: {e}") from None
+
+
 def batch_edit(action: str, *, tags: str = "", old: str = "", new: str = "", front: bool = False,
-               near: bool = False, trigger: str = "") -> tuple[str, Any]:
+               near: bool = False, trigger: str = "", groups: TagGroups = GUIDE_GROUPS) -> tuple[str, Any]:
     """(label, tags -> tags) for a batch action of the panel; ValueError says what is missing."""
     words = split_caption(tags)
     if action == "remove":
@@ -97,7 +125,7 @@ def batch_edit(action: str, *, tags: str = "", old: str = "", new: str = "", fro
             raise ValueError("type the trigger word first")
         if action == "trigger":
             return f"trigger {trigger}", functools.partial(tagops.put_first, trigger=trigger)
-        return "order", functools.partial(order_tags, trigger=trigger)
+        return "order", functools.partial(order_tags, groups=groups, trigger=trigger)
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -179,6 +207,11 @@ class CaptionsPanel:
                                       elem_id="lora_trainer_captions_trigger", scale=2)
             self.trigger_button = gr.Button("Put it first", elem_id="lora_trainer_captions_put_first", scale=1)
             self.order_button = gr.Button("Order as the guide", elem_id="lora_trainer_captions_order", scale=1)
+        with gr.Accordion("Tag groups (the guide's order)", open=False, elem_id="lora_trainer_captions_groups_box"):
+            self.groups = gr.Code(groups_text(GUIDE_GROUPS), language="json", lines=12, interactive=True,
+                                  label="subject, negative, pose, hands, camera: the tags in no group are "
+                                  "switch on/off tags (* matches anything)", elem_id="lora_trainer_captions_groups")
+            self.save_groups_button = gr.Button("Save the project's groups", elem_id="lora_trainer_captions_save_groups")
         self._batch_row()
         self.message = gr.HTML(elem_id="lora_trainer_captions_message")
         self.frequency = gr.Dataframe(headers=FREQUENCY_HEADERS, datatype=["str", "number", "str"],
@@ -226,7 +259,7 @@ class CaptionsPanel:
 
     def view_outputs(self) -> list:
         return [self.project, self.folder, self.summary, self.frequency, self.selection, self.image_name,
-                self.image, self.caption, self.tokens]
+                self.image, self.caption, self.tokens, self.groups]
 
     def _wire(self) -> None:
         views = self.view_outputs()
@@ -244,6 +277,8 @@ class CaptionsPanel:
                                (self.replace_button, "replace"), (self.dedupe_button, "dedupe"),
                                (self.trigger_button, "trigger"), (self.order_button, "order")):
             button.click(functools.partial(self.batch, action), batch, [self.message, *views])
+        self.save_groups_button.click(self.save_groups, [self.project, self.folder, self.groups],
+                                      [self.message, *views])
         self.undo_button.click(self.undo_last, [self.project, self.folder], [self.message, *views])
         self.frequency.select(self.select_tag, [self.project, self.folder], [self.selection, self.message])
         self.image_name.input(self.show_image, [self.project, self.folder, self.image_name],
@@ -282,22 +317,28 @@ class CaptionsPanel:
             project = self._open(name)
         except ValueError:
             return (gr.update(choices=projects, value=None), gr.update(choices=[], value=None), "", [],
-                    gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, "", "")
+                    gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, "", "", gr.update())
         choices = folder_choices(project)
         folders = [value for _, value in choices]
         folder = folder if folder in folders else (folders[0] if folders else None)
         if folder is None:
             return (gr.update(choices=projects, value=project.name), gr.update(choices=[], value=None),
                     render.message(f"no training folder in {project.img}: add images first", error=True), [],
-                    gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, "", "")
+                    gr.update(choices=[], value=[]), gr.update(choices=[], value=None), None, "", "", gr.update())
         captions = captions_of(Path(folder))
+        try:
+            tag_groups = project_groups(project)
+            groups = groups_text(tag_groups)
+        except ValueError as e:  # a damaged tag_groups.json: said, and the guide's groups used
+            tag_groups, groups = GUIDE_GROUPS, f"// {e}\n" + groups_text(GUIDE_GROUPS)
         names = [image.name for image, _ in captions]
         image = image if image in names else (names[0] if names else None)
         kept = [n for n in (selection or []) if n in names]
         page.folder = folder
         return (gr.update(choices=projects, value=project.name), gr.update(choices=choices, value=folder),
-                escape(folder_summary(captions)), frequency_rows(captions), gr.update(choices=names, value=kept),
-                gr.update(choices=names, value=image), *self._image_values(project, Path(folder), image))
+                escape(folder_summary(captions)), frequency_rows(captions, tag_groups),
+                gr.update(choices=names, value=kept),
+                gr.update(choices=names, value=image), *self._image_values(project, Path(folder), image), groups)
 
     # --- callbacks: auto-tag -------------------------------------------------------------------------
     def start_tagging(self, project_name, folder, model, device, general, character, existing, exclude, trigger):
@@ -362,13 +403,24 @@ class CaptionsPanel:
             if not folder:
                 raise ValueError("choose a training folder")
             label, edit = batch_edit(action, tags=tags or "", old=old or "", new=new or "", front=bool(front),
-                                     near=bool(near), trigger=trigger or "")
+                                     near=bool(near), trigger=trigger or "", groups=project_groups(project))
             result = edit_captions(folder, edit, label, only=list(selection) or None)
         except (ValueError, OSError) as e:
             return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
         return (render.message(result.summary()),
                 *self._view(list_projects(self.host.workspace()), project.name, folder, selection=selection,
                             request=request))
+
+    def save_groups(self, project_name, folder, text, request: gr.Request = None):
+        """The project's own tag groups, used by *Order as the guide* and the table's group column."""
+        try:
+            project = self._open(project_name)
+            groups = parse_groups(text)
+            groups.save(project.tag_groups_file)
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
+        return (render.message(f"saved {project.tag_groups_file}"),
+                *self._view(list_projects(self.host.workspace()), project.name, folder, request=request))
 
     def undo_last(self, project_name, folder, request: gr.Request = None):
         try:
@@ -388,7 +440,10 @@ class CaptionsPanel:
             captions = captions_of(Path(folder))
         except (OSError, TypeError) as e:
             return gr.update(), render.message(str(e), error=True)
-        table = frequency_rows(captions)
+        try:
+            table = frequency_rows(captions, project_groups(self._open(project_name)))
+        except ValueError as e:
+            return gr.update(), render.message(str(e), error=True)
         if row is None or not 0 <= row < len(table):
             return gr.update(), ""
         tag = table[row][0]

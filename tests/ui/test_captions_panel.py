@@ -188,3 +188,24 @@ def test_tag_select_remove_edit_and_train_sees_the_captions(tmp_path, tiny_sdxl)
             browser.close()
     finally:
         tt.end_ui(server)
+
+
+def test_the_projects_own_tag_groups_order_its_captions(tmp_path, project):
+    """Tag groups saved for the project (JSON in the panel) decide the table's group column and the
+    guide's order; a wrong one is refused by name and nothing is saved."""
+    panel = panel_for(tmp_path)
+    folder = str(project.train_images)
+    view = values(panel, panel.open_project("hero"))
+    assert '"subject"' in view["groups"] and view["frequency"][2] == ["blurry", 1, "negative"]
+    refused = panel.save_groups("hero", folder, '{"colours": ["red hair"]}')[0]
+    assert "unknown group(s) colours" in refused and not project.tag_groups_file.exists()
+    assert "not JSON" in panel.save_groups("hero", folder, "{")[0]
+    message, *view = panel.save_groups("hero", folder, '{"camera": ["red hair"], "negative": []}')
+    assert "saved" in message and project.tag_groups_file.is_file()
+    rows = {tag: group for tag, _, group in values(panel, view)["frequency"]}
+    assert rows["red hair"] == "camera" and rows["blurry"] == "switch"
+    panel.batch("order", "hero", folder, [], "", "", "", False, False, "hero")
+    assert read_caption(project.train_images / "000.png") == ["hero", "1girl", "smile", "red hair"]  # camera last
+    project.tag_groups_file.write_text("{broken", encoding="utf-8")
+    shown = values(panel, panel.open_project("hero"))["groups"]
+    assert shown.startswith("// cannot read tag groups") and '"subject"' in shown
