@@ -6,6 +6,9 @@
   folder, keeps each image as it was in `<project>/before-background/`, then moves the result onto the
   training image (atomic `os.replace`, same file system) and its mask to `<project>/masks/<stem>.png`,
   where `prepare` keeps masks. `keep_original` puts the image from before the background back.
+- `recrop` prepares one training image again from its original in sources/ with a manual crop box
+  (pixels of the upright original) and the last import's framing; `face_box` and `mask_box` are boxes
+  to start from.
 - `edit_images` runs `edits.edit_files` into a temporary folder and moves each result onto its training
   image (the imported originals stay in `sources/`).
 """
@@ -21,10 +24,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image
+
 from ..images import list_images
 from ..project import Project
 from .background import remove_backgrounds
+from .closeups import closeup_box
 from .edits import Edits, edit_files
+from .faces import FaceDetector, HaarFaceDetector
+from .framing import Box, fit_size, subject_box
+from .loading import ImageProblem, decode
 from .prepare import REPORT_NAME, PrepareOptions, prepare
 
 EXCLUDED = "excluded"
@@ -210,12 +219,13 @@ def keep_original(project: Project, name: str) -> Path:
     return image
 
 
-def _from_source(project: Project, image: Path) -> Path:
+def _from_source(project: Project, image: Path, box: Box | None = None) -> Path:
     source = source_of(project, image.name)
     if source is None:
         raise ValueError(f"no image from before the background was replaced is kept for {image.name} (in "
                          f"{before_background_folder(project)}), and no original of it in {project.sources}")
-    report = prepare([source], project, options_from_report(project), write_report=False)
+    report = prepare([source], project, options_from_report(project), boxes={image.stem: box} if box else None,
+                     write_report=False)
     done = [e for e in report.entries if e.status == "ok" and Path(e.output) == image.with_suffix(".png")]
     if not done:
         why = "; ".join(f"{e.status}: {e.reason}" for e in report.entries) or "nothing prepared"
@@ -228,6 +238,78 @@ def _from_source(project: Project, image: Path) -> Path:
     if image.suffix.lower() != ".png" and image.exists():
         os.replace(image, _unique(before_background_folder(project), image.name))
     return image.with_suffix(".png")
+
+
+def original(project: Project, name: str):
+    """The imported original of the training image `name`, upright (EXIF applied) and RGB as prepare
+    reads it; ValueError when there is none or it cannot be read."""
+    image = training_image(project, name)
+    source = source_of(project, image.name)
+    if source is None:
+        raise ValueError(f"{image.name}: no original of it in {project.sources} (a close-up or an image put "
+                         "in img/ by hand): nothing to crop from")
+    o = options_from_report(project)
+    try:
+        return decode(source, alpha_fill=o.alpha_fill, max_pixels=o.max_pixels).image
+    except ImageProblem as e:
+        raise ValueError(f"{image.name}: its original {source.name}: {e.reason}") from None
+
+
+def check_box(box, size: tuple[int, int], name: str) -> Box:
+    """`box` as four whole pixels inside an image of `size`; ValueError naming the image otherwise."""
+    try:
+        left, top, right, bottom = (int(round(float(v))) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: the crop box needs four numbers (left, top, right, bottom), got {box!r}") from None
+    w, h = size
+    if left >= right or top >= bottom:
+        raise ValueError(f"{name}: crop box {(left, top, right, bottom)}: left must be less than right and top "
+                         "less than bottom")
+    if left < 0 or top < 0 or right > w or bottom > h:
+        raise ValueError(f"{name}: crop box {(left, top, right, bottom)} is outside the {w}x{h} original "
+                         f"(0, 0, {w}, {h})")
+    return left, top, right, bottom
+
+
+def recrop(project: Project, name: str, box) -> Path:
+    """Prepare the training image `name` again from its original in sources/, cropped to `box` (pixels of
+    the upright original) and framed as the last import did; the image is replaced atomically, its
+    caption is untouched (a mask from a replaced background no longer fits: it goes beside the kept
+    originals, as with `keep_original`). Its path (a .png)."""
+    image = training_image(project, name)
+    box = check_box(box, original(project, image.name).size, image.name)
+    return _from_source(project, image, box)
+
+
+def face_box(project: Project, name: str, detector: FaceDetector | None = None) -> Box | None:
+    """A square around the largest face in the original (the close-up margin), or None."""
+    im = original(project, name)
+    faces = (detector or HaarFaceDetector())(im)
+    if not faces:
+        return None
+    face = max(faces, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    return closeup_box(face, im.size, options_from_report(project).face_margin)
+
+
+def mask_box(project: Project, name: str) -> Box | None:
+    """The subject's box from the image's mask in masks/, in pixels of the original (the mask is in the
+    training image's pixels: mapped back through the import's fit and padding, for an image framed
+    whole); None when there is no mask or it is empty."""
+    mask_path = background_mask(project, name)
+    if mask_path is None:
+        return None
+    with Image.open(mask_path) as mask:
+        box = subject_box(mask)
+        mw, mh = mask.size
+    if box is None:
+        return None
+    w, h = original(project, name).size
+    o = options_from_report(project)
+    fw, fh = fit_size((w, h), (o.size, o.size), o.upscale) if o.mode == "pad" else (mw, mh)
+    ox, oy = (mw - fw) // 2, (mh - fh) // 2
+    left, top = (box[0] - ox) * w / fw, (box[1] - oy) * h / fh
+    right, bottom = (box[2] - ox) * w / fw, (box[3] - oy) * h / fh
+    return max(0, int(left)), max(0, int(top)), min(w, round(right)), min(h, round(bottom))
 
 
 def edit_images(project: Project, names: list[str], edits: Edits) -> list[Path]:

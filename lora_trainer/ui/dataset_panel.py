@@ -6,7 +6,9 @@ close-ups), with progress and Stop, and its per-file report as a table. The trai
 each captioned with its audit badges (`dataset.audit`), and the audit's findings about the set against
 the guide; selected images can be excluded (moved to <project>/excluded/, never deleted) and restored.
 Backgrounds (rembg, the guide's random colour) on all images or the selection, in the background, each
-result beside the image before it and its mask, with "Keep the original". Batch edits with a preview of
+result beside the image before it and its mask, with "Keep the original". A crop editor: one image's
+original with its box, set by two clicks, typed, or started from the face or the subject, and "Apply the
+crop" preparing it again from the original with that box. Batch edits with a preview of
 one image (nothing written) and Apply. Every change goes through the dataset library (prepare, audit,
 background, edits, curate), as the commands do.
 """
@@ -23,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image, ImageDraw
 
 from lora_trainer.dataset import curate
 from lora_trainer.dataset.audit import AuditReport, audit_folder
 from lora_trainer.dataset.audit import list_images as audit_list_images
 from lora_trainer.dataset.background import ModelMissingError, check_model
 from lora_trainer.dataset.edits import Edits, apply_edits
+from lora_trainer.dataset.faces import HaarFaceDetector
 from lora_trainer.dataset.loading import ImageProblem, decode
 from lora_trainer.dataset.prepare import PrepareOptions, PrepareReport, prepare
 from lora_trainer.host import Host, confine_path
@@ -47,6 +51,7 @@ FINDING_BADGES = (("low resolution", "low res"), ("motion blur", "blurry"), ("bl
                   ("colour cast", "cast"), ("underexposed", "dark"), ("overexposed", "bright"),
                   ("desaturated", "grey"), ("oversaturated", "oversaturated"))
 _DUPLICATE = re.compile(r"near-duplicate of (.+?) \(hash distance")
+CROP_PREVIEW_SIDE = 768  # the crop editor shows the original downscaled to this (clicks are scaled back)
 _ZIP_LABEL = re.compile(r"([^/\\]+\.zip:.+)$", re.IGNORECASE)
 
 
@@ -166,6 +171,26 @@ def edits_of(sharpen, brightness, contrast, saturation, autolevel) -> Edits:
                  saturation=float(1.0 if saturation is None else saturation), autolevel=bool(autolevel))
 
 
+def crop_preview(im: Image.Image, box, corner=None) -> tuple[Image.Image, float]:
+    """A copy of `im` no larger than CROP_PREVIEW_SIDE with `box` (and a pending `corner`) drawn on it,
+    and the factor from its pixels back to `im`'s."""
+    scale = max(1.0, max(im.size) / CROP_PREVIEW_SIDE)
+    shown = im.resize((max(1, round(im.width / scale)), max(1, round(im.height / scale)))) if scale > 1 else im.copy()
+    draw = ImageDraw.Draw(shown)
+    if box is not None:
+        draw.rectangle([v / scale for v in box], outline=(255, 0, 0), width=3)
+    if corner is not None:
+        x, y = corner[0] / scale, corner[1] / scale
+        draw.ellipse([x - 5, y - 5, x + 5, y + 5], outline=(255, 0, 0), width=2)
+    return shown, scale
+
+
+def box_of(left, top, right, bottom) -> tuple[int, int, int, int] | None:
+    """The four fields as a box, or None when one is empty."""
+    values = (left, top, right, bottom)
+    return None if any(v is None or v == "" for v in values) else tuple(int(round(float(v))) for v in values)
+
+
 def toggle(selection: list[str] | None, name: str) -> list[str]:
     selection = list(selection or [])
     return [n for n in selection if n != name] if name in selection else [*selection, name]
@@ -205,6 +230,8 @@ class _Job:
 class _Page:
     project: str = ""
     shown_job: int = 0
+    crop_name: str = ""
+    corner: tuple[int, int] | None = None  # the crop editor's first click, in pixels of the original
 
 
 class DatasetPanel:
@@ -216,6 +243,7 @@ class DatasetPanel:
         self._pages: PageStates[_Page] = PageStates(_Page)
         self._audits: OrderedDict[str, tuple[tuple, AuditReport]] = OrderedDict()
         self._measured: dict[str, dict] = {}  # folder -> audit_images' per-image cache
+        self.face_detector = None  # the crop editor's (created on first use; tests supply their own)
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> DatasetPanel:
@@ -229,9 +257,10 @@ class DatasetPanel:
         self.message = gr.HTML(elem_id="lora_trainer_dataset_message")
         self._images_box()
         self._background_box()
+        self._crop_box()
         self._edits_box()
         keep_out_of_forge_ui_config(self.project, self.paths, self.selection, self.excluded, self.compare_name,
-                                    self.edit_name)
+                                    self.edit_name, self.crop_name)
         self.timer = gr.Timer(POLL_INTERVAL_S)
         self._wire()
         return self
@@ -298,6 +327,22 @@ class DatasetPanel:
                 self.compare_mask = gr.Image(type="filepath", interactive=False, label="Mask", height=320,
                                              elem_id="lora_trainer_dataset_compare_mask")
 
+    def _crop_box(self) -> None:
+        with gr.Accordion("Crop", open=False, elem_id="lora_trainer_dataset_crop_box"):
+            with gr.Row():
+                self.crop_name = gr.Dropdown([], label="Image", scale=3, elem_id="lora_trainer_dataset_crop_name",
+                                             info="its original from sources/: click two opposite corners")
+                self.face_button = gr.Button("Face box", elem_id="lora_trainer_dataset_crop_face", scale=1)
+                self.subject_button = gr.Button("Subject box", elem_id="lora_trainer_dataset_crop_subject", scale=1)
+                self.crop_button = gr.Button("Apply the crop", variant="primary", scale=1,
+                                             elem_id="lora_trainer_dataset_crop_apply")
+            with gr.Row():
+                self.crop_fields = [gr.Number(label=f"{side} (px of the original)", precision=0, minimum=0,
+                                              elem_id=f"lora_trainer_dataset_crop_{side}")
+                                    for side in ("left", "top", "right", "bottom")]
+            self.crop_image = gr.Image(type="pil", interactive=False, label="Original (the box in red)", height=480,
+                                       elem_id="lora_trainer_dataset_crop_image")
+
     def _edits_box(self) -> None:
         with gr.Accordion("Batch edits", open=False, elem_id="lora_trainer_dataset_edits_box"):
             with gr.Row():
@@ -322,7 +367,7 @@ class DatasetPanel:
 
     def view_outputs(self) -> list:
         return [self.project, self.summary, self.gallery, self.selection, self.excluded, self.compare_name,
-                self.compare_before, self.compare_after, self.compare_mask, self.edit_name]
+                self.compare_before, self.compare_after, self.compare_mask, self.edit_name, self.crop_name]
 
     def _wire(self) -> None:
         views = self.view_outputs()
@@ -350,6 +395,13 @@ class DatasetPanel:
         self.edit_name.input(self.preview, [self.project, self.edit_name, *edits],
                              [self.edit_before, self.edit_after, self.message])
         self.apply_button.click(self.apply, [self.project, self.selection, *edits], [self.message, *views])
+        crop_shown = [self.crop_image, *self.crop_fields, self.message]
+        self.crop_name.input(self.show_crop, [self.project, self.crop_name], crop_shown)
+        self.crop_image.select(self.crop_click, [self.project, self.crop_name, *self.crop_fields], crop_shown)
+        self.face_button.click(self.face_crop, [self.project, self.crop_name], crop_shown)
+        self.subject_button.click(self.subject_crop, [self.project, self.crop_name], crop_shown)
+        self.crop_button.click(self.apply_crop, [self.project, self.crop_name, *self.crop_fields],
+                               [self.message, *views, self.crop_image])
 
     def wire_page_load(self, blocks: gr.Blocks) -> None:
         blocks.load(self.refresh, [self.project], self.view_outputs(), show_progress="hidden")
@@ -378,7 +430,7 @@ class DatasetPanel:
         page = self._page(request)
         page.project = name or ""
         empty = (gr.update(choices=[], value=[]), gr.update(choices=[], value=[]), gr.update(choices=[], value=None),
-                 None, None, None, gr.update(choices=[], value=None))
+                 None, None, None, gr.update(choices=[], value=None), gr.update(choices=[], value=None))
         try:
             project = self._open(name)
         except ValueError as e:
@@ -399,7 +451,8 @@ class DatasetPanel:
         return (gr.update(choices=projects, value=project.name), audit_summary(report), items,
                 gr.update(choices=names, value=kept), gr.update(choices=excluded, value=[]),
                 gr.update(choices=compared, value=compare), *self._compare_values(project, compare),
-                gr.update(choices=names, value=names[0] if names else None))
+                gr.update(choices=names, value=names[0] if names else None),
+                gr.update(choices=names, value=page.crop_name if page.crop_name in names else None))
 
     def _audit(self, folder: Path) -> AuditReport:
         """The folder's audit, again only when its images changed (names, sizes, times), measuring only
@@ -584,6 +637,88 @@ class DatasetPanel:
         mask = curate.background_mask(project, name)
         now = project.train_images / Path(name).name
         return (str(before) if before else None, str(now) if now.is_file() else None, str(mask) if mask else None)
+
+    # --- callbacks: the crop editor -----------------------------------------------------------------
+    def show_crop(self, project_name, name, request: gr.Request = None):
+        """The original with the whole image as its box (the fields filled); the pending corner dropped."""
+        page = self._page(request)
+        page.crop_name, page.corner = name or "", None
+        return self._crop_shown(project_name, name, None, "click two opposite corners of the crop on the image")
+
+    def crop_click(self, project_name, name, left, top, right, bottom, event: gr.SelectData,
+                   request: gr.Request = None):
+        """The first click sets one corner (kept in the page), the second the opposite one."""
+        page = self._page(request)
+        try:
+            im = curate.original(self._open(project_name), self._crop_name(name))
+        except (ValueError, OSError) as e:
+            return None, *[gr.update()] * 4, render.message(str(e), error=True)
+        scale = crop_preview(im, None)[1]
+        x, y = (min(max(0, round(v * scale)), side) for v, side in zip(event.index, im.size))
+        if page.corner is None or page.crop_name != name:
+            page.crop_name, page.corner = name, (x, y)
+            shown = crop_preview(im, box_of(left, top, right, bottom), page.corner)[0]
+            return shown, *[gr.update()] * 4, render.message(f"one corner at {x}, {y}: click the opposite corner")
+        (x0, y0), page.corner = page.corner, None
+        box = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
+        return crop_preview(im, box)[0], *box, render.message(f"box {box}: Apply the crop to prepare {name} with it")
+
+    def face_crop(self, project_name, name, request: gr.Request = None):
+        return self._start_box(project_name, name, "face", request)
+
+    def subject_crop(self, project_name, name, request: gr.Request = None):
+        return self._start_box(project_name, name, "subject", request)
+
+    def _start_box(self, project_name, name, kind: str, request):
+        self._page(request).corner = None
+        try:
+            project, name = self._open(project_name), self._crop_name(name)
+            if kind == "face":
+                if self.face_detector is None:
+                    self.face_detector = HaarFaceDetector()
+                box = curate.face_box(project, name, self.face_detector)
+                why = f"{name}: no face found in its original: drag a box by two clicks"
+            else:
+                box = curate.mask_box(project, name)
+                why = (f"{name}: no subject mask: replace the background first (Background, above), or drag "
+                       "a box by two clicks") if curate.background_mask(project, name) is None else \
+                    f"{name}: its mask is empty: drag a box by two clicks"
+        except (ValueError, OSError) as e:
+            return gr.update(), *[gr.update()] * 4, render.message(str(e), error=True)
+        if box is None:
+            return gr.update(), *[gr.update()] * 4, render.message(why, error=True)
+        return self._crop_shown(project, name, box, f"{kind} box {box}: adjust it, then Apply the crop")
+
+    def apply_crop(self, project_name, name, left, top, right, bottom, request: gr.Request = None):
+        try:
+            project, name = self._open(project_name), self._crop_name(name)
+            box = box_of(left, top, right, bottom)
+            if box is None:
+                raise ValueError(f"{name}: fill the four box fields (or click two corners on the image)")
+            written = curate.recrop(project, name, box)
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs()), gr.update()
+        page = self._page(request)
+        page.crop_name = written.name
+        view = self._view(list_projects(self.host.workspace()), project.name, request=request)
+        return (render.message(f"{written.name} prepared again from its original, cropped to {box}"), *view,
+                self._crop_shown(project, written.name, box, "")[0])
+
+    def _crop_shown(self, project, name, box, note: str) -> tuple:
+        """The crop editor's image (the box drawn; none: the whole original) and fields, and `note`."""
+        try:
+            project = project if isinstance(project, Project) else self._open(project)
+            im = curate.original(project, self._crop_name(name))
+        except (ValueError, OSError) as e:
+            return None, *[gr.update()] * 4, render.message(str(e), error=True)
+        box = box or (0, 0, *im.size)
+        return crop_preview(im, box)[0], *box, render.message(note) if note else gr.update()
+
+    @staticmethod
+    def _crop_name(name) -> str:
+        if not name:
+            raise ValueError("choose the image to crop")
+        return name
 
     # --- callbacks: batch edits ----------------------------------------------------------------------
     def preview(self, project_name, name, sharpen, brightness, contrast, saturation, autolevel):

@@ -160,3 +160,105 @@ def test_keep_original_prepares_again_from_sources_when_prepare_replaced_the_bac
     assert (project.train_images / "a.png").read_bytes() == (plain.train_images / "a.png").read_bytes()
     assert curate.background_mask(project, "a.png") is None
     assert (project.root / "prepare-report.json").read_bytes() == report  # the import's report is kept
+
+
+# --- the crop editor's library: recrop, check_box, face_box, mask_box ----------------------------------
+
+def _red_corner_project(tmp_path: Path) -> tuple[Project, Path]:
+    """A 200x100 grey photo with a red 50 px square in its top-left corner, imported at 64 px (pad), with a
+    caption that was edited after the import."""
+    src = tmp_path / "in"
+    src.mkdir()
+    im = Image.new("RGB", (200, 100), (128, 128, 128))
+    im.paste((255, 0, 0), (0, 0, 50, 50))
+    im.save(src / "p.png")
+    (src / "p.txt").write_text("a photo", encoding="utf-8")
+    project = Project(tmp_path / "proj", "proj")
+    prepare([src], project, PrepareOptions(size=64, workers=1))
+    caption = project.train_images / "p.txt"
+    caption.write_text("edited by hand", encoding="utf-8")
+    return project, caption
+
+
+def _red_share(path: Path) -> float:
+    pixels = list(Image.open(path).convert("RGB").getdata())
+    return sum(1 for r, g, b in pixels if r > 200 and g < 60 and b < 60) / len(pixels)
+
+
+def test_recrop_frames_the_box_region_and_keeps_the_caption(tmp_path):
+    from lora_trainer.dataset import curate
+
+    project, caption = _red_corner_project(tmp_path)
+    image = project.train_images / "p.png"
+    assert _red_share(image) < 0.2
+    written = curate.recrop(project, "p.png", (0, 0, 50, 50))
+    assert written == image and Image.open(image).size == (64, 64)
+    # the 50x50 crop is not enlarged (no upscale): all of it red, padded to 64x64 with grey
+    assert abs(_red_share(image) - 50 * 50 / 64 ** 2) < 0.03
+    assert Image.open(image).convert("RGB").getpixel((32, 32)) == (255, 0, 0)
+    assert caption.read_text(encoding="utf-8") == "edited by hand"
+    assert not [p for p in project.root.iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+@pytest.mark.parametrize("box, words", [((50, 0, 40, 50), "left must be less than right"),
+                                        ((0, 30, 50, 30), "top less than bottom"),
+                                        ((0, 0, 300, 50), "outside the 200x100 original"),
+                                        ((-5, 0, 50, 50), "outside"),
+                                        (("a", 0, 1, 1), "four numbers")])
+def test_recrop_refuses_a_bad_box_naming_the_image(tmp_path, box, words):
+    from lora_trainer.dataset import curate
+
+    project, caption = _red_corner_project(tmp_path)
+    before = (project.train_images / "p.png").read_bytes()
+    with pytest.raises(ValueError, match=words) as e:
+        curate.recrop(project, "p.png", box)
+    assert "p.png" in str(e.value)
+    assert (project.train_images / "p.png").read_bytes() == before
+    assert caption.read_text(encoding="utf-8") == "edited by hand"
+
+
+def test_recrop_needs_an_original(tmp_path):
+    from lora_trainer.dataset import curate
+
+    project, _ = _red_corner_project(tmp_path)
+    Image.new("RGB", (64, 64)).save(project.train_images / "byhand.png")
+    with pytest.raises(ValueError, match="byhand.png: no original"):
+        curate.recrop(project, "byhand.png", (0, 0, 10, 10))
+
+
+def test_the_original_is_upright(tmp_path):
+    from lora_trainer.dataset import curate
+
+    src = tmp_path / "in"
+    src.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.new("RGB", (120, 80), (10, 200, 10)).save(src / "r.jpg", exif=exif)
+    project = Project(tmp_path / "proj", "proj")
+    prepare([src], project, PrepareOptions(size=64, workers=1))
+    assert curate.original(project, "r.png").size == (80, 120)
+
+
+def test_face_box_is_a_square_around_the_largest_face(tmp_path):
+    from lora_trainer.dataset import curate
+    from lora_trainer.dataset.closeups import closeup_box
+
+    project, _ = _red_corner_project(tmp_path)
+    faces = [(10, 10, 20, 20), (100, 20, 140, 60)]
+    box = curate.face_box(project, "p.png", lambda im: faces)
+    assert box == closeup_box(faces[1], (200, 100)) and box[2] - box[0] == box[3] - box[1]
+    assert curate.face_box(project, "p.png", lambda im: []) is None
+
+
+def test_mask_box_maps_the_mask_back_to_the_original(tmp_path):
+    from lora_trainer.dataset import curate
+
+    project, _ = _red_corner_project(tmp_path)
+    assert curate.mask_box(project, "p.png") is None
+    # 200x100 at 64 px, padded: the photo is 64x32 at y 16..48; the subject is its right half
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 16, 64, 48))
+    project.masks.mkdir(parents=True, exist_ok=True)
+    mask.save(project.masks / "p.png")
+    left, top, right, bottom = curate.mask_box(project, "p.png")
+    assert 85 <= left <= 100 and top == 0 and right == 200 and bottom == 100

@@ -199,3 +199,79 @@ def test_the_poll_sends_no_inputs(tmp_path):
         if isinstance(blocks.fns, dict) else [d for d in blocks.fns if getattr(d.fn, "__name__", "") == "poll"]
     assert len(polls) == 1 and polls[0].inputs == []
     assert len(polls[0].outputs) == 2 + len(panel.view_outputs())
+
+
+# --- the crop editor -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def imported(tmp_path):
+    """workspace/crop: one 1536x768 grey photo with a red 384 px square in its top-left corner, imported
+    at 64 px (the editor shows it at half size: 768 px wide)."""
+    from lora_trainer.dataset.prepare import PrepareOptions, prepare
+
+    src = tmp_path / "in"
+    src.mkdir()
+    im = Image.new("RGB", (1536, 768), (128, 128, 128))
+    im.paste((255, 0, 0), (0, 0, 384, 384))
+    im.save(src / "p.png")
+    (src / "p.txt").write_text("a photo", encoding="utf-8")
+    project = Project(tmp_path / "ws" / "crop", "crop")
+    prepare([src], project, PrepareOptions(size=64, workers=1))
+    return project
+
+
+def test_crop_preview_is_downscaled_with_the_box_drawn():
+    shown, scale = dp.crop_preview(Image.new("RGB", (1536, 768), (0, 0, 0)), (0, 0, 768, 768))
+    assert shown.size == (768, 384) and scale == 2
+    assert shown.getpixel((384, 100)) == (255, 0, 0) and shown.getpixel((100, 100)) == (0, 0, 0)
+    assert dp.crop_preview(Image.new("RGB", (100, 50)), None)[1] == 1
+
+
+def test_two_clicks_set_the_box_fields(imported, tmp_path):
+    panel = panel_for(tmp_path / "ws")
+    assert values(panel, panel.open_project("crop"))["crop_name"]["choices"] == ["p.png"]
+    image, *fields, message = panel.show_crop("crop", "p.png")
+    assert image.size == (768, 384) and fields == [0, 0, 1536, 768]
+    image, *fields, message = panel.crop_click("crop", "p.png", *fields, SimpleNamespace(index=[200, 150]))
+    assert fields == [gr.update()] * 4 and "one corner at 400, 300" in message
+    image, *fields, message = panel.crop_click("crop", "p.png", 0, 0, 1536, 768, SimpleNamespace(index=[50, 10]))
+    assert fields == [100, 20, 400, 300] and "box (100, 20, 400, 300)" in message
+    # a third click starts a new box
+    assert "one corner" in panel.crop_click("crop", "p.png", *fields, SimpleNamespace(index=[1, 1]))[-1]
+
+
+def test_face_and_subject_buttons_fill_the_box_or_explain(imported, tmp_path):
+    from lora_trainer.dataset.closeups import closeup_box
+
+    panel = panel_for(tmp_path / "ws")
+    panel.face_detector = lambda im: [(600, 200, 800, 400)]
+    image, *fields, message = panel.face_crop("crop", "p.png")
+    assert tuple(fields) == closeup_box((600, 200, 800, 400), (1536, 768)) and "face box" in message
+    panel.face_detector = lambda im: []
+    assert "no face found" in panel.face_crop("crop", "p.png")[-1]
+    *_, message = panel.subject_crop("crop", "p.png")
+    assert "replace the background first" in message
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 16, 16, 32))  # the photo is 64x32 at y 16..48: its top-left quarter (+ a margin)
+    imported.masks.mkdir(parents=True, exist_ok=True)
+    mask.save(imported.masks / "p.png")
+    image, *fields, message = panel.subject_crop("crop", "p.png")
+    assert fields[0] == 0 and fields[1] == 0 and 384 <= fields[2] <= 440 and 384 <= fields[3] <= 440
+    assert "subject box" in message
+    assert "choose the image" in panel.face_crop("crop", None)[-1]
+
+
+def test_apply_the_crop_replaces_the_image_and_refuses_a_bad_box(imported, tmp_path):
+    panel = panel_for(tmp_path / "ws")
+    image = imported.train_images / "p.png"
+    caption = (imported.train_images / "p.txt").read_bytes()
+    message, *view, shown = panel.apply_crop("crop", "p.png", 0, 0, 400, 1000)
+    assert "p.png" in message and "outside the 1536x768 original" in message and shown == gr.update()
+    assert len(view) == len(panel.view_outputs())
+    message, *view, shown = panel.apply_crop("crop", "p.png", 0, 0, 384, 384)
+    assert "p.png prepared again" in message and values(panel, view)["crop_name"]["value"] == "p.png"
+    pixels = list(Image.open(image).convert("RGB").getdata())
+    assert all(p == (255, 0, 0) for p in pixels[:64]) and len(pixels) == 64 * 64
+    assert (imported.train_images / "p.txt").read_bytes() == caption
+    assert shown.size == (768, 384)
+    assert "fill the four box fields" in panel.apply_crop("crop", "p.png", None, 0, 1, 1)[0]
