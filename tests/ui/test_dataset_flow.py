@@ -1,7 +1,7 @@
 """A new user's whole path through the standalone app in Chromium: create a project by importing
 photos (one broken, one duplicate, one turned by EXIF), see the audit badges, replace backgrounds with
-the tiny segmenter, auto-tag with the tiny tagger, remove a tag, edit a caption, train one epoch with
-the tiny model and see the file. Screenshots of each panel in /tmp/dataset_flow_*.png."""
+the tiny segmenter, crop one image by two clicks, auto-tag with the tiny tagger, remove a tag, edit a
+caption, train one epoch with the tiny model and see the file. Screenshots of each panel in /tmp/dataset_flow_*.png."""
 
 from __future__ import annotations
 
@@ -92,6 +92,29 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             changed = [p.name for p in trained if p.read_bytes() != before[p.name]]
             assert changed, page.inner_text("#lora_trainer_dataset_job_status")
             page.screenshot(path="/tmp/dataset_flow_background.png", full_page=True)
+
+            # Crop one image: two clicks on its original set the box, Apply re-frames it from the original
+            page.get_by_text("Crop", exact=True).click()
+            tt.choose(page, "lora_trainer_dataset_crop_name", trained[1].name)
+            tt.wait_for_text(page, "lora_trainer_dataset_message", "click two opposite corners")
+            picture = page.locator("#lora_trainer_dataset_crop_image img")
+            page.wait_for_function("(() => { const i = document.querySelector('#lora_trainer_dataset_crop_image img');"
+                                   " return i && i.complete && i.naturalWidth > 0; })()")
+            box = picture.bounding_box()
+            middle, side = box["width"] / 2, box["height"]  # the square original, centred and letterboxed
+            picture.click(position={"x": middle - side * 0.4, "y": side * 0.1})
+            tt.wait_for_text(page, "lora_trainer_dataset_message", "one corner at")
+            picture.click(position={"x": middle + side * 0.1, "y": side * 0.6})
+            tt.wait_for_text(page, "lora_trainer_dataset_message", "Apply the crop")
+            corners = [int(float(page.input_value(f"#lora_trainer_dataset_crop_{k} input")))
+                       for k in ("left", "top", "right", "bottom")]
+            assert corners[0] < corners[2] < 96 and corners[1] < corners[3] < 96, corners  # the 96 px original
+            cropped_before = trained[1].read_bytes()
+            page.click("#lora_trainer_dataset_crop_apply")
+            page.wait_for_function("!document.getElementById('lora_trainer_dataset_message').innerText"
+                                   ".includes('Apply the crop')")
+            assert trained[1].read_bytes() != cropped_before, page.inner_text("#lora_trainer_dataset_message")
+            page.screenshot(path="/tmp/dataset_flow_crop.png", full_page=True)
 
             # Captions: tag, remove a tag, edit one caption
             page.get_by_role("tab", name="Captions").click()
