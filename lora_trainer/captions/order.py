@@ -72,17 +72,23 @@ class TagGroups:
                 data = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read tag groups {path}: {e}") from e
+        return cls.from_dict(data, f"tag groups {path}")
+
+    @classmethod
+    def from_dict(cls, data, where: str = "tag groups") -> TagGroups:
+        """Groups from a JSON object of lists (keys left out keep their defaults); ValueError starting
+        with `where` says what is wrong."""
         if not isinstance(data, dict):
-            raise ValueError(f"tag groups {path}: expected a JSON object of lists")
+            raise ValueError(f"{where}: expected a JSON object of lists")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"tag groups {path}: unknown key(s) {', '.join(unknown)}; "
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         try:
             return cls(**data)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"tag groups {path}: {e}") from e
+            raise ValueError(f"{where}: {e}") from e
 
     def save(self, path: str | os.PathLike) -> None:
         write_json_atomic(path, {k: list(v) for k, v in asdict(self).items()})

@@ -90,16 +90,7 @@ def parse_groups(text: str) -> TagGroups:
         data = json.loads(text or "{}")
     except json.JSONDecodeError as e:
         raise ValueError(f"tag groups: not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError("tag groups: expected an object of lists, e.g. {\"subject\": [\"1girl\"]}")
-    unknown = sorted(set(data) - set(asdict(GUIDE_GROUPS)))
-    if unknown:
-        raise ValueError(f"tag groups: unknown group(s) {', '.join(unknown)}; the groups are "
-                         f"{', '.join(asdict(GUIDE_GROUPS))}")
-    try:
-        return TagGroups(**data)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"tag groups: {e}") from None
+    return TagGroups.from_dict(data)
 
 
 def batch_edit(action: str, *, tags: str = "", old: str = "", new: str = "", front: bool = False,

@@ -198,7 +198,7 @@ def test_the_projects_own_tag_groups_order_its_captions(tmp_path, project):
     view = values(panel, panel.open_project("hero"))
     assert '"subject"' in view["groups"] and view["frequency"][2] == ["blurry", 1, "negative"]
     refused = panel.save_groups("hero", folder, '{"colours": ["red hair"]}')[0]
-    assert "unknown group(s) colours" in refused and not project.tag_groups_file.exists()
+    assert "unknown key(s) colours" in refused and not project.tag_groups_file.exists()
     assert "not JSON" in panel.save_groups("hero", folder, "{")[0]
     message, *view = panel.save_groups("hero", folder, '{"camera": ["red hair"], "negative": []}')
     assert "saved" in message and project.tag_groups_file.is_file()
