@@ -24,7 +24,6 @@ could otherwise post to 127.0.0.1).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import ipaddress
 import secrets
 from collections.abc import Callable
@@ -39,13 +38,11 @@ from lora_trainer.fsutil import OutputError
 from lora_trainer.host import Host
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus, SavedLora
-from lora_trainer.runs.lora_files import next_free_output_name
 from lora_trainer.runs.runner import (
     RunnerError,
     TrainRunner,
     config_for_project,
     load_project_settings,
-    resumable_output_name,
 )
 
 __all__ = ["FORGE_AUTH_HINT", "PREFIX", "add_routes", "is_loopback", "parse_credentials", "start_config",
@@ -54,7 +51,6 @@ __all__ = ["FORGE_AUTH_HINT", "PREFIX", "add_routes", "is_loopback", "parse_cred
 PREFIX = "/lora-trainer"
 FORGE_AUTH_HINT = "start Forge with --api-auth to allow it"
 # A config written without an output name (`python -m lora_trainer config ...`) has kohya's default.
-KOHYA_OUTPUT_NAME = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "output_name")
 _BAD_INPUT = (ConfigError, OutputError, ValueError)
 
 
@@ -124,11 +120,7 @@ def start_config(runner: TrainRunner, host: Host, project: Project) -> TrainConf
     if not model:
         models = host.checkpoints()
         model = str(models[0]) if models else ""
-    output_name = runner.current_output_name(project) or resumable_output_name(project)
-    if not output_name:
-        saved = (settings.get("output_name") or "").strip()
-        wanted = saved if saved and saved != KOHYA_OUTPUT_NAME else project.name
-        output_name = next_free_output_name(project.model, wanted)
+    output_name = runner.opening_output_name(project, settings.get("output_name"))
     return config_for_project(project, {**settings, "output_name": output_name}, model)
 
 

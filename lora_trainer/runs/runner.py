@@ -65,6 +65,9 @@ from lora_trainer.runs.trainer_record import (
     write_record,
 )
 
+# TrainConfig's own default output name (kohya's 'lora'): a project's saved settings with it get the project's name.
+KOHYA_OUTPUT_NAME = TrainConfig.__dataclass_fields__["output_name"].default
+
 __all__ = ["DatasetChanged", "OutputNameTaken", "RunnerError", "TrainRunner", "config_for_project",
            "load_project_settings", "resumable_output_name", "tensorboard_command"]
 
@@ -320,6 +323,17 @@ class TrainRunner:
             if run and run.returncode is None and _same_folder(run.project.root, project.root):
                 return run.config.output_name
             return None
+
+    def opening_output_name(self, project: Project, saved: str | None = None) -> str:
+        """The output name a project opens with (the Train tab and the HTTP routes' start): the name of
+        a run going on in it or of a stopped run Resume can continue; else the saved settings' name (the
+        project's name when they have kohya's default 'lora' or none) or, when earlier runs used it, the
+        next free `<name>_v2` (`_v3`, ...)."""
+        going_on = self.current_output_name(project) or resumable_output_name(project)
+        if going_on:
+            return going_on
+        wanted = saved.strip() if saved and saved.strip() != KOHYA_OUTPUT_NAME else project.name
+        return next_free_output_name(project.model, wanted)
 
     def adopt(self, projects: Iterable[Project] = ()) -> RunStatus:
         """Follow a trainer that an earlier UI process started and that still runs (the UI restarted

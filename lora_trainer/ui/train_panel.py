@@ -9,7 +9,6 @@ a user mistake (a wrong setting, a second Start, ...) comes back as a message in
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -30,13 +29,13 @@ from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus
 from lora_trainer.runs.lora_files import next_free_output_name
 from lora_trainer.runs.runner import (
+    KOHYA_OUTPUT_NAME,
     DatasetChanged,
     OutputNameTaken,
     RunnerError,
     TrainRunner,
     config_for_project,
     load_project_settings,
-    resumable_output_name,
     tensorboard_command,
 )
 from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
@@ -53,7 +52,6 @@ SAVED_SETTINGS = "(project's saved settings)"
 CUSTOM = "Custom"
 PRESET_CHOICES = [*preset_names(), SAVED_SETTINGS, CUSTOM]
 # A config written without an output name (`python -m lora_trainer config ...`) has kohya's default.
-KOHYA_OUTPUT_NAME = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "output_name")
 STATUS_INTERVAL_S = 1.0
 NO_LORA_YET = "No LoRA saved in this project yet."
 MAX_PAGES = 1000  # open pages remembered by the status poll (the oldest is forgotten first)
@@ -524,11 +522,7 @@ class TrainPanel:
             project = self._open(name)
         except ValueError:
             return ""
-        going_on = self.runner.current_output_name(project) or resumable_output_name(project)
-        if going_on:
-            return going_on
-        wanted = saved.strip() if saved and saved.strip() != KOHYA_OUTPUT_NAME else project.name
-        return next_free_output_name(project.model, wanted)
+        return self.runner.opening_output_name(project, saved)
 
     def _tensorboard(self, name: str | None) -> str:
         try:

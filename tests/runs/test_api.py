@@ -32,6 +32,8 @@ class StandInRunner:
     def current_output_name(self, project):
         return None
 
+    opening_output_name = TrainRunner.opening_output_name  # the real rule, over this stand-in's state
+
     def start(self, project, config, *, resume=False, resume_changed=False):
         if self.refuse:
             raise RunnerError(self.refuse)
