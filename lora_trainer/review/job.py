@@ -27,15 +27,18 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
     return f"cell {done}/{total}, about {left:.0f} s left"
 
 
-def gallery_items(saved: SavedGrid) -> list[tuple[Any, str]]:
-    """The grid, then each rendered cell captioned with its generation parameters, as PIL images."""
+def gallery_items(saved: SavedGrid, rendered: dict | None = None) -> list[tuple[Any, str]]:
+    """The grid, then each rendered cell captioned with its generation parameters, as PIL images; the
+    cells already in memory (`rendered`, a job's) are not read back from their files."""
     from PIL import Image
 
     items = []
     for key in saved.keys:
-        path = saved.grid if key is None else saved.cells[key]
-        with Image.open(path) as image:
-            items.append((image.copy(), "grid" if key is None else infotext(saved.job(key))))
+        image = (rendered or {}).get(key)
+        if not isinstance(image, Image.Image):
+            with Image.open(saved.grid if key is None else saved.cells[key]) as opened:
+                image = opened.copy()
+        items.append((image, "grid" if key is None else infotext(saved.job(key))))
     return items
 
 
@@ -103,7 +106,7 @@ class GridJob:
             self.folder = self.folder or new_grid_folder(self.project.review, self.output_name)
             files = save_grid(self.spec, dict(self.cells), self.folder, GRID_NAME)
             saved = SavedGrid.from_files(self.spec, files)
-            self.gallery = gallery_items(saved)
+            self.gallery = gallery_items(saved, self.cells)  # a live grid saves after every column
             self.saved = saved
             self.version += 1
         except Exception as e:
