@@ -194,14 +194,17 @@ class StandaloneHost:
         if not checkpoint:
             raise RenderError("choose a base model: the standalone renderer has no current checkpoint")
         if self._renderer is None or self._renderer.model != str(checkpoint):
-            from lora_trainer.review.diffusers_render import DiffusersRenderer
+            from lora_trainer.imports import HEAVY_IMPORTS
+            with HEAVY_IMPORTS:  # the first import and load of diffusers/transformers, one thread at a time
+                from lora_trainer.review.diffusers_render import DiffusersRenderer
 
             if self._load_error and self._load_error[0] == str(checkpoint):
                 raise RenderError(self._load_error[1])  # a model that failed to load fails at once again
             self._renderer = None  # the old model goes before the new one loads
             config_dir = self.sdxl_config_dir()
             try:
-                self._renderer = DiffusersRenderer(str(checkpoint), str(config_dir) if config_dir else None)
+                with HEAVY_IMPORTS:
+                    self._renderer = DiffusersRenderer(str(checkpoint), str(config_dir) if config_dir else None)
             except RenderError as e:
                 self._load_error = (str(checkpoint), str(e))
                 raise

@@ -9,6 +9,8 @@ import functools
 import os
 from pathlib import Path
 
+from lora_trainer.imports import HEAVY_IMPORTS
+
 TOKENIZER_SUBDIR = "tokenizer"
 
 
@@ -29,9 +31,10 @@ def tokenizer_folder(config_dir: str | os.PathLike | None) -> Path:
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(folder: str):
-    from transformers import CLIPTokenizer
+    with HEAVY_IMPORTS:
+        from transformers import CLIPTokenizer
 
-    return CLIPTokenizer.from_pretrained(folder)
+        return CLIPTokenizer.from_pretrained(folder)
 
 
 def caption_tokens(text: str, config_dir: str | os.PathLike | None) -> int:
