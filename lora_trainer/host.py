@@ -37,6 +37,15 @@ class Host(Protocol):
     def sdxl_config_dir(self) -> Path | None:
         """A local diffusers SDXL config folder, so single-file checkpoints load offline."""
 
+    def hub_cache(self) -> Path | None:
+        """The Hugging Face hub cache folder taggers are read from and downloaded to, passed explicitly
+        (huggingface-hub may have read its HF_HOME before the host set it); None: huggingface-hub's own
+        default (HF_HUB_CACHE / HF_HOME)."""
+
+    def rembg_models(self) -> Path | None:
+        """The folder rembg's models (u2net.onnx, ...) live in, so the host's models folder holds them
+        rather than a hidden folder in home; None: rembg's default (U2NET_HOME, else ~/.u2net)."""
+
     def free_memory(self) -> None:
         """Release the host's own models from GPU memory before a training process starts."""
 
@@ -146,6 +155,12 @@ class StandaloneHost:
 
     def sdxl_config_dir(self) -> Path | None:
         return Path(self.config_dir) if self.config_dir else None
+
+    def hub_cache(self) -> Path | None:
+        return None  # huggingface-hub's own cache (HF_HUB_CACHE / HF_HOME)
+
+    def rembg_models(self) -> Path | None:
+        return None  # rembg's own folder (U2NET_HOME, else ~/.u2net)
 
     def free_memory(self) -> None:
         """Nothing of ours is on the GPU in the UI process: training runs in its own process."""

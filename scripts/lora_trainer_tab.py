@@ -41,6 +41,24 @@ class ForgeHost:
         folder = Path(script_path) / FORGE_CONFIG_SUBDIR
         return folder if folder.is_dir() else None
 
+    def hub_cache(self) -> Path | None:
+        """$HF_HUB_CACHE when set, else Forge's models/diffusers: Forge points HF_HOME/HF_HUB_CACHE there
+        at start-up, but huggingface-hub may have read its constants before, so it is passed explicitly."""
+        if os.environ.get("HF_HUB_CACHE"):
+            return Path(os.environ["HF_HUB_CACHE"])
+        from modules_forge.shared import diffusers_dir
+
+        return Path(diffusers_dir)
+
+    def rembg_models(self) -> Path | None:
+        """$U2NET_HOME when set, else <Forge models folder>/u2net (the WebUI's rembg extension's folder),
+        not a hidden ~/.u2net outside Forge."""
+        if os.environ.get("U2NET_HOME"):
+            return Path(os.environ["U2NET_HOME"])
+        from modules.paths_internal import models_path
+
+        return Path(models_path) / "u2net"
+
     def free_memory(self) -> None:
         from backend import memory_management
 

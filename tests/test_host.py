@@ -73,6 +73,12 @@ def test_standalone_host_defaults(tmp_path):
     assert host.workspace() == tmp_path and host.checkpoints() == [] and host.sdxl_config_dir() is None
 
 
+def test_standalone_host_leaves_the_hub_cache_and_rembgs_folder_to_the_libraries(tmp_path):
+    """None: huggingface-hub's own cache (HF_HUB_CACHE / HF_HOME) and rembg's own folder (U2NET_HOME)."""
+    host = StandaloneHost(workspace_dir=tmp_path)
+    assert host.hub_cache() is None and host.rembg_models() is None
+
+
 def test_publish_lora_gives_the_prompt_name_of_the_saved_file(tmp_path):
     """Without a WebUI the LoRA stays where the run saved it; the name is what `<lora:NAME:1>` takes
     (the file name without .safetensors, dots in the name kept)."""

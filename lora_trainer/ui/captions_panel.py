@@ -50,6 +50,17 @@ def folder_choices(project: Project) -> list[tuple[str, str]]:
     return [(f"{folder.name} ({count} images)", str(folder)) for folder, count in project.training_folders().items()]
 
 
+def hub_cache_folder(host: Host) -> Path:
+    """The Hugging Face hub cache a tagger's files are looked for in: the host's (Forge's models/diffusers),
+    else huggingface-hub's default (HF_HUB_CACHE / HF_HOME)."""
+    folder = host.hub_cache()
+    if folder is not None:
+        return Path(folder)
+    from huggingface_hub import constants  # only here: the host did not say
+
+    return Path(constants.HF_HUB_CACHE)
+
+
 def captions_of(folder: Path) -> list[tuple[Path, list[str]]]:
     return [(image, read_caption(image)) for image in list_images(folder)]
 
@@ -178,7 +189,8 @@ class CaptionsPanel:
         with gr.Accordion("Auto-tag (WD14)", open=True, elem_id="lora_trainer_captions_tag_box"):
             with gr.Row():
                 self.model = gr.Dropdown(MODEL_CHOICES, value=DEFAULT_MODEL, allow_custom_value=True, scale=3,
-                                         label="Tagger", info="a hub id, or a folder with model.onnx and "
+                                         label="Tagger", info=f"a hub id (its files cached in "
+                                         f"{hub_cache_folder(self.host)}), or a folder with model.onnx and "
                                          "selected_tags.csv", elem_id="lora_trainer_captions_model")
                 self.device = gr.Radio(["auto", "cpu", "cuda"], value="auto", label="Device", scale=1,
                                        elem_id="lora_trainer_captions_device")
@@ -364,7 +376,7 @@ class CaptionsPanel:
             model = (model or DEFAULT_MODEL).strip()
             if model not in MODEL_CHOICES and model not in KNOWN_MODELS:  # a folder or a file: confined
                 confine_path(model, self.host.path_roots())
-            tagger = Tagger(resolve_model(model), device=device or "auto")
+            tagger = Tagger(resolve_model(model, cache_dir=self.host.hub_cache()), device=device or "auto")
             job.provider = tagger.provider
             result = tag_folder(job.folder, tagger, settings, existing=existing or "skip",
                                 trigger=(trigger or "").strip() or None, progress=progress)

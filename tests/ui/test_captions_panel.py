@@ -3,6 +3,7 @@ selection with undo, the frequency table's selection, one image's caption and it
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from lora_trainer.captions.files import read_caption
-from lora_trainer.captions.models import DEMO_MODEL
+from lora_trainer.captions.models import DEMO_MODEL, DEMO_MODEL_DIR
 from lora_trainer.config.settings import TrainConfig
 from lora_trainer.host import StandaloneHost
 from lora_trainer.project import Project
@@ -111,6 +112,68 @@ def test_auto_tag_with_the_tiny_tagger_in_the_background(tmp_path, project):
     while not panel._job.finished:
         time.sleep(0.05)
     assert "nowhere" in panel.poll()[0]  # the missing model is named
+
+
+class _CacheHost(StandaloneHost):
+    """A host with its own Hugging Face hub cache (Forge: models/diffusers)."""
+
+    def __init__(self, workspace: Path, cache: Path):
+        super().__init__(workspace)
+        self.cache = cache
+
+    def hub_cache(self) -> Path | None:
+        return self.cache
+
+
+def fake_hub_cache(cache: Path, repo_id: str) -> Path:
+    """The tiny tagger laid out as huggingface-hub caches a repository: models--Owner--name/snapshots/<commit>/
+    with refs/main naming the commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("model.onnx", "selected_tags.csv"):
+        shutil.copyfile(DEMO_MODEL_DIR / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit, encoding="utf-8")
+    return cache
+
+
+def finished_status(panel: cp.CaptionsPanel) -> str:
+    deadline = time.monotonic() + 60
+    while not panel._job.finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return panel.poll()[0]
+
+
+def test_auto_tag_reads_the_hosts_hub_cache(tmp_path, project, monkeypatch):
+    """A hub id is looked for in the host's cache (Forge's models/diffusers), offline; the panel names that
+    cache, and a tagger missing from it is reported with that folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing reaches the network
+    cache = fake_hub_cache(tmp_path / "hub", "Owner/name")
+    with gr.Blocks():
+        panel = cp.CaptionsPanel(_CacheHost(tmp_path, cache)).build()
+    assert str(cache) in panel.model.info
+    folder = str(project.train_images)
+    panel.start_tagging("hero", folder, "Owner/name", "cpu", 0.35, 0.85, "overwrite", "", "hero")
+    status = finished_status(panel)
+    assert "tagged 3 image(s)" in status, status
+    assert all(read_caption(project.train_images / f"{i:03d}.png")[0] == "hero" for i in range(3))
+
+    empty = tmp_path / "empty-hub"
+    empty.mkdir()
+    with gr.Blocks():
+        panel = cp.CaptionsPanel(_CacheHost(tmp_path, empty)).build()
+    panel.start_tagging("hero", folder, "Owner/name", "cpu", 0.35, 0.85, "overwrite", "", "")
+    status = finished_status(panel)
+    assert "Owner/name" in status and f"Hugging Face cache ({empty})" in status, status
+
+
+def test_without_a_host_cache_the_panel_names_huggingface_hubs_own(tmp_path):
+    from huggingface_hub import constants
+
+    assert str(constants.HF_HUB_CACHE) in panel_for(tmp_path).model.info
 
 
 # --- in the browser ----------------------------------------------------------------------------------

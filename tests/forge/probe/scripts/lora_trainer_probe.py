@@ -1,7 +1,7 @@
 """Test-only Forge extension: tests/forge/test_forge.py links it beside ours for the duration of the
 test. Its routes call the LoRA Trainer's `ForgeHost` inside the running Forge, so the test checks the
-glue with Forge's real modules (workspace, checkpoint list, config folder, trainer command, publish +
-LoRA list refresh, freeing memory under the queue lock)."""
+glue with Forge's real modules (workspace, checkpoint list, config folder, trainer command, the hub cache
+and rembg's models folder, publish + LoRA list refresh, freeing memory under the queue lock)."""
 
 import base64
 import io
@@ -20,11 +20,16 @@ def _host():
 def _routes(_demo, app):
     @app.get("/lora_trainer_probe/host")
     def host_info():
+        from modules.paths_internal import models_path
+        from modules_forge.shared import diffusers_dir
+
         host = _host()
         return {"name": host.name, "workspace": str(host.workspace()),
                 "checkpoints": [str(p) for p in host.checkpoints()],
                 "sdxl_config_dir": str(host.sdxl_config_dir()), "trainer_command": host.trainer_command(),
-                "adetailer_models": host.adetailer_models()}
+                "adetailer_models": host.adetailer_models(),
+                "hub_cache": str(host.hub_cache()), "rembg_models": str(host.rembg_models()),
+                "diffusers_dir": str(diffusers_dir), "models_path": str(models_path)}
 
     @app.post("/lora_trainer_probe/publish")
     def publish(body: dict):
