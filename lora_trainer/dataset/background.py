@@ -191,9 +191,11 @@ def is_mask_name(name: str, siblings) -> bool:
 
 def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net", seed: int = 0,
                        home=None, allow_download: bool = False, post_process: bool = False,
+                       fill: tuple[int, int, int] | None = None,
                        progress: Callable[[int, int, str], None] | None = None,
                        stop: threading.Event | None = None) -> list[dict]:
     """Replace the background of each image; write `<out_dir>/<stem>.png` and `<stem>_mask.png` beside it.
+    The background becomes `fill`, or (None) the guide's random colour, one per image from `seed`.
 
     One session for the whole batch. Returns one record per image: source, output, mask, colour.
     `progress(done, total, path)` after each image; `stop` (set from another thread) ends the batch
@@ -209,7 +211,7 @@ def remove_backgrounds(paths: list[Path], out_dir: Path, *, model: str = "u2net"
             break
         path = Path(path)
         target = png_beside(path, out_dir)
-        color = random_fill_color(rng)
+        color = tuple(fill) if fill is not None else random_fill_color(rng)
         try:
             image = decode(path).image
         except ImageProblem as e:

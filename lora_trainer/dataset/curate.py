@@ -11,6 +11,10 @@
   to start from.
 - `edit_images` runs `edits.edit_files` into a temporary folder and moves each result onto its training
   image (the imported originals stay in `sources/`).
+- `recomposite` makes an image again from the one before its background through its mask corrected by
+  hand (strokes) over a fill colour; a redo with another model or fill is `replace_backgrounds` on it.
+- `make_closeups` cuts face close-ups from the originals of half and full body shots;
+  `closeup_images` lists them with their shots for review.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -28,13 +33,14 @@ from PIL import Image
 
 from ..images import list_images
 from ..project import Project
-from .background import remove_backgrounds
+from .background import remove_backgrounds, save_png
 from .closeups import closeup_box
 from .edits import Edits, edit_files
 from .faces import FaceDetector, HaarFaceDetector
 from .framing import Box, fit_size, subject_box
-from .loading import ImageProblem, decode
-from .prepare import REPORT_NAME, PrepareOptions, prepare
+from .loading import NEUTRAL_GREY, ImageProblem, decode
+from .masks import apply_strokes, composite, fill_colour
+from .prepare import REPORT_NAME, STOPPED_REASON, PrepareOptions, prepare
 
 EXCLUDED = "excluded"
 BEFORE_BACKGROUND = "before-background"
@@ -125,33 +131,40 @@ def _scratch(project: Project, prefix: str) -> Path:
 
 
 def replace_backgrounds(project: Project, names: list[str], *, model: str = "u2net", seed: int = 0,
-                        allow_download: bool = False, progress: Callable[[int, int, str], None] | None = None,
+                        fill: tuple[int, int, int] | None = None, home=None, allow_download: bool = False,
+                        progress: Callable[[int, int, str], None] | None = None,
                         stop: threading.Event | None = None) -> list[dict]:
-    """The guide's random-colour background on the training images `names`, written in place; each
-    image as it was is kept in `<project>/before-background/` (the first time: a second run keeps the
-    earlier original), its mask goes to `<project>/masks/<stem>.png`. A missing model raises
-    ModelMissingError before anything is read. Records as `remove_backgrounds` gives them, with
-    `output` the training image, `mask` the kept mask and `before` the kept original."""
-    paths = [training_image(project, n) for n in dict.fromkeys(names)]
+    """The guide's random-colour background (or `fill`) on the training images `names`, written in
+    place; each image as it was is kept in `<project>/before-background/` (the first time: a second run
+    keeps the earlier original and segments that one, so a redo with another model starts from the
+    photo, not from the last result); its mask goes to `<project>/masks/<stem>.png`. A missing model
+    raises ModelMissingError before anything is read (`home`: rembg's model folder). Records as
+    `remove_backgrounds` gives them, with `output` the training image, `mask` the kept mask and `before`
+    the kept original."""
+    images = [training_image(project, n) for n in dict.fromkeys(names)]
+    inputs = [before_background(project, image.name) or image for image in images]
     scratch = _scratch(project, "background")
     try:
-        records = remove_backgrounds(paths, scratch, model=model, seed=seed, allow_download=allow_download,
-                                     progress=progress, stop=stop)
+        records = remove_backgrounds(inputs, scratch, model=model, seed=seed, fill=fill, home=home,
+                                     allow_download=allow_download, progress=progress, stop=stop)
         before = before_background_folder(project)
         before.mkdir(parents=True, exist_ok=True)
         project.masks.mkdir(parents=True, exist_ok=True)
-        for record in records:
-            image = Path(record["source"])
-            kept = before / image.name
-            if not kept.exists():
+        for image, record in zip(images, records):
+            kept, copied = before_background(project, image.name), False
+            if kept is None:
+                kept, copied = before / image.name, True
                 shutil.copy2(image, kept)
             target = image.with_suffix(".png")
             os.replace(record["output"], target)
-            if target != image:  # a JPEG (or other) training image becomes a PNG: the old file is kept
-                os.replace(image, _unique(before, image.name))
+            if target != image:  # a JPEG (or other) training image became a PNG: its file is kept aside
+                if copied:
+                    image.unlink()  # the copy just made holds its bytes
+                else:
+                    os.replace(image, _unique(before, image.name))
             mask = project.masks / f"{target.stem}.png"
             os.replace(record["mask"], mask)
-            record.update(output=str(target), mask=str(mask), before=str(kept))
+            record.update(source=str(image), output=str(target), mask=str(mask), before=str(kept))
         return records
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -162,9 +175,17 @@ def _unique(folder: Path, name: str) -> Path:
 
 
 def before_background(project: Project, name: str) -> Path | None:
-    """The training image `name` as it was before its background was replaced, if kept."""
-    path = before_background_folder(project) / Path(name).name
-    return path if path.is_file() else None
+    """The training image `name` as it was before its background was replaced, if kept (found by its
+    stem: a JPEG training image is kept as it was while the training image becomes a PNG)."""
+    folder = before_background_folder(project)
+    exact = folder / Path(name).name
+    if exact.is_file():
+        return exact
+    if not folder.is_dir():
+        return None
+    stem = Path(name).stem
+    found = [p for p in list_images(folder) if p.stem == stem]
+    return found[0] if len(found) == 1 else None
 
 
 def background_mask(project: Project, name: str) -> Path | None:
@@ -215,8 +236,11 @@ def keep_original(project: Project, name: str) -> Path:
     mask = background_mask(project, image.name)
     if mask is not None:
         os.replace(mask, _unique(before_background_folder(project), f"{image.stem}_mask.png"))
-    os.replace(kept, image)
-    return image
+    back = image.with_name(kept.name) if kept.suffix.lower() != image.suffix.lower() else image
+    os.replace(kept, back)
+    if back != image:
+        image.unlink()  # the result with the replaced background (made again by Replace backgrounds)
+    return back
 
 
 def _from_source(project: Project, image: Path, box: Box | None = None) -> Path:
@@ -332,3 +356,156 @@ def edit_images(project: Project, names: list[str], edits: Edits) -> list[Path]:
         return out
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- a mask corrected by hand, another fill ------------------------------------------------------------
+
+def recomposite(project: Project, name: str, *, strokes: Image.Image | None = None,
+                colour: tuple[int, int, int] | None = None) -> Path:
+    """The training image `name` made again from the image before its background was replaced, through
+    its mask corrected by `strokes` (see `masks.apply_strokes`), over `colour` (None: the fill it has
+    now). The mask and the image are each written atomically. When no image from before was kept (the
+    background was replaced by `prepare --remove-background`) it is prepared again from the original in
+    sources/ with the last import's framing, and kept in before-background/ from then on. Its path."""
+    image = training_image(project, name)
+    mask_path = background_mask(project, image.name)
+    if mask_path is None:
+        raise ValueError(f"{image.name}: no background mask in {project.masks}: replace its background first")
+    with Image.open(mask_path) as m:
+        mask = m.convert("L")
+    with Image.open(image) as im:
+        now = im.convert("RGB")
+    photo = _photo_before(project, image)
+    corrected = apply_strokes(mask, strokes)
+    colour = tuple(colour) if colour is not None else fill_colour(now, mask) or NEUTRAL_GREY
+    try:
+        out = composite(photo, corrected, colour)
+    except ValueError as e:
+        raise ValueError(f"{image.name}: {e}: replace its background again to make a mask that fits") from None
+    target = image.with_suffix(".png")
+    save_png(corrected, mask_path)
+    save_png(out, target)
+    return target
+
+
+def _photo_before(project: Project, image: Path) -> Image.Image:
+    kept = before_background(project, image.name)
+    if kept is None:
+        kept = _rebuild_before(project, image)
+    try:
+        return decode(kept).image
+    except ImageProblem as e:
+        raise ValueError(f"{image.name}: the image before its background was replaced, {kept}: {e.reason}") from None
+
+
+def _rebuild_before(project: Project, image: Path) -> Path:
+    source = source_of(project, image.name)
+    if source is None:
+        raise ValueError(f"{image.name}: no image from before its background was replaced is kept (in "
+                         f"{before_background_folder(project)}), and no original of it in {project.sources}")
+    scratch = _scratch(project, "before")
+    try:
+        report = prepare([source], Project(scratch, project.name, project.repeats), options_from_report(project),
+                         write_report=False)
+        done = [e for e in report.entries if e.status == "ok"]
+        if not done:
+            why = "; ".join(f"{e.status}: {e.reason}" for e in report.entries) or "nothing prepared"
+            raise ValueError(f"{image.name}: preparing it again from {source.name} failed ({why})")
+        folder = before_background_folder(project)
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / image.with_suffix(".png").name
+        os.replace(done[0].output, kept)
+        return kept
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- face close-ups made from half and full body shots ---------------------------------------------------
+
+CLOSEUP_SUFFIX = "_closeup"
+_CLOSEUP_NAME = re.compile(rf"^(?P<shot>.+){CLOSEUP_SUFFIX}(?:[-.][0-9A-Za-z-]+)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class CloseupResult:
+    shot: str            # the training image it was asked for
+    closeup: str = ""    # the close-up's training image, when made
+    reason: str = ""     # why not, or a note (its shot's background was replaced)
+
+
+def closeup_shot(name: str) -> str | None:
+    """The stem of the shot a close-up named `name` was made from (`<shot>_closeup[...]`), or None."""
+    match = _CLOSEUP_NAME.match(Path(name).stem)
+    return match.group("shot") if match else None
+
+
+def closeup_images(project: Project) -> list[tuple[Path, Path | None]]:
+    """The training images that are close-ups made from a shot, each with that shot's training image
+    (None when the shot is no longer in the training folder)."""
+    folder = project.train_images
+    if not folder.is_dir():
+        return []
+    images = list_images(folder)
+    by_stem = {p.stem: p for p in images}
+    return [(p, by_stem.get(shot)) for p in images for shot in [closeup_shot(p.name)] if shot is not None]
+
+
+def make_closeups(project: Project, names: list[str], *, detector: FaceDetector | None = None,
+                  progress: Callable[[int, int, str], None] | None = None,
+                  stop: threading.Event | None = None) -> list[CloseupResult]:
+    """A face close-up for each of the training images `names` that is a half or full body shot with a
+    face: cut from its original in sources/ (not from the smaller training image), at the training size,
+    framed as the last import did (close-ups too small for it are refused with the reason unless that
+    import enlarged small photos), written as `<shot>_closeup.png` beside it, without a caption (tag it
+    with the others). One result per name."""
+    images = [training_image(project, n) for n in dict.fromkeys(names)]
+    results: dict[str, CloseupResult] = {}
+    sources: dict[str, Path] = {}
+    for image in images:
+        source = source_of(project, image.name)
+        if closeup_shot(image.name) is not None:
+            results[image.name] = CloseupResult(image.name, reason="a close-up already")
+        elif source is None:
+            results[image.name] = CloseupResult(image.name, reason=f"no original of it in {project.sources}")
+        else:
+            sources[source.stem] = source
+    if sources:
+        results.update(_closeups_from(project, images, sources, detector, progress, stop))
+    return [results.get(image.name) or CloseupResult(image.name, reason=STOPPED_REASON) for image in images]
+
+
+def _closeups_from(project: Project, images: list[Path], sources: dict[str, Path], detector, progress,
+                   stop) -> dict[str, CloseupResult]:
+    by_stem = {image.stem: image.name for image in images}
+    options = dataclasses.replace(options_from_report(project), closeups="all")
+    scratch = _scratch(project, "closeups")
+    try:
+        report = prepare(list(sources.values()), Project(scratch, project.name, project.repeats), options,
+                         detector=detector or HaarFaceDetector(), progress=progress, stop=stop,
+                         write_report=False)
+        results = {}
+        for entry in report.entries:
+            shot = by_stem.get(Path(entry.source).stem)
+            if shot is None or entry.reason == STOPPED_REASON:
+                continue
+            if entry.status == "close-up" and entry.output:
+                target = _unique(project.train_images, f"{Path(shot).stem}{CLOSEUP_SUFFIX}.png")
+                os.replace(entry.output, target)
+                note = ("its shot's background was replaced: replace this one's too"
+                        if background_mask(project, shot) is not None else "")
+                results[shot] = CloseupResult(shot, target.name, note)
+            elif entry.status == "close-up skipped":
+                results[shot] = CloseupResult(shot, reason=entry.reason)
+            elif entry.status == "ok" and shot not in results:
+                results[shot] = CloseupResult(shot, reason=_why_no_closeup(entry.shot))
+            elif entry.status == "skipped":
+                results[shot] = CloseupResult(shot, reason=f"its original {Path(entry.source).name}: {entry.reason}")
+        return results
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _why_no_closeup(shot: str) -> str:
+    if shot == "no face":
+        return "no face found in its original"
+    return f"a {shot} shot: close-ups are made from half and full body shots"

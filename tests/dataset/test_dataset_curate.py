@@ -262,3 +262,134 @@ def test_mask_box_maps_the_mask_back_to_the_original(tmp_path):
     mask.save(project.masks / "p.png")
     left, top, right, bottom = curate.mask_box(project, "p.png")
     assert 85 <= left <= 100 and top == 0 and right == 200 and bottom == 100
+
+
+# --- redo a background, correct its mask, another fill ----------------------------------------------------
+
+def test_a_redo_segments_the_kept_original_not_the_last_result_and_takes_a_fill(project):
+    original = (project.train_images / "000.png").read_bytes()
+    curate.replace_backgrounds(project, ["000.png"], model=str(TINY), seed=3)
+    first_mask = (project.masks / "000.png").read_bytes()
+    records = curate.replace_backgrounds(project, ["000.png"], model=str(TINY), fill=(0, 0, 255))
+    assert records[0]["source"] == str(project.train_images / "000.png")
+    out = Image.open(project.train_images / "000.png").convert("RGB")
+    assert out.getpixel((2, 2)) == (0, 0, 255) and out.getpixel((48, 40))[0] > 200
+    # the same photo segmented again: the same mask (segmenting the blue-filled result would differ)
+    assert (project.masks / "000.png").read_bytes() == first_mask
+    assert (project.root / "before-background" / "000.png").read_bytes() == original
+
+
+def test_a_jpeg_training_image_is_kept_as_it_was_and_comes_back(project):
+    Image.new("RGB", (96, 64), (40, 160, 90)).save(project.train_images / "j.jpg", quality=95)
+    jpeg = (project.train_images / "j.jpg").read_bytes()
+    curate.replace_backgrounds(project, ["j.jpg"], model=str(TINY))
+    assert (project.train_images / "j.png").is_file() and not (project.train_images / "j.jpg").exists()
+    assert curate.before_background(project, "j.png").read_bytes() == jpeg
+    assert curate.keep_original(project, "j.png") == project.train_images / "j.jpg"
+    assert (project.train_images / "j.jpg").read_bytes() == jpeg and not (project.train_images / "j.png").exists()
+
+
+def test_strokes_correct_the_mask_and_the_image_is_made_again_over_its_fill(project):
+    from lora_trainer.dataset.masks import apply_strokes, fill_colour
+
+    curate.replace_backgrounds(project, ["000.png"], model=str(TINY), fill=(200, 0, 200))
+    mask = Image.open(project.masks / "000.png").convert("L")
+    assert mask.getpixel((10, 50)) < 30 and mask.getpixel((48, 40)) > 200
+    strokes = Image.new("RGBA", (96, 64), (0, 0, 0, 0))
+    strokes.paste((255, 255, 255, 255), (0, 40, 20, 64))     # white: the green corner is subject now
+    strokes.paste((0, 0, 0, 255), (40, 30, 56, 50))          # black: part of the red block is background
+    written = curate.recomposite(project, "000.png", strokes=strokes)
+    assert written == project.train_images / "000.png"
+    out = Image.open(written).convert("RGB")
+    assert out.getpixel((10, 50)) == (40, 160, 90)       # the photo shows through where white was painted
+    assert out.getpixel((48, 40)) == (200, 0, 200)       # the fill where black was painted
+    assert out.getpixel((60, 20))[0] > 200               # the red block elsewhere untouched
+    corrected = Image.open(project.masks / "000.png")
+    assert corrected.getpixel((10, 50)) == 255 and corrected.getpixel((48, 40)) == 0
+    assert fill_colour(out, corrected) == (200, 0, 200)
+    # another fill only: the same mask, a new colour
+    curate.recomposite(project, "000.png", colour=(0, 90, 0))
+    assert Image.open(written).convert("RGB").getpixel((48, 40)) == (0, 90, 0)
+    assert (project.masks / "000.png").read_bytes() == corrected.tobytes() or \
+        Image.open(project.masks / "000.png").tobytes() == corrected.tobytes()
+    # a soft stroke blends: alpha 128 of white over a 0 mask gives 128
+    half = apply_strokes(Image.new("L", (4, 4), 0), Image.new("RGBA", (4, 4), (255, 255, 255, 128)))
+    assert half.getpixel((1, 1)) == 128
+
+
+def test_recomposite_needs_a_mask_and_rebuilds_the_photo_from_sources(project, tmp_path):
+    with pytest.raises(ValueError, match="000.png: no background mask"):
+        curate.recomposite(project, "000.png")
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = Image.new("RGB", (160, 120), (40, 160, 90))
+    photo.paste((230, 30, 30), (60, 20, 100, 110))
+    photo.save(src / "a.png")
+    imported = Project(tmp_path / "p", "x")
+    prepare([src], imported, PrepareOptions(size=128, fill=(10, 20, 30), workers=1, background=True,
+                                           background_model=str(TINY)))
+    assert curate.before_background(imported, "a.png") is None
+    strokes = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    strokes.paste((255, 255, 255, 255), (0, 60, 30, 80))
+    curate.recomposite(imported, "a.png", strokes=strokes)
+    assert Image.open(imported.train_images / "a.png").convert("RGB").getpixel((10, 70)) == (40, 160, 90)
+    assert curate.before_background(imported, "a.png") is not None  # kept from now on
+    assert not [p for p in imported.root.iterdir() if p.name.startswith(".")]
+
+
+# --- face close-ups from half / full body shots -------------------------------------------------------------
+
+def _shots_project(tmp_path: Path) -> Project:
+    """Three 1600x1600 originals imported at 256 px: a full body shot, one with no face, a close-up."""
+    src = tmp_path / "shots"
+    src.mkdir()
+    for name, colour in (("full", (200, 40, 40)), ("noface", (40, 200, 40)), ("close", (40, 40, 200))):
+        Image.new("RGB", (1600, 1600), colour).save(src / f"{name}.png")
+    (src / "full.txt").write_text("hero, standing", encoding="utf-8")
+    project = Project(tmp_path / "shots-project", "hero")
+    prepare([src], project, PrepareOptions(size=256, workers=1), detector=lambda im: [])
+    return project
+
+
+FACES = {(200, 40, 40): [(700, 200, 900, 400)], (40, 40, 200): [(300, 200, 1300, 1200)]}
+
+
+def _detector(im):
+    return FACES.get(im.convert("RGB").getpixel((5, 5)), [])
+
+
+def test_close_ups_are_cut_from_the_originals_of_half_and_full_shots(tmp_path):
+    project = _shots_project(tmp_path)
+    results = curate.make_closeups(project, ["full.png", "noface.png", "close.png"], detector=_detector)
+    by_shot = {r.shot: r for r in results}
+    assert by_shot["full.png"].closeup == "full_closeup.png"
+    closeup = Image.open(project.train_images / "full_closeup.png")
+    assert closeup.size == (256, 256) and closeup.convert("RGB").getpixel((128, 128)) == (200, 40, 40)
+    assert not (project.train_images / "full_closeup.txt").exists()  # tagged with the others
+    assert by_shot["noface.png"].reason == "no face found in its original"
+    assert "close-up shot" in by_shot["close.png"].reason
+    assert curate.closeup_images(project) == [(project.train_images / "full_closeup.png",
+                                               project.train_images / "full.png")]
+    again = curate.make_closeups(project, ["full.png", "full_closeup.png"], detector=_detector)
+    assert [r.closeup for r in again] == ["full_closeup.2.png", ""] and again[1].reason == "a close-up already"
+    assert [p.name for p, _ in curate.closeup_images(project)] == ["full_closeup.2.png", "full_closeup.png"]
+    assert not [p for p in project.root.iterdir() if p.name.startswith(".")]
+
+
+def test_a_close_up_too_small_for_the_training_size_is_refused_with_the_reason(tmp_path):
+    project = _shots_project(tmp_path)
+    FACES[(200, 40, 40)] = [(780, 280, 820, 320)]  # a 40 px face: an 88 px crop
+    try:
+        results = curate.make_closeups(project, ["full.png"], detector=_detector)
+    finally:
+        FACES[(200, 40, 40)] = [(700, 200, 900, 400)]
+    assert results[0].closeup == "" and "too small" in results[0].reason
+    assert curate.closeup_images(project) == []
+
+
+def test_close_ups_stop_between_files(tmp_path):
+    project = _shots_project(tmp_path)
+    stop = threading.Event()
+    stop.set()
+    results = curate.make_closeups(project, ["full.png"], detector=_detector, stop=stop)
+    assert results[0].closeup == "" and results[0].reason == STOPPED_REASON
