@@ -154,7 +154,7 @@ def test_typed_paths_stay_inside_the_allowed_folders_on_a_server_others_reach(tm
     assert not looks_like_path("SmilingWolf/wd-vit-tagger-v3") and not looks_like_path("sdxl.safetensors [a1b2]")
 
 
-def test_the_panels_refuse_typed_paths_outside_on_a_server_others_reach(tmp_path):
+def test_the_panels_refuse_typed_paths_outside_on_a_server_others_reach(tmp_path, monkeypatch):
     import gradio as gr
 
     from lora_trainer.runs.runner import TrainRunner
@@ -180,3 +180,12 @@ def test_the_panels_refuse_typed_paths_outside_on_a_server_others_reach(tmp_path
     while not captions._job.finished:
         time.sleep(0.02)
     assert "/etc: outside the folders" in captions._job.error
+    # a hub id is not a path: it is looked up in the hub cache (offline here), not refused as outside
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "near" / "by").mkdir(parents=True)
+    for model, words in (("Owner/name", "not in the Hugging Face cache"), ("near/by", "near/by: outside the folders")):
+        captions.start_tagging("hero", str(project.train_images), model, "cpu", 0.35, 0.85, "skip", "", "")
+        while not captions._job.finished:
+            time.sleep(0.02)
+        assert words in captions._job.error

@@ -29,7 +29,7 @@ from lora_trainer.captions.models import DEFAULT_MODEL, DEMO_MODEL, KNOWN_MODELS
 from lora_trainer.captions.order import TagGroups, order_tags
 from lora_trainer.captions.tagtext import join_caption, split_caption, tag_key
 from lora_trainer.captions.tokens import TokenizerMissing, caption_tokens
-from lora_trainer.host import Host, confine_path
+from lora_trainer.host import Host, confine_path, looks_like_path
 from lora_trainer.images import list_images
 from lora_trainer.project import Project, list_projects
 from lora_trainer.runs.runner import load_project_settings
@@ -374,7 +374,9 @@ class CaptionsPanel:
 
         try:
             model = (model or DEFAULT_MODEL).strip()
-            if model not in MODEL_CHOICES and model not in KNOWN_MODELS:  # a folder or a file: confined
+            # a folder or a file (confined); a hub id ("Owner/name") that is not on disk is not a path
+            if model not in MODEL_CHOICES and model not in KNOWN_MODELS and (
+                    looks_like_path(model) or Path(model).expanduser().exists()):
                 confine_path(model, self.host.path_roots())
             tagger = Tagger(resolve_model(model, cache_dir=self.host.hub_cache()), device=device or "auto")
             job.provider = tagger.provider
