@@ -375,7 +375,7 @@ def recomposite(project: Project, name: str, *, strokes: Image.Image | None = No
         mask = m.convert("L")
     with Image.open(image) as im:
         now = im.convert("RGB")
-    photo = _photo_before(project, image)
+    photo = photo_before(project, image)
     corrected = apply_strokes(mask, strokes)
     colour = tuple(colour) if colour is not None else fill_colour(now, mask) or NEUTRAL_GREY
     try:
@@ -388,7 +388,7 @@ def recomposite(project: Project, name: str, *, strokes: Image.Image | None = No
     return target
 
 
-def _photo_before(project: Project, image: Path) -> Image.Image:
+def photo_before(project: Project, image: Path) -> Image.Image:
     kept = before_background(project, image.name)
     if kept is None:
         kept = _rebuild_before(project, image)

@@ -5,8 +5,11 @@ background (originals copied to sources/ untouched; PNG, RGB, duplicates, framin
 close-ups), with progress and Stop, and its per-file report as a table. The training images as a gallery,
 each captioned with its audit badges (`dataset.audit`), and the audit's findings about the set against
 the guide; selected images can be excluded (moved to <project>/excluded/, never deleted) and restored.
-Backgrounds (rembg, the guide's random colour) on all images or the selection, in the background, each
-result beside the image before it and its mask, with "Keep the original". A crop editor: one image's
+Backgrounds (rembg, the guide's random colour or one colour) on all images or the selection, in the
+background, each result beside the image before it and its mask, with "Redo this one" (another model or
+fill, from the photo before), "Keep the original", and a mask editor (paint white / black on the photo,
+its background tinted) that makes the image again through the corrected mask. Face close-ups cut from
+the originals of half and full body shots, shown with their shots for review. A crop editor: one image's
 original with its box, set by two clicks, typed, or started from the face or the subject, and "Apply the
 crop" preparing it again from the original with that box. Batch edits with a preview of
 one image (nothing written) and Apply. Every change goes through the dataset library (prepare, audit,
@@ -34,6 +37,7 @@ from lora_trainer.dataset.background import ModelMissingError, check_model
 from lora_trainer.dataset.edits import Edits, apply_edits
 from lora_trainer.dataset.faces import HaarFaceDetector
 from lora_trainer.dataset.loading import ImageProblem, decode
+from lora_trainer.dataset.masks import has_strokes, overlay
 from lora_trainer.dataset.prepare import PrepareOptions, PrepareReport, prepare
 from lora_trainer.host import Host, confine_path
 from lora_trainer.project import Project, list_projects
@@ -191,6 +195,24 @@ def box_of(left, top, right, bottom) -> tuple[int, int, int, int] | None:
     return None if any(v is None or v == "" for v in values) else tuple(int(round(float(v))) for v in values)
 
 
+def closeup_items(project: Project) -> list[tuple[str, str]]:
+    """(close-up, "its name <- its shot") for each close-up made from a shot in the training folder."""
+    return [(str(path), f"{path.name} <- {shot.name if shot else 'its shot is gone'}")
+            for path, shot in curate.closeup_images(project)]
+
+
+def editor_strokes(value) -> Image.Image | None:
+    """The strokes painted in an ImageEditor (its layers, merged), or None."""
+    layers = [layer for layer in (value or {}).get("layers") or [] if layer is not None] if isinstance(value, dict) else []
+    if not layers:
+        return None
+    merged = Image.new("RGBA", layers[0].size, (0, 0, 0, 0))
+    for layer in layers:
+        layer = layer.convert("RGBA")
+        merged.alpha_composite(layer if layer.size == merged.size else layer.resize(merged.size))
+    return merged
+
+
 def toggle(selection: list[str] | None, name: str) -> list[str]:
     selection = list(selection or [])
     return [n for n in selection if n != name] if name in selection else [*selection, name]
@@ -200,7 +222,7 @@ def toggle(selection: list[str] | None, name: str) -> list[str]:
 
 @dataclass
 class _Job:
-    kind: str          # "import" or "background"
+    kind: str          # "import", "background" or "closeups"
     project: str
     done: int = 0
     total: int = 0
@@ -211,10 +233,11 @@ class _Job:
     summary: str = ""
     error: str = ""
     rows: list[list[str]] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)  # the images the job changed (backgrounds)
+    names: list[str] = field(default_factory=list)  # the images the job changed or made
 
     def status(self) -> str:
-        what = "importing into" if self.kind == "import" else "replacing backgrounds in"
+        what = {"import": "importing into", "background": "replacing backgrounds in",
+                "closeups": "making close-ups in"}[self.kind]
         if self.error:
             return f"{what} {self.project} ended: {self.error}"
         if self.finished:
@@ -258,9 +281,10 @@ class DatasetPanel:
         self._images_box()
         self._background_box()
         self._crop_box()
+        self._closeups_box()
         self._edits_box()
         keep_out_of_forge_ui_config(self.project, self.paths, self.selection, self.excluded, self.compare_name,
-                                    self.edit_name, self.crop_name)
+                                    self.edit_name, self.crop_name, self.mask_editor)
         self.timer = gr.Timer(POLL_INTERVAL_S)
         self._wire()
         return self
@@ -310,14 +334,19 @@ class DatasetPanel:
                           elem_id="lora_trainer_dataset_background_box"):
             with gr.Row():
                 self.bg_model = gr.Dropdown(BACKGROUND_MODELS, value="u2net", allow_custom_value=True, scale=3,
-                                            label="Model", info="a rembg name (its file in U2NET_HOME) or a .onnx path",
+                                            label="Model", info=self._rembg_info(),
                                             elem_id="lora_trainer_dataset_bg_model")
                 self.bg_seed = gr.Number(0, label="Seed (colours)", precision=0, elem_id="lora_trainer_dataset_bg_seed")
+                self.bg_fill_mode = gr.Radio([("a random colour each (the guide)", "random"), ("this colour", "fixed")],
+                                             value="random", label="Fill", elem_id="lora_trainer_dataset_bg_fill_mode")
+                self.bg_fill = gr.ColorPicker("#7f4040", label="Fill colour", elem_id="lora_trainer_dataset_bg_fill")
                 self.bg_button = gr.Button("Replace backgrounds (selection; none: all)",
                                            elem_id="lora_trainer_dataset_bg_start")
             with gr.Row():
                 self.compare_name = gr.Dropdown([], label="Compare", scale=3,
                                                 elem_id="lora_trainer_dataset_compare_name")
+                self.redo_button = gr.Button("Redo this one (model and fill above)", scale=1,
+                                             elem_id="lora_trainer_dataset_bg_redo")
                 self.keep_button = gr.Button("Keep the original", elem_id="lora_trainer_dataset_keep_original", scale=1)
             with gr.Row():
                 self.compare_before = gr.Image(type="filepath", interactive=False, label="Before", height=320,
@@ -326,6 +355,23 @@ class DatasetPanel:
                                               elem_id="lora_trainer_dataset_compare_after")
                 self.compare_mask = gr.Image(type="filepath", interactive=False, label="Mask", height=320,
                                              elem_id="lora_trainer_dataset_compare_mask")
+            with gr.Row():
+                self.mask_button = gr.Button("Correct the mask", elem_id="lora_trainer_dataset_mask_edit")
+                self.mask_apply = gr.Button("Apply the painted mask", variant="primary",
+                                            elem_id="lora_trainer_dataset_mask_apply")
+                self.refill_button = gr.Button("Fill with the colour above (same mask)",
+                                               elem_id="lora_trainer_dataset_refill")
+            self.mask_editor = gr.ImageEditor(
+                type="pil", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png", height=560,
+                brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff", color_mode="fixed"),
+                eraser=gr.Eraser(), interactive=True, elem_id="lora_trainer_dataset_mask_editor",
+                label="The photo, its background tinted: paint white where the subject is, black where the "
+                      "background is (the eraser takes a stroke back)")
+
+    def _rembg_info(self) -> str:
+        folder = self.host.rembg_models()
+        where = folder if folder is not None else "U2NET_HOME, else ~/.u2net"
+        return f"a rembg name (its file in {where}) or a .onnx path"
 
     def _crop_box(self) -> None:
         with gr.Accordion("Crop", open=False, elem_id="lora_trainer_dataset_crop_box"):
@@ -342,6 +388,15 @@ class DatasetPanel:
                                     for side in ("left", "top", "right", "bottom")]
             self.crop_image = gr.Image(type="pil", interactive=False, label="Original (the box in red)", height=480,
                                        elem_id="lora_trainer_dataset_crop_image")
+
+    def _closeups_box(self) -> None:
+        with gr.Accordion("Face close-ups", open=False, elem_id="lora_trainer_dataset_closeups_box"):
+            with gr.Row():
+                self.closeups_button = gr.Button("Make close-ups (selection; none: every half and full body shot)",
+                                                 elem_id="lora_trainer_dataset_closeups_make")
+            self.closeups_gallery = gr.Gallery(
+                label="Close-ups made from shots, for review (click to select; Exclude selected above drops them)",
+                columns=6, height=300, allow_preview=False, elem_id="lora_trainer_dataset_closeups_gallery")
 
     def _edits_box(self) -> None:
         with gr.Accordion("Batch edits", open=False, elem_id="lora_trainer_dataset_edits_box"):
@@ -367,7 +422,8 @@ class DatasetPanel:
 
     def view_outputs(self) -> list:
         return [self.project, self.summary, self.gallery, self.selection, self.excluded, self.compare_name,
-                self.compare_before, self.compare_after, self.compare_mask, self.edit_name, self.crop_name]
+                self.compare_before, self.compare_after, self.compare_mask, self.edit_name, self.crop_name,
+                self.closeups_gallery]
 
     def _wire(self) -> None:
         views = self.view_outputs()
@@ -384,8 +440,16 @@ class DatasetPanel:
         self.clear_button.click(lambda: gr.update(value=[]), None, [self.selection])
         self.exclude_button.click(self.exclude, [self.project, self.selection], [self.message, *views])
         self.restore_button.click(self.restore, [self.project, self.excluded], [self.message, *views])
-        self.bg_button.click(self.start_background, [self.project, self.selection, self.bg_model, self.bg_seed],
-                             [self.message])
+        background = [self.bg_model, self.bg_seed, self.bg_fill_mode, self.bg_fill]
+        self.bg_button.click(self.start_background, [self.project, self.selection, *background], [self.message])
+        self.redo_button.click(self.redo_background, [self.project, self.compare_name, *background], [self.message])
+        self.mask_button.click(self.edit_mask, [self.project, self.compare_name], [self.mask_editor, self.message])
+        self.mask_apply.click(self.apply_mask, [self.project, self.compare_name, self.mask_editor],
+                              [self.message, *views, self.mask_editor])
+        self.refill_button.click(self.refill, [self.project, self.compare_name, self.bg_fill],
+                                 [self.message, *views, self.mask_editor])
+        self.closeups_button.click(self.start_closeups, [self.project, self.selection], [self.message])
+        self.closeups_gallery.select(self.select_closeup, [self.project, self.selection], [self.selection])
         self.compare_name.input(self.show_compare, [self.project, self.compare_name],
                                 [self.compare_before, self.compare_after, self.compare_mask])
         self.keep_button.click(self.keep_original, [self.project, self.compare_name], [self.message, *views])
@@ -430,7 +494,7 @@ class DatasetPanel:
         page = self._page(request)
         page.project = name or ""
         empty = (gr.update(choices=[], value=[]), gr.update(choices=[], value=[]), gr.update(choices=[], value=None),
-                 None, None, None, gr.update(choices=[], value=None), gr.update(choices=[], value=None))
+                 None, None, None, gr.update(choices=[], value=None), gr.update(choices=[], value=None), [])
         try:
             project = self._open(name)
         except ValueError as e:
@@ -452,7 +516,8 @@ class DatasetPanel:
                 gr.update(choices=names, value=kept), gr.update(choices=excluded, value=[]),
                 gr.update(choices=compared, value=compare), *self._compare_values(project, compare),
                 gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=names, value=page.crop_name if page.crop_name in names else None))
+                gr.update(choices=names, value=page.crop_name if page.crop_name in names else None),
+                closeup_items(project))
 
     def _audit(self, folder: Path) -> AuditReport:
         """The folder's audit, again only when its images changed (names, sizes, times), measuring only
@@ -504,33 +569,41 @@ class DatasetPanel:
             job.error = str(e) or type(e).__name__
         job.finished = True
 
-    def start_background(self, project_name, selection, model, seed):
+    def start_background(self, project_name, selection, model, seed, fill_mode="random", fill=None):
         try:
             project = self._open(project_name)
-            names = list(selection or []) or [p.name for p in audit_list_images(project.train_images)] \
-                if project.train_images.is_dir() else []
+            names = list(selection or []) or self._names(project)
             if not names:
                 raise ValueError(f"no training images in {project.train_images}")
             for name in names:
                 curate.training_image(project, name)
             model = (model or "u2net").strip()
-            check_model(model)  # a missing model is said now, naming its file
+            check_model(model, home=self.host.rembg_models())  # a missing model is said now, naming its file
+            colour = hex_colour(fill) if fill_mode == "fixed" else None
             seed = int(seed or 0)
             job = self._new_job("background", project.name)
         except (ValueError, ModelMissingError) as e:
             return render.message(str(e), error=True)
-        threading.Thread(target=self._background, args=(job, project, names, model, seed), daemon=True,
+        threading.Thread(target=self._background, args=(job, project, names, model, seed, colour), daemon=True,
                          name="lora-trainer-background").start()
-        return render.message(f"replacing the background of {len(names)} image(s) with {model}")
+        fill_text = f"the colour {colour}" if colour else "a random colour each"
+        return render.message(f"replacing the background of {len(names)} image(s) with {model}, {fill_text}")
 
-    def _background(self, job: _Job, project: Project, names: list[str], model: str, seed: int) -> None:
+    def redo_background(self, project_name, name, model, seed, fill_mode="random", fill=None):
+        """The compared image again from the photo before its background, with the model and fill chosen."""
+        if not name:
+            return render.message("choose the image to redo (Compare)", error=True)
+        return self.start_background(project_name, [name], model, seed, fill_mode, fill)
+
+    def _background(self, job: _Job, project: Project, names: list[str], model: str, seed: int,
+                    colour: tuple[int, int, int] | None = None) -> None:
         def progress(done: int, total: int, path: str) -> None:
             job.done, job.total, job.current = done, total, path
 
         job.total = len(names)
         try:
-            records = curate.replace_backgrounds(project, names, model=model, seed=seed, progress=progress,
-                                                 stop=job.stop)
+            records = curate.replace_backgrounds(project, names, model=model, seed=seed, fill=colour,
+                                                 home=self.host.rembg_models(), progress=progress, stop=job.stop)
             job.names = [Path(r["output"]).name for r in records]
             job.rows = [[Path(r["output"]).name, "background", f"colour {tuple(r['color'])}; mask {Path(r['mask']).name}"]
                         for r in records]
@@ -540,6 +613,114 @@ class DatasetPanel:
         except Exception as e:  # the segmenter failing names the image; nothing of the batch is written
             job.error = str(e) or type(e).__name__
         job.finished = True
+
+    # --- callbacks: the mask editor -----------------------------------------------------------------
+    def edit_mask(self, project_name, name):
+        """The photo from before the background, its background tinted by the mask, to paint on."""
+        try:
+            project = self._open(project_name)
+            if not name:
+                raise ValueError("choose the image whose mask to correct (Compare)")
+            image = curate.training_image(project, name)
+            mask_path = curate.background_mask(project, image.name)
+            if mask_path is None:
+                raise ValueError(f"{image.name}: no background mask in {project.masks}: replace its background first")
+            with Image.open(mask_path) as m:
+                mask = m.convert("L")
+            photo = curate.photo_before(project, image)
+        except ImageProblem as e:
+            return gr.update(), render.message(f"{name}: {e.reason}", error=True)
+        except (ValueError, OSError) as e:
+            return gr.update(), render.message(str(e), error=True)
+        shown = overlay(photo, mask) if photo.size == mask.size else photo
+        return ({"background": shown, "layers": [], "composite": None},
+                render.message(f"{image.name}: paint white on what belongs to the subject, black on the background; "
+                               "then Apply the painted mask"))
+
+    def apply_mask(self, project_name, name, editor, request: gr.Request = None):
+        """The image made again through its mask corrected by the painted strokes."""
+        strokes = editor_strokes(editor)
+        if not has_strokes(strokes):
+            return (render.message("nothing painted: click Correct the mask, then paint on the image", error=True),
+                    *[gr.update()] * len(self.view_outputs()), gr.update())
+        return self._recomposite(project_name, name, request, strokes=strokes)
+
+    def refill(self, project_name, name, fill, request: gr.Request = None):
+        try:
+            colour = hex_colour(fill)
+        except ValueError as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs()), gr.update()
+        return self._recomposite(project_name, name, request, colour=colour)
+
+    def _recomposite(self, project_name, name, request, **change):
+        try:
+            project = self._open(project_name)
+            if not name:
+                raise ValueError("choose the image (Compare)")
+            written = curate.recomposite(project, name, **change)
+        except (ValueError, OSError) as e:
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs()), gr.update()
+        what = "its corrected mask" if change.get("strokes") is not None else f"the colour {change.get('colour')}"
+        return (render.message(f"{written.name} made again from the photo before its background, with {what}"),
+                *self._view(list_projects(self.host.workspace()), project.name, compare=written.name, request=request),
+                None)
+
+    # --- callbacks: face close-ups ------------------------------------------------------------------
+    def start_closeups(self, project_name, selection):
+        try:
+            project = self._open(project_name)
+            names = list(selection or []) or self._shots(project)
+            if not names:
+                raise ValueError(f"no half or full body shot with a face in {project.train_images}: select the "
+                                 "images to make close-ups from")
+            for name in names:
+                curate.training_image(project, name)
+            job = self._new_job("closeups", project.name)
+        except ValueError as e:
+            return render.message(str(e), error=True)
+        threading.Thread(target=self._closeups, args=(job, project, names), daemon=True,
+                         name="lora-trainer-closeups").start()
+        return render.message(f"making face close-ups from {len(names)} image(s)")
+
+    def _shots(self, project: Project) -> list[str]:
+        """The training images the audit calls half or full body shots."""
+        if not project.train_images.is_dir():
+            return []
+        report = self._audit(project.train_images)
+        return [i.name for i in report.images if i.shot in ("half body", "full body")
+                and curate.closeup_shot(i.name) is None]
+
+    def _closeups(self, job: _Job, project: Project, names: list[str]) -> None:
+        def progress(done: int, total: int, source: str) -> None:
+            job.done, job.total, job.current = done, total, source
+
+        job.total = len(names)
+        try:
+            if self.face_detector is None:
+                self.face_detector = HaarFaceDetector()
+            results = curate.make_closeups(project, names, detector=self.face_detector, progress=progress,
+                                           stop=job.stop)
+            made = [r for r in results if r.closeup]
+            job.names = [r.closeup for r in made]
+            job.rows = [[r.shot, "close-up" if r.closeup else "not made",
+                         f"-> {r.closeup}" + (f" ({r.reason})" if r.reason else "") if r.closeup else r.reason]
+                        for r in results]
+            job.summary = (f"{'stopped: ' if job.stop.is_set() else ''}{len(made)} close-up(s) made from "
+                           f"{len(names)} image(s), shown under Face close-ups and selected: review them "
+                           "(Exclude selected drops one), then tag them with the others")
+        except Exception as e:  # an unreadable original names itself; what is done stays
+            job.error = str(e) or type(e).__name__
+        job.finished = True
+
+    def select_closeup(self, project_name, selection, event: gr.SelectData):
+        try:
+            items = curate.closeup_images(self._open(project_name))
+        except (ValueError, OSError):
+            return gr.update()
+        index = event.index if isinstance(event.index, int) else None
+        if index is None or not 0 <= index < len(items):
+            return gr.update()
+        return gr.update(value=toggle(selection, items[index][0].name))
 
     def _new_job(self, kind: str, project: str) -> _Job:
         with self._lock:
@@ -567,10 +748,11 @@ class DatasetPanel:
         if not job.finished or page.shown_job == self._jobs:
             return status, gr.update(), *keep
         page.shown_job = self._jobs
-        compare = job.names[0] if job.names else None
+        compare = job.names[0] if job.names and job.kind == "background" else None
+        selection = job.names if job.kind == "closeups" else None
         name = page.project or job.project
-        return (status, job.rows,
-                *self._view(list_projects(self.host.workspace()), name, compare=compare, request=request))
+        return (status, job.rows, *self._view(list_projects(self.host.workspace()), name, selection=selection,
+                                              compare=compare, request=request))
 
     # --- callbacks: selection, exclude, restore ------------------------------------------------------
     def select_image(self, project_name, selection, event: gr.SelectData):

@@ -275,3 +275,86 @@ def test_apply_the_crop_replaces_the_image_and_refuses_a_bad_box(imported, tmp_p
     assert (imported.train_images / "p.txt").read_bytes() == caption
     assert shown.size == (768, 384)
     assert "fill the four box fields" in panel.apply_crop("crop", "p.png", None, 0, 1, 1)[0]
+
+
+# --- redo, the mask editor, another fill, the host's rembg folder ------------------------------------------
+
+def test_redo_with_a_fixed_fill_then_paint_the_mask_then_refill(tmp_path, project):
+    panel = panel_for(tmp_path)
+    panel.start_background("hero", ["001.png"], str(TINY), 4)
+    wait(panel)
+    mask_before = (project.masks / "001.png").read_bytes()
+    assert "the colour (0, 0, 255)" in panel.redo_background("hero", "001.png", str(TINY), 4, "fixed", "#0000ff")
+    status, rows, *view = wait(panel)
+    assert rows[0][2].startswith("colour (0, 0, 255)") and values(panel, view)["compare_name"]["value"] == "001.png"
+    assert (project.masks / "001.png").read_bytes() == mask_before  # the photo segmented again, not the result
+    assert "choose the image" in panel.redo_background("hero", None, str(TINY), 4)
+
+    editor, message = panel.edit_mask("hero", "001.png")
+    shown = editor["background"]
+    assert shown.size == Image.open(project.train_images / "001.png").size and "paint white" in message
+    mask = Image.open(project.masks / "001.png").convert("L")
+    background_px = next((x, y) for y in range(0, 64, 4) for x in range(0, 64, 4) if mask.getpixel((x, y)) == 0)
+    photo = Image.open(project.root / "before-background" / "001.png").convert("RGB")
+    assert shown.convert("RGB").getpixel(background_px) != photo.getpixel(background_px)  # tinted
+
+    message, *_ = panel.apply_mask("hero", "001.png", {"background": shown, "layers": [], "composite": shown})
+    assert "nothing painted" in message
+    strokes = Image.new("RGBA", shown.size, (0, 0, 0, 0))
+    strokes.paste((255, 255, 255, 255), (background_px[0], background_px[1], background_px[0] + 1, background_px[1] + 1))
+    message, *view, cleared = panel.apply_mask("hero", "001.png", {"background": shown, "layers": [strokes]})
+    assert "with its corrected mask" in message and cleared is None
+    assert Image.open(project.masks / "001.png").getpixel(background_px) == 255
+    out = Image.open(project.train_images / "001.png").convert("RGB")
+    assert out.getpixel(background_px) == photo.getpixel(background_px)
+
+    message, *view, _ = panel.refill("hero", "001.png", "#00ff00")
+    assert "the colour (0, 255, 0)" in message
+    corrected = Image.open(project.masks / "001.png").convert("L")
+    gone = next((x, y) for y in range(64) for x in range(64) if corrected.getpixel((x, y)) == 0)
+    assert Image.open(project.train_images / "001.png").convert("RGB").getpixel(gone) == (0, 255, 0)
+    assert "no background mask" in panel.edit_mask("hero", "002.png")[1]
+    assert "#zz" in panel.refill("hero", "001.png", "#zz")[0]
+
+
+def test_the_hosts_rembg_folder_is_where_the_model_is_looked_for(tmp_path, project, monkeypatch):
+    monkeypatch.delenv("U2NET_HOME", raising=False)
+
+    class ForgeLike(StandaloneHost):
+        def rembg_models(self):
+            return tmp_path / "forge" / "models" / "u2net"
+
+    with gr.Blocks():
+        panel = dp.DatasetPanel(ForgeLike(tmp_path)).build()
+    assert str(tmp_path / "forge" / "models" / "u2net") in panel.bg_model.info
+    message = panel.start_background("hero", [], "u2net", 0)
+    assert f"u2net.onnx not found in {tmp_path / 'forge' / 'models' / 'u2net'}" in message
+
+
+# --- face close-ups ----------------------------------------------------------------------------------------
+
+def test_close_ups_are_made_shown_with_their_shots_and_selected_for_review(tmp_path):
+    from lora_trainer.dataset.prepare import PrepareOptions, prepare
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (1600, 1600), (200, 40, 40)).save(src / "full.png")
+    Image.new("RGB", (1600, 1600), (40, 200, 40)).save(src / "other.png")
+    project = Project(tmp_path / "ws" / "hero", "hero")
+    prepare([src], project, PrepareOptions(size=256, workers=1), detector=lambda im: [])
+    panel = panel_for(tmp_path / "ws")
+    panel.face_detector = lambda im: [(700, 200, 900, 400)] if im.convert("RGB").getpixel((5, 5))[0] == 200 else []
+    assert "select the images" in panel.start_closeups("hero", [])  # the audit (Haar) finds no face here
+    assert "from 2 image(s)" in panel.start_closeups("hero", ["full.png", "other.png"])
+    status, rows, *view = wait(panel)
+    assert "1 close-up(s) made from 2 image(s)" in status
+    assert rows == [["full.png", "close-up", "-> full_closeup.png"],
+                    ["other.png", "not made", "no face found in its original"]]
+    view = values(panel, view)
+    assert view["selection"]["value"] == ["full_closeup.png"]
+    assert [(Path(p).name, label) for p, label in view["closeups_gallery"]] == \
+        [("full_closeup.png", "full_closeup.png <- full.png")]
+    assert panel.select_closeup("hero", [], SimpleNamespace(index=0))["value"] == ["full_closeup.png"]
+    assert panel.select_closeup("hero", ["full_closeup.png"], SimpleNamespace(index=0))["value"] == []
+    message, *view = panel.exclude("hero", ["full_closeup.png"])
+    assert values(panel, view)["closeups_gallery"] == []
