@@ -56,6 +56,9 @@ FINDING_BADGES = (("low resolution", "low res"), ("motion blur", "blurry"), ("bl
                   ("desaturated", "grey"), ("oversaturated", "oversaturated"))
 _DUPLICATE = re.compile(r"near-duplicate of (.+?) \(hash distance")
 CROP_PREVIEW_SIDE = 768  # the crop editor shows the original downscaled to this (clicks are scaled back)
+# A gallery's highlighted item after a click: none. gradio 4.40's page keeps its own index when the server
+# sends None, so an index no item has (-1; the select it fires is ignored) clears the highlight.
+NO_HIGHLIGHT = -1
 _ZIP_LABEL = re.compile(r"([^/\\]+\.zip:.+)$", re.IGNORECASE)
 
 
@@ -211,6 +214,14 @@ def editor_strokes(value) -> Image.Image | None:
         layer = layer.convert("RGBA")
         merged.alpha_composite(layer if layer.size == merged.size else layer.resize(merged.size))
     return merged
+
+
+def _toggled(selection, names: list[str], event):
+    """The selection with the clicked gallery item's name added or removed."""
+    index = event.index if isinstance(event.index, int) else None
+    if index is None or not 0 <= index < len(names):
+        return gr.update()
+    return gr.update(value=toggle(selection, names[index]))
 
 
 def toggle(selection: list[str] | None, name: str) -> list[str]:
@@ -435,7 +446,9 @@ class DatasetPanel:
         self.stop_button.click(self.stop, None, [self.message])
         # No inputs: gradio 4.40's page warns for every timer call that sends some (see TrainPanel).
         self.timer.tick(self.poll, None, [self.job_status, self.report, *views], show_progress="hidden")
-        self.gallery.select(self.select_image, [self.project, self.selection], [self.selection])
+        # The gallery's highlight is dropped after each click (NO_HIGHLIGHT): the selection is the
+        # checkboxes, and a second click on the same image then fires again and unselects it.
+        self.gallery.select(self.select_image, [self.project, self.selection], [self.selection, self.gallery])
         self.select_all_button.click(self.select_all, [self.project], [self.selection])
         self.clear_button.click(lambda: gr.update(value=[]), None, [self.selection])
         self.exclude_button.click(self.exclude, [self.project, self.selection], [self.message, *views])
@@ -449,7 +462,8 @@ class DatasetPanel:
         self.refill_button.click(self.refill, [self.project, self.compare_name, self.bg_fill],
                                  [self.message, *views, self.mask_editor])
         self.closeups_button.click(self.start_closeups, [self.project, self.selection], [self.message])
-        self.closeups_gallery.select(self.select_closeup, [self.project, self.selection], [self.selection])
+        self.closeups_gallery.select(self.select_closeup, [self.project, self.selection],
+                                     [self.selection, self.closeups_gallery])
         self.compare_name.input(self.show_compare, [self.project, self.compare_name],
                                 [self.compare_before, self.compare_after, self.compare_mask])
         self.keep_button.click(self.keep_original, [self.project, self.compare_name], [self.message, *views])
@@ -663,7 +677,7 @@ class DatasetPanel:
         what = "its corrected mask" if change.get("strokes") is not None else f"the colour {change.get('colour')}"
         return (render.message(f"{written.name} made again from the photo before its background, with {what}"),
                 *self._view(list_projects(self.host.workspace()), project.name, compare=written.name, request=request),
-                None)
+                self.edit_mask(project.name, written.name)[0])  # the corrected mask, to go on painting
 
     # --- callbacks: face close-ups ------------------------------------------------------------------
     def start_closeups(self, project_name, selection):
@@ -714,13 +728,10 @@ class DatasetPanel:
 
     def select_closeup(self, project_name, selection, event: gr.SelectData):
         try:
-            items = curate.closeup_images(self._open(project_name))
+            names = [path.name for path, _ in curate.closeup_images(self._open(project_name))]
         except (ValueError, OSError):
-            return gr.update()
-        index = event.index if isinstance(event.index, int) else None
-        if index is None or not 0 <= index < len(items):
-            return gr.update()
-        return gr.update(value=toggle(selection, items[index][0].name))
+            return gr.update(), gr.update(selected_index=NO_HIGHLIGHT)
+        return _toggled(selection, names, event), gr.update(selected_index=NO_HIGHLIGHT)
 
     def _new_job(self, kind: str, project: str) -> _Job:
         with self._lock:
@@ -759,11 +770,8 @@ class DatasetPanel:
         try:
             names = self._names(self._open(project_name))
         except (ValueError, OSError):
-            return gr.update()
-        index = event.index if isinstance(event.index, int) else None
-        if index is None or not 0 <= index < len(names):
-            return gr.update()
-        return gr.update(value=toggle(selection, names[index]))
+            return gr.update(), gr.update(selected_index=NO_HIGHLIGHT)
+        return _toggled(selection, names, event), gr.update(selected_index=NO_HIGHLIGHT)
 
     def select_all(self, project_name):
         try:

@@ -1,6 +1,7 @@
 """A new user's whole path through the standalone app in Chromium: create a project by importing
 photos (one broken, one duplicate, one turned by EXIF), see the audit badges, replace backgrounds with
-the tiny segmenter, crop one image by two clicks, auto-tag with the tiny tagger, remove a tag, edit a
+the tiny segmenter, select an image by clicking it, correct a mask with the brush, crop one image by
+two clicks, auto-tag with the tiny tagger, remove a tag, edit a
 caption, train one epoch with the tiny model and see the file. Screenshots of each panel in /tmp/dataset_flow_*.png."""
 
 from __future__ import annotations
@@ -92,6 +93,38 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             changed = [p.name for p in trained if p.read_bytes() != before[p.name]]
             assert changed, page.inner_text("#lora_trainer_dataset_job_status")
             page.screenshot(path="/tmp/dataset_flow_background.png", full_page=True)
+
+            # Select an image by clicking its thumbnail, and unselect it by a second click
+            thumbs = page.locator("#lora_trainer_dataset_gallery button.thumbnail-item")
+            checked = "[...document.querySelectorAll('#lora_trainer_dataset_selection input:checked')]"
+            thumbs.nth(2).click()
+            page.wait_for_function(f"{checked}.length === 1")
+            names = page.eval_on_selector_all("#lora_trainer_dataset_selection input:checked",
+                                              "els => els.map(e => e.closest('label').innerText.trim())")
+            assert names == [trained[2].name], names
+            thumbs.nth(2).click()
+            page.wait_for_function(f"{checked}.length === 0")
+
+            # Correct one mask with the brush: a white stroke across the padding above the figure
+            compared = page.input_value("#lora_trainer_dataset_compare_name input")
+            mask_file = workspace / "hero" / "masks" / compared
+            page.click("#lora_trainer_dataset_mask_edit")
+            tt.wait_for_text(page, "lora_trainer_dataset_message", "paint white")
+            page.wait_for_function("document.querySelector('#lora_trainer_dataset_mask_editor canvas')?.width === 1024")
+            page.wait_for_timeout(500)  # the editor draws its image after sizing the canvas
+            canvas = page.locator("#lora_trainer_dataset_mask_editor canvas").first
+            area = canvas.bounding_box()
+            y = area["y"] + area["height"] * 0.08
+            page.mouse.move(area["x"] + area["width"] * 0.05, y)
+            page.mouse.down()
+            for step in range(1, 21):
+                page.mouse.move(area["x"] + area["width"] * (0.05 + step * 0.02), y)
+            page.mouse.up()
+            painted = Image.open(mask_file).getpixel((204, 82))  # the padding: the tiny segmenter's guess
+            page.click("#lora_trainer_dataset_mask_apply")
+            tt.wait_for_text(page, "lora_trainer_dataset_message", "with its corrected mask")
+            assert painted < 200 and Image.open(mask_file).getpixel((204, 82)) >= 250  # painted white: subject
+            page.screenshot(path="/tmp/dataset_flow_mask.png", full_page=True)
 
             # Crop one image: two clicks on its original set the box, Apply re-frames it from the original
             page.get_by_text("Crop", exact=True).click()

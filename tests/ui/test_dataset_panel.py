@@ -111,10 +111,10 @@ def test_the_gallery_shows_audit_badges_and_the_summary_the_guide(tmp_path, proj
 
 def test_select_exclude_and_restore_move_files_and_never_delete(tmp_path, project):
     panel = panel_for(tmp_path)
-    selection = panel.select_image("hero", [], SimpleNamespace(index=1))["value"]
-    selection = panel.select_image("hero", selection, SimpleNamespace(index=2))["value"]
+    selection = panel.select_image("hero", [], SimpleNamespace(index=1))[0]["value"]
+    selection = panel.select_image("hero", selection, SimpleNamespace(index=2))[0]["value"]
     assert selection == ["001.png", "002.png"]
-    assert panel.select_image("hero", selection, SimpleNamespace(index=2))["value"] == ["001.png"]
+    assert panel.select_image("hero", selection, SimpleNamespace(index=2))[0]["value"] == ["001.png"]
     before = {p.name: p.read_bytes() for p in project.train_images.iterdir()}
     message, *view = panel.exclude("hero", selection)
     view = values(panel, view)
@@ -302,8 +302,9 @@ def test_redo_with_a_fixed_fill_then_paint_the_mask_then_refill(tmp_path, projec
     assert "nothing painted" in message
     strokes = Image.new("RGBA", shown.size, (0, 0, 0, 0))
     strokes.paste((255, 255, 255, 255), (background_px[0], background_px[1], background_px[0] + 1, background_px[1] + 1))
-    message, *view, cleared = panel.apply_mask("hero", "001.png", {"background": shown, "layers": [strokes]})
-    assert "with its corrected mask" in message and cleared is None
+    message, *view, again = panel.apply_mask("hero", "001.png", {"background": shown, "layers": [strokes]})
+    assert "with its corrected mask" in message and again["layers"] == []  # the corrected one, to paint on
+    assert again["background"].convert("RGB").getpixel(background_px) == photo.getpixel(background_px)
     assert Image.open(project.masks / "001.png").getpixel(background_px) == 255
     out = Image.open(project.train_images / "001.png").convert("RGB")
     assert out.getpixel(background_px) == photo.getpixel(background_px)
@@ -354,7 +355,8 @@ def test_close_ups_are_made_shown_with_their_shots_and_selected_for_review(tmp_p
     assert view["selection"]["value"] == ["full_closeup.png"]
     assert [(Path(p).name, label) for p, label in view["closeups_gallery"]] == \
         [("full_closeup.png", "full_closeup.png <- full.png")]
-    assert panel.select_closeup("hero", [], SimpleNamespace(index=0))["value"] == ["full_closeup.png"]
-    assert panel.select_closeup("hero", ["full_closeup.png"], SimpleNamespace(index=0))["value"] == []
+    picked, highlight = panel.select_closeup("hero", [], SimpleNamespace(index=0))
+    assert picked["value"] == ["full_closeup.png"] and highlight["selected_index"] == dp.NO_HIGHLIGHT
+    assert panel.select_closeup("hero", ["full_closeup.png"], SimpleNamespace(index=0))[0]["value"] == []
     message, *view = panel.exclude("hero", ["full_closeup.png"])
     assert values(panel, view)["closeups_gallery"] == []

@@ -143,9 +143,16 @@ def text_of(page, elem_id: str) -> str:
     return page.inner_text(f"#{elem_id}")
 
 
-def wait_for_text(page, elem_id: str, text: str) -> None:
-    page.wait_for_function("([id, text]) => document.getElementById(id).innerText.includes(text)",
-                           arg=[elem_id, text])
+def wait_for_text(page, elem_id: str, text: str, timeout: float | None = None) -> None:
+    """Wait until the element's text holds `text`; on a timeout the failure shows what it held."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("([id, text]) => document.getElementById(id).innerText.includes(text)",
+                               arg=[elem_id, text], timeout=timeout)
+    except PlaywrightTimeout:
+        held = page.evaluate("(id) => document.getElementById(id)?.innerText", elem_id)
+        raise AssertionError(f"#{elem_id} never held {text!r}; it holds {held!r}") from None
 
 
 def output_name(page) -> str:
