@@ -121,8 +121,17 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
                 page.mouse.move(area["x"] + area["width"] * (0.05 + step * 0.02), y)
             page.mouse.up()
             painted = Image.open(mask_file).getpixel((204, 82))  # the padding: the tiny segmenter's guess
+            # in a smaller window the panel's message line is out of view: a copy floats at the bottom
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.locator("#lora_trainer_dataset_mask_apply").scroll_into_view_if_needed()
             page.click("#lora_trainer_dataset_mask_apply")
             tt.wait_for_text(page, "lora_trainer_dataset_message", "with its corrected mask")
+            page.wait_for_selector(".lora-trainer-float:visible")
+            assert "with its corrected mask" in page.inner_text(".lora-trainer-float")
+            page.screenshot(path="/tmp/dataset_flow_mask_window.png")
+            page.click(".lora-trainer-float")
+            page.wait_for_selector(".lora-trainer-float", state="hidden")
+            page.set_viewport_size({"width": 1280, "height": 2400})
             assert painted < 200 and Image.open(mask_file).getpixel((204, 82)) >= 250  # painted white: subject
             page.screenshot(path="/tmp/dataset_flow_mask.png", full_page=True)
 
