@@ -59,6 +59,7 @@ CROP_PREVIEW_SIDE = 768  # the crop editor shows the original downscaled to this
 # A gallery's highlighted item after a click: none. gradio 4.40's page keeps its own index when the server
 # sends None, so an index no item has (-1; the select it fires is ignored) clears the highlight.
 NO_HIGHLIGHT = -1
+_DUPLICATE_OF = re.compile(r"a duplicate of (.+?) \(same content\)")
 _ZIP_LABEL = re.compile(r"([^/\\]+\.zip:.+)$", re.IGNORECASE)
 
 
@@ -89,11 +90,31 @@ def prepare_options(size: Any, mode: str, fill: str, closeups: str, upscale: boo
                           closeups=closeups or "off", upscale=bool(upscale), workers=workers)
 
 
-def import_inputs(paths_text: str | None, uploads: list | None, roots: list[Path] | None = None) -> list[Path]:
-    """The typed paths (one a line) and the uploaded files; FileNotFoundError names a typed path that
-    does not exist; ValueError when there is nothing to import; PathOutsideError for a typed path outside
-    `roots` (a server others reach: `Host.path_roots`)."""
+def picker_root(host: Host) -> Path:
+    """Where the folder picker starts: the workspace on a server others reach (paths stay inside), else
+    the user's home folder."""
+    roots = host.path_roots()
+    return Path(roots[0]) if roots else Path.home()
+
+
+def topmost(paths: list[Path]) -> list[Path]:
+    """`paths` without those inside another of them (a ticked folder brings its subfolders along)."""
+    chosen = sorted(dict.fromkeys(Path(p) for p in paths), key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in chosen:
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return [p for p in chosen if p in kept]
+
+
+def import_inputs(paths_text: str | None, uploads: list | None, roots: list[Path] | None = None,
+                  picked: list | None = None) -> list[Path]:
+    """The typed paths (one a line), the picked ones and the uploaded files; FileNotFoundError names a
+    typed path that does not exist; ValueError when there is nothing to import; PathOutsideError for a
+    typed or picked path outside `roots` (a server others reach: `Host.path_roots`)."""
     inputs = []
+    for path in topmost([Path(p) for p in picked or []]):
+        inputs.append(confine_path(str(path), roots))
     for line in (paths_text or "").splitlines():
         line = line.strip().strip('"').strip("'")
         if not line:
@@ -107,7 +128,7 @@ def import_inputs(paths_text: str | None, uploads: list | None, roots: list[Path
         if name:
             inputs.append(Path(name))
     if not inputs:
-        raise ValueError("type a folder (or a zip) to import, or upload photos or a zip")
+        raise ValueError("type a folder (or a zip) to import, pick one, or upload photos or a zip")
     return inputs
 
 
@@ -122,6 +143,8 @@ def report_rows(report: PrepareReport) -> list[list[str]]:
     rows = []
     for e in report.entries:
         why = e.reason or "; ".join(e.notes)
+        # an uploaded original sits in gradio's temporary folder: name it as the user knows it
+        why = _DUPLICATE_OF.sub(lambda m: f"a duplicate of {display_name(m.group(1))} (same content)", why)
         if e.status in ("ok", "close-up") and e.output:
             why = f"-> {Path(e.output).name}" + (f" ({why})" if why else "")
         rows.append([display_name(e.source), e.status, why])
@@ -295,7 +318,7 @@ class DatasetPanel:
         self._closeups_box()
         self._edits_box()
         keep_out_of_forge_ui_config(self.project, self.paths, self.selection, self.excluded, self.compare_name,
-                                    self.edit_name, self.crop_name, self.mask_editor)
+                                    self.edit_name, self.crop_name, self.mask_editor, self.picker)
         self.timer = gr.Timer(POLL_INTERVAL_S)
         self._wire()
         return self
@@ -309,6 +332,13 @@ class DatasetPanel:
                                         elem_id="lora_trainer_dataset_paths")
                 self.uploads = gr.File(file_count="multiple", label="or upload photos / a zip", scale=2,
                                        type="filepath", elem_id="lora_trainer_dataset_uploads")
+            root = picker_root(self.host)
+            with gr.Accordion(f"or pick folders / files in {root}", open=False,
+                              elem_id="lora_trainer_dataset_picker_box"):
+                # lists one folder at a time, as it is opened; a ticked folder brings its subfolders along
+                self.picker = gr.FileExplorer(root_dir=root, file_count="multiple", ignore_glob="*/.*",
+                                              label="tick a folder (or photos, or a zip) to import", height=320,
+                                              elem_id="lora_trainer_dataset_picker")
             with gr.Row():
                 self.size = gr.Number(1024, label="Size (px)", precision=0, minimum=64, maximum=8192,
                                       elem_id="lora_trainer_dataset_size")
@@ -441,7 +471,7 @@ class DatasetPanel:
         self.project.input(self.open_project, [self.project], views)
         self.refresh_button.click(self.refresh, [self.project], views)
         self.import_button.click(self.start_import, [self.project, self.paths, self.uploads, self.size, self.mode,
-                                                     self.fill, self.closeups, self.upscale],
+                                                     self.fill, self.closeups, self.upscale, self.picker],
                                  [self.message, self.report])
         self.stop_button.click(self.stop, None, [self.message])
         # No inputs: gradio 4.40's page warns for every timer call that sends some (see TrainPanel).
@@ -556,10 +586,11 @@ class DatasetPanel:
         return report
 
     # --- callbacks: import and backgrounds (one job at a time) ------------------------------------
-    def start_import(self, project_name, paths, uploads, size, mode, fill, closeups, upscale, workers: int = 0):
+    def start_import(self, project_name, paths, uploads, size, mode, fill, closeups, upscale, picked=None,
+                     workers: int = 0):
         try:
             project = self._open(project_name)
-            inputs = import_inputs(paths, uploads, self.host.path_roots())
+            inputs = import_inputs(paths, uploads, self.host.path_roots(), picked)
             options = prepare_options(size, mode, fill, closeups, upscale, workers)
             job = self._new_job("import", project.name)
         except (ValueError, FileNotFoundError) as e:

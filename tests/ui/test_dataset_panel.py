@@ -69,7 +69,7 @@ def test_import_reports_a_broken_file_and_a_duplicate(tmp_path):
     status, rows, *view = wait(panel)
     by_file = {row[0]: row for row in rows}
     assert by_file["broken.jpg"][1] == "skipped" and by_file["broken.jpg"][2]
-    assert by_file["copy.jpg"][1] == "duplicate" and "p0.jpg" in by_file["copy.jpg"][2]
+    assert by_file["copy.jpg"][1:] == ["duplicate", "a duplicate of p0.jpg (same content), which is kept"]
     assert by_file["p0.jpg"][1] == "ok" and by_file["p0.jpg"][2].startswith("-> p0.png")
     assert "2 image(s) prepared" in status and "1 duplicate(s) and 1 file(s) skipped" in status
     view = values(panel, view)
@@ -360,3 +360,25 @@ def test_close_ups_are_made_shown_with_their_shots_and_selected_for_review(tmp_p
     assert panel.select_closeup("hero", ["full_closeup.png"], SimpleNamespace(index=0))[0]["value"] == []
     message, *view = panel.exclude("hero", ["full_closeup.png"])
     assert values(panel, view)["closeups_gallery"] == []
+
+
+def test_picked_folders_are_imported_once_and_stay_inside_on_a_server(tmp_path):
+    src = tmp_path / "ws" / "photos"
+    (src / "more").mkdir(parents=True)
+    Image.new("RGB", (120, 90), (200, 40, 40)).save(src / "p0.png")
+    Image.new("RGB", (120, 90), (40, 200, 40)).save(src / "more" / "p1.png")
+    panel = panel_for(tmp_path / "ws")
+    assert dp.picker_root(panel.host) == Path.home()
+    # the picker's value when a folder is ticked: the folder and its subfolders (and files)
+    picked = [str(src), str(src / "more"), str(src / "more" / "p1.png")]
+    assert dp.topmost([Path(p) for p in picked]) == [src]
+    message, _ = panel.start_import("hero", "", None, 128, "pad", "#808080", "off", False, picked, workers=1)
+    assert "importing 1 input(s)" in message
+    status, rows, *_ = wait(panel)
+    assert sorted(row[0] for row in rows) == ["p0.png", "p1.png"] and "2 image(s) prepared" in status
+
+    confined = StandaloneHost(tmp_path / "ws", confined=True)
+    assert dp.picker_root(confined) == tmp_path / "ws"
+    with pytest.raises(ValueError, match="outside the folders"):
+        dp.import_inputs("", None, confined.path_roots(), [str(tmp_path / "elsewhere")])
+    assert dp.import_inputs("", None, confined.path_roots(), [str(src)]) == [src]
