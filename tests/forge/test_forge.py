@@ -150,6 +150,7 @@ def forge(tmp_path_factory):
         command.append("--ad-no-huggingface")  # its YOLO models would be downloaded; mediapipe's are in its wheel
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ""}
     env.pop("VIRTUAL_ENV", None)
+    env.pop("U2NET_HOME", None)  # the tests' isolated one: Forge's own models/u2net is what is checked
     start = time.monotonic()
     with open(instance.log_path, "wb") as log:
         instance.process = subprocess.Popen(command, cwd=forge_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -247,13 +248,12 @@ def test_forge_host_uses_forges_folders_and_python(forge):
     assert info["workspace"] == str(forge.workspace)  # --lora-trainer-dir
     assert str(forge.dir / CHECKPOINT) in info["checkpoints"]
     assert info["sdxl_config_dir"] == str(forge.dir / SDXL_CONFIG)
-    # the tagger's hub cache is Forge's models/diffusers, rembg's models its models/u2net (unless this
-    # Forge was started with HF_HUB_CACHE / U2NET_HOME set: then those)
+    # the tagger's hub cache is Forge's models/diffusers (unless this Forge was started with HF_HUB_CACHE
+    # set: then that), rembg's models its models/u2net
     print(f"\nForgeHost: hub_cache {info['hub_cache']} (Forge's diffusers_dir {info['diffusers_dir']}), "
           f"rembg_models {info['rembg_models']} (Forge's models_path {info['models_path']})", file=sys.stderr)
     assert info["hub_cache"] == str(Path(os.environ.get("HF_HUB_CACHE") or info["diffusers_dir"])), info
-    assert info["rembg_models"] == str(Path(os.environ["U2NET_HOME"]) if os.environ.get("U2NET_HOME")
-                                       else Path(info["models_path"]) / "u2net"), info
+    assert info["rembg_models"] == str(Path(info["models_path"]) / "u2net"), info  # U2NET_HOME is unset there
     command = info["trainer_command"]
     assert Path(command[0]).parent == forge.dir / "venv" / "bin" and command[1:] == ["-m", "lora_trainer"]
     # the trainer starts under Forge's Python with what install.py added
@@ -461,6 +461,7 @@ def forge_with_api_auth(tmp_path_factory):
         command.append("--ad-no-huggingface")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ""}
     env.pop("VIRTUAL_ENV", None)
+    env.pop("U2NET_HOME", None)  # the tests' isolated one: Forge's own models/u2net is what is checked
     start = time.monotonic()
     with open(instance.log_path, "wb") as log:
         instance.process = subprocess.Popen(command, cwd=forge_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
