@@ -283,7 +283,7 @@ class CaptionsPanel:
         self.save_groups_button.click(self.save_groups, [self.project, self.folder, self.groups],
                                       [self.message, *views])
         self.undo_button.click(self.undo_last, [self.project, self.folder], [self.message, *views])
-        self.frequency.select(self.select_tag, [self.project, self.folder], [self.selection, self.message])
+        self.frequency.select(self.select_tag, [self.project, self.folder], [self.selection, self.tags, self.message])
         self.image_name.input(self.show_image, [self.project, self.folder, self.image_name],
                               [self.image, self.caption, self.tokens])
         self.previous_button.click(functools.partial(self.step_image, -1), [self.project, self.folder, self.image_name],
@@ -440,20 +440,20 @@ class CaptionsPanel:
                 *self._view(list_projects(self.host.workspace()), project_name, folder, request=request))
 
     def select_tag(self, project_name, folder, event: gr.SelectData):
+        """The images that have the clicked tag are selected, and the tag goes in the Tags field (for
+        Remove / Replace on them)."""
         row = event.index[0] if isinstance(event.index, (list, tuple)) else None
         try:
             captions = captions_of(Path(folder))
-        except (OSError, TypeError) as e:
-            return gr.update(), render.message(str(e), error=True)
-        try:
             table = frequency_rows(captions, project_groups(self._open(project_name)))
-        except ValueError as e:
-            return gr.update(), render.message(str(e), error=True)
+        except (OSError, TypeError, ValueError) as e:
+            return gr.update(), gr.update(), render.message(str(e), error=True)
         if row is None or not 0 <= row < len(table):
-            return gr.update(), ""
+            return gr.update(), gr.update(), ""
         tag = table[row][0]
         names = images_with_tag(captions, tag)
-        return gr.update(value=names), render.message(f"selected the {len(names)} images tagged {tag!r}")
+        return (gr.update(value=names), tag,
+                render.message(f"selected the {len(names)} images tagged {tag!r}; the tag is in Tags"))
 
     # --- callbacks: one image ------------------------------------------------------------------------
     def show_image(self, project_name, folder, name):

@@ -69,8 +69,9 @@ def test_batch_edits_on_the_selection_and_undo(tmp_path, project):
 
 def test_a_click_in_the_frequency_table_selects_the_images_with_that_tag(tmp_path, project):
     panel = panel_for(tmp_path)
-    selection, message = panel.select_tag("hero", str(project.train_images), SimpleNamespace(index=[1, 0]))
+    selection, tags, message = panel.select_tag("hero", str(project.train_images), SimpleNamespace(index=[1, 0]))
     assert selection["value"] == ["000.png", "001.png"] and "2 images tagged &#x27;smile&#x27;" in message
+    assert tags == "smile"  # ready for Remove / Replace
 
 
 def test_one_images_caption_is_saved_and_its_tokens_counted(tmp_path, project, tiny_sdxl):
@@ -181,7 +182,7 @@ def test_without_a_host_cache_the_panel_names_huggingface_hubs_own(tmp_path):
 @pytest.mark.slow
 def test_tag_select_remove_edit_and_train_sees_the_captions(tmp_path, tiny_sdxl):
     """The standalone app in Chromium: auto-tag a project with the tiny tagger, click a tag in the
-    frequency table (its images are selected), remove it from them, edit one caption by hand; the
+    frequency table (its images are selected, the tag goes in the Tags field), remove it from them, edit one caption by hand; the
     Train tab then finds every image captioned. Screenshots in /tmp."""
     import shutil
 
@@ -225,7 +226,7 @@ def test_tag_select_remove_edit_and_train_sees_the_captions(tmp_path, tiny_sdxl)
             having = sorted(f"{i:03d}.png" for i, tags in captions.items() if tag in tags)
             checked = page.locator("#lora_trainer_captions_selection input:checked")
             assert sorted(c.evaluate("e => e.parentElement.innerText.trim()") for c in checked.all()) == having
-            page.fill("#lora_trainer_captions_tags textarea", tag)
+            assert page.input_value("#lora_trainer_captions_tags textarea") == tag  # the click put it there
             page.click("#lora_trainer_captions_remove")
             tt.wait_for_text(page, "lora_trainer_captions_message", f"remove {tag}")
             assert all(tag not in read_caption(project.train_images / name) for name in having)
