@@ -8,6 +8,7 @@ edit (`edit.undo`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +37,13 @@ class TagFolderResult:
     written: list[Path] = field(default_factory=list)  # caption files written
     skipped: list[Path] = field(default_factory=list)  # images that kept their caption
     errors: list[str] = field(default_factory=list)  # images that could not be read
+    not_tagged: list[Path] = field(default_factory=list)  # left when the tagging was stopped
 
     def summary(self) -> str:
         text = (f"tagged {len(self.predictions)} image(s) on {self.provider}: wrote {len(self.written)} "
                 f"caption(s), skipped {len(self.skipped)} with a caption")
+        if self.not_tagged:
+            text = f"stopped: {text}; {len(self.not_tagged)} image(s) not tagged"
         if self.errors:
             text += f"; {len(self.errors)} image(s) could not be read"
         return text
@@ -48,10 +52,13 @@ class TagFolderResult:
 def tag_folder(folder: str | os.PathLike, tagger: Tagger, settings: TagSettings | None = None, *,
                existing: str = "skip", trigger: str | None = None, only: Sequence[str] | None = None,
                recursive: bool = False, extension: str = CAPTION_EXTENSION,
-               progress: Callable[[int, int], None] | None = None) -> TagFolderResult:
+               progress: Callable[[int, int], None] | None = None,
+               stop: threading.Event | None = None) -> TagFolderResult:
     """Tag the images of `folder` (or those matching `only`) and write their captions.
     `existing`: 'skip' (default), 'overwrite' or 'append'. `trigger`: put this word first in each
-    caption written. `progress(done, total)` is called after each batch."""
+    caption written. `progress(done, total)` is called after each batch. `stop` (set from another
+    thread) ends the tagging between batches: the captions of the images tagged so far are written,
+    the rest are listed in `not_tagged`."""
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
     settings = settings or TagSettings()
@@ -66,6 +73,9 @@ def tag_folder(folder: str | os.PathLike, tagger: Tagger, settings: TagSettings 
 
     texts = {}
     for start in range(0, len(todo), tagger.batch_size):
+        if stop is not None and stop.is_set():
+            result.not_tagged = todo[start:]
+            break
         loaded = []
         for image in todo[start:start + tagger.batch_size]:
             try:

@@ -336,13 +336,16 @@ def mask_box(project: Project, name: str) -> Box | None:
     return max(0, int(left)), max(0, int(top)), min(w, round(right)), min(h, round(bottom))
 
 
-def edit_images(project: Project, names: list[str], edits: Edits) -> list[Path]:
+def edit_images(project: Project, names: list[str], edits: Edits, *,
+                progress: Callable[[int, int, str], None] | None = None,
+                stop: threading.Event | None = None) -> list[Path]:
     """Apply `edits` to the training images `names` in place (each written as `<stem>.png`; a non-PNG
-    one's old file is moved to `<project>/excluded/`). The imported originals stay in `sources/`."""
+    one's old file is moved to `<project>/excluded/`). The imported originals stay in `sources/`.
+    `stop` ends the batch between images: those edited so far are in place, the others untouched."""
     paths = [training_image(project, n) for n in dict.fromkeys(names)]
     scratch = _scratch(project, "edits")
     try:
-        written = edit_files(paths, edits, scratch)
+        written = edit_files(paths, edits, scratch, progress=progress, stop=stop)
         out = []
         for path, result in zip(paths, written):
             target = path.with_suffix(".png")

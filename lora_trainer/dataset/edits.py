@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,11 +66,17 @@ def apply_edits(im: Image.Image, edits: Edits) -> Image.Image:
     return out
 
 
-def edit_files(paths: list[Path], edits: Edits, out_dir: Path) -> list[Path]:
-    """Apply `edits` to each image and write `<out_dir>/<stem>.png` (atomic); inputs stay untouched."""
+def edit_files(paths: list[Path], edits: Edits, out_dir: Path, *,
+               progress: Callable[[int, int, str], None] | None = None,
+               stop: threading.Event | None = None) -> list[Path]:
+    """Apply `edits` to each image and write `<out_dir>/<stem>.png` (atomic); inputs stay untouched.
+    `progress(done, total, path)` after each image; `stop` (set from another thread) ends the batch
+    between images, with the files written so far."""
     out_dir = Path(out_dir)
     written = []
     for path in paths:
+        if stop is not None and stop.is_set():
+            break
         path = Path(path)
         target = png_beside(path, out_dir)
         try:
@@ -78,4 +86,6 @@ def edit_files(paths: list[Path], edits: Edits, out_dir: Path) -> list[Path]:
         with atomic_path(target) as tmp:
             result.save(tmp, format="PNG")
         written.append(target)
+        if progress:
+            progress(len(written), len(paths), str(path))
     return written

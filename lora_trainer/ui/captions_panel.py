@@ -145,6 +145,7 @@ def token_text(count: int | None, limit: int, problem: str = "") -> str:
 @dataclass
 class _TagJob:
     folder: Path
+    stop: threading.Event = field(default_factory=threading.Event)
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -160,8 +161,9 @@ class _TagJob:
             return self.summary
         left = (time.monotonic() - self.started) / self.done * (self.total - self.done) if self.done else None
         eta = f", about {left:.0f} s left" if left is not None else " (loading the model)"
+        stopping = " (stopping after this batch)" if self.stop.is_set() else ""
         return f"tagging {self.folder.name}: {self.done}/{self.total or '?'} images{eta}" + \
-            (f" on {self.provider}" if self.provider else "")
+            (f" on {self.provider}" if self.provider else "") + stopping
 
 
 @dataclass
@@ -203,7 +205,9 @@ class CaptionsPanel:
                                          elem_id="lora_trainer_captions_existing")
             self.exclude = gr.Textbox(label="Leave out these tags", placeholder="simple background, white background",
                                       elem_id="lora_trainer_captions_exclude")
-            self.tag_button = gr.Button("Tag", variant="primary", elem_id="lora_trainer_captions_tag")
+            with gr.Row():
+                self.tag_button = gr.Button("Tag", variant="primary", elem_id="lora_trainer_captions_tag")
+                self.tag_stop_button = gr.Button("Stop", variant="stop", elem_id="lora_trainer_captions_tag_stop")
             self.tag_status = gr.HTML(elem_id="lora_trainer_captions_tag_status")
         with gr.Row():
             self.trigger = gr.Textbox(label="Trigger word", info="first in every caption",
@@ -272,6 +276,7 @@ class CaptionsPanel:
         self.tag_button.click(self.start_tagging, [self.project, self.folder, self.model, self.device, self.general,
                                                    self.character, self.existing, self.exclude, self.trigger],
                               [self.message])
+        self.tag_stop_button.click(self.stop_tagging, None, [self.message])
         # No inputs: gradio 4.40's page warns for every timer call that sends some (see TrainPanel).
         self.timer.tick(self.poll, None, [self.tag_status, *views], show_progress="hidden")
         batch = [self.project, self.folder, self.selection, self.tags, self.old, self.new, self.front, self.near,
@@ -381,11 +386,18 @@ class CaptionsPanel:
             tagger = Tagger(resolve_model(model, cache_dir=self.host.hub_cache()), device=device or "auto")
             job.provider = tagger.provider
             result = tag_folder(job.folder, tagger, settings, existing=existing or "skip",
-                                trigger=(trigger or "").strip() or None, progress=progress)
+                                trigger=(trigger or "").strip() or None, progress=progress, stop=job.stop)
             job.summary = result.summary() + "".join(f"; {e}" for e in result.errors)
         except Exception as e:  # a missing model names its files; any other failure ends the job
             job.error = str(e) or type(e).__name__
         job.finished = True
+
+    def stop_tagging(self):
+        job = self._job
+        if job is None or job.finished:
+            return render.message("no tagging to stop")
+        job.stop.set()
+        return render.message("stopping after the batch in hand: the captions written so far stay")
 
     def poll(self, request: gr.Request = None):
         """The tagging's progress; the page's captions again once when it ends."""

@@ -256,7 +256,7 @@ def toggle(selection: list[str] | None, name: str) -> list[str]:
 
 @dataclass
 class _Job:
-    kind: str          # "import", "background" or "closeups"
+    kind: str          # "import", "background", "closeups" or "edits"
     project: str
     done: int = 0
     total: int = 0
@@ -268,10 +268,11 @@ class _Job:
     error: str = ""
     rows: list[list[str]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # the images the job changed or made
+    keep_selection: list[str] = field(default_factory=list)  # the selection to show again after it
 
     def status(self) -> str:
         what = {"import": "importing into", "background": "replacing backgrounds in",
-                "closeups": "making close-ups in"}[self.kind]
+                "closeups": "making close-ups in", "edits": "editing images in"}[self.kind]
         if self.error:
             return f"{what} {self.project} ended: {self.error}"
         if self.finished:
@@ -383,6 +384,8 @@ class DatasetPanel:
                 self.bg_fill = gr.ColorPicker("#7f4040", label="Fill colour", elem_id="lora_trainer_dataset_bg_fill")
                 self.bg_button = gr.Button("Replace backgrounds (selection; none: all)",
                                            elem_id="lora_trainer_dataset_bg_start")
+                self.bg_stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0,
+                                                elem_id="lora_trainer_dataset_bg_stop")
             with gr.Row():
                 self.compare_name = gr.Dropdown([], label="Compare", scale=3,
                                                 elem_id="lora_trainer_dataset_compare_name")
@@ -435,6 +438,8 @@ class DatasetPanel:
             with gr.Row():
                 self.closeups_button = gr.Button("Make close-ups (selection; none: every half and full body shot)",
                                                  elem_id="lora_trainer_dataset_closeups_make")
+                self.closeups_stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0,
+                                                      elem_id="lora_trainer_dataset_closeups_stop")
             self.closeups_gallery = gr.Gallery(
                 label="Close-ups made from shots, for review (click to select; Exclude selected above drops them)",
                 columns=6, height=300, allow_preview=False, elem_id="lora_trainer_dataset_closeups_gallery")
@@ -455,6 +460,8 @@ class DatasetPanel:
                 self.preview_button = gr.Button("Preview", elem_id="lora_trainer_dataset_preview", scale=1)
                 self.apply_button = gr.Button("Apply to the selection (none: all)", variant="primary", scale=1,
                                               elem_id="lora_trainer_dataset_apply")
+                self.edits_stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0,
+                                                   elem_id="lora_trainer_dataset_edits_stop")
             with gr.Row():
                 self.edit_before = gr.Image(type="filepath", interactive=False, label="Before", height=360,
                                             elem_id="lora_trainer_dataset_edit_before")
@@ -473,7 +480,8 @@ class DatasetPanel:
         self.import_button.click(self.start_import, [self.project, self.paths, self.uploads, self.size, self.mode,
                                                      self.fill, self.closeups, self.upscale, self.picker],
                                  [self.message, self.report])
-        self.stop_button.click(self.stop, None, [self.message])
+        for stop in (self.stop_button, self.bg_stop_button, self.closeups_stop_button, self.edits_stop_button):
+            stop.click(self.stop, None, [self.message])  # one job at a time: each box's Stop ends it
         # No inputs: gradio 4.40's page warns for every timer call that sends some (see TrainPanel).
         self.timer.tick(self.poll, None, [self.job_status, self.report, *views], show_progress="hidden")
         # The gallery's highlight is dropped after each click (NO_HIGHLIGHT): the selection is the
@@ -502,7 +510,7 @@ class DatasetPanel:
                                   [self.edit_before, self.edit_after, self.message])
         self.edit_name.input(self.preview, [self.project, self.edit_name, *edits],
                              [self.edit_before, self.edit_after, self.message])
-        self.apply_button.click(self.apply, [self.project, self.selection, *edits], [self.message, *views])
+        self.apply_button.click(self.apply, [self.project, self.selection, *edits], [self.message])
         crop_shown = [self.crop_image, *self.crop_fields, self.message]
         self.crop_name.input(self.show_crop, [self.project, self.crop_name], crop_shown)
         self.crop_image.select(self.crop_click, [self.project, self.crop_name, *self.crop_fields], crop_shown)
@@ -791,7 +799,7 @@ class DatasetPanel:
             return status, gr.update(), *keep
         page.shown_job = self._jobs
         compare = job.names[0] if job.names and job.kind == "background" else None
-        selection = job.names if job.kind == "closeups" else None
+        selection = job.names if job.kind == "closeups" else job.keep_selection
         name = page.project or job.project
         return (status, job.rows, *self._view(list_projects(self.host.workspace()), name, selection=selection,
                                               compare=compare, request=request))
@@ -958,23 +966,42 @@ class DatasetPanel:
         note = "no edit chosen: the image is unchanged" if edits.is_identity else "preview: nothing written"
         return str(path), after, render.message(note)
 
-    def apply(self, project_name, selection, sharpen, brightness, contrast, saturation, autolevel,
-              request: gr.Request = None):
+    def apply(self, project_name, selection, sharpen, brightness, contrast, saturation, autolevel):
+        """The edits on the selection (none: all images), in the background with progress and Stop."""
         try:
             project = self._open(project_name)
             edits = edits_of(sharpen, brightness, contrast, saturation, autolevel)
             if edits.is_identity:
                 raise ValueError("no edit chosen: move a slider or tick auto-level first")
             names = list(selection or []) or self._names(project)
-            written = curate.edit_images(project, names, edits)
-        except ImageProblem as e:
-            return render.message(e.reason, error=True), *[gr.update()] * len(self.view_outputs())
+            if not names:
+                raise ValueError(f"no training images in {project.train_images}")
+            for name in names:
+                curate.training_image(project, name)
+            job = self._new_job("edits", project.name)
         except (ValueError, OSError) as e:
-            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
-        return (render.message(f"edited {len(written)} image(s) in {project.train_images} (the imported originals "
-                               "stay in sources/)"),
-                *self._view(list_projects(self.host.workspace()), project.name, selection=selection,
-                            request=request))
+            return render.message(str(e), error=True)
+        job.keep_selection = list(selection or [])
+        threading.Thread(target=self._edits, args=(job, project, names, edits), daemon=True,
+                         name="lora-trainer-edits").start()
+        return render.message(f"editing {len(names)} image(s)")
+
+    def _edits(self, job: _Job, project: Project, names: list[str], edits: Edits) -> None:
+        def progress(done: int, total: int, path: str) -> None:
+            job.done, job.total, job.current = done, total, path
+
+        job.total = len(names)
+        try:
+            written = curate.edit_images(project, names, edits, progress=progress, stop=job.stop)
+            job.names = [p.name for p in written]
+            job.rows = [[p.name, "edited", ""] for p in written]
+            job.summary = (f"{'stopped: ' if job.stop.is_set() else ''}edited {len(written)} of {len(names)} "
+                           f"image(s) in {project.train_images} (the imported originals stay in sources/)")
+        except ImageProblem as e:  # names the image; those before it are edited, it and the rest are not
+            job.error = e.reason
+        except Exception as e:
+            job.error = str(e) or type(e).__name__
+        job.finished = True
 
     # --- helpers -------------------------------------------------------------------------------------
     def _names(self, project: Project) -> list[str]:

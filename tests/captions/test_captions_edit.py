@@ -187,3 +187,20 @@ def test_synthetic_demo_dataset_into_the_guide_format(character_dataset, tagger)
         assert tags[:3] == ["myLoRA", "1girl", "solo"] and "purple dress" in tags
         positions = [ORDER.index(groups.group_of(t)) for t in tags[1:]]
         assert positions == sorted(positions), tags  # subject, switch, negative, pose, hands, camera
+
+
+def test_a_stopped_tagging_writes_what_it_tagged_and_lists_the_rest(tmp_path, tagger):
+    import threading
+
+    folder = _colour_dataset(tmp_path / "set")
+    stop = threading.Event()
+    batch = tagger.batch_size
+    tagger.batch_size = 1
+    try:
+        result = tag_folder(folder, tagger, progress=lambda done, total: stop.set(), stop=stop)
+    finally:
+        tagger.batch_size = batch
+    assert [p.name for p in result.written] == ["blue.txt"]
+    assert [p.name for p in result.not_tagged] == ["green.png", "red.png"]
+    assert result.summary().startswith("stopped: tagged 1 image(s)") and "2 image(s) not tagged" in result.summary()
+    assert sorted(texts(folder)) == ["blue.txt"]

@@ -113,6 +113,14 @@ def test_auto_tag_with_the_tiny_tagger_in_the_background(tmp_path, project):
     while not panel._job.finished:
         time.sleep(0.05)
     assert "nowhere" in panel.poll()[0]  # the missing model is named
+    assert "no tagging to stop" in panel.stop_tagging()
+    panel.start_tagging("hero", folder, DEMO_MODEL, "cpu", 0.35, 0.85, "overwrite", "", "")
+    assert "stopping after the batch in hand" in panel.stop_tagging()  # before its first batch (loading)
+    while not panel._job.finished:
+        time.sleep(0.05)
+    status = panel.poll()[0]
+    assert "stopped: tagged 0 image(s)" in status and "3 image(s) not tagged" in status, status
+    assert all(read_caption(project.train_images / f"{i:03d}.png")[0] == "hero" for i in range(3))  # untouched
 
 
 class _CacheHost(StandaloneHost):

@@ -137,14 +137,16 @@ def test_edit_preview_writes_nothing_and_apply_writes(tmp_path, project):
     assert Path(shown).name == "000.png" and "nothing written" in message
     assert list(after.getdata()) != list(Image.open(project.train_images / "000.png").convert("RGB").getdata())
     assert files() == before
-    message, *view = panel.apply("hero", ["001.png"], 0, 1.6, 1.0, 1.0, False)
-    assert "edited 1 image(s)" in message
+    assert "editing 1 image(s)" in panel.apply("hero", ["001.png"], 0, 1.6, 1.0, 1.0, False)
+    status, rows, *view = wait(panel)
+    assert "edited 1 of 1 image(s)" in status and rows == [["001.png", "edited", ""]]
+    assert values(panel, view)["selection"]["value"] == ["001.png"]  # the selection stays
     now = files()
     changed = [p.name for p in now if now[p] != before.get(p)]
     assert changed == ["001.png"]
     assert list(Image.open(project.train_images / "001.png").getdata()) == list(
         panel.preview("hero", "001.png", 0, 1.0, 1.0, 1.0, False)[1].getdata())
-    assert "no edit chosen" in panel.apply("hero", [], 0, 1.0, 1.0, 1.0, False)[0]
+    assert "no edit chosen" in panel.apply("hero", [], 0, 1.0, 1.0, 1.0, False)
 
 
 def test_background_with_a_missing_model_names_the_file_at_once(tmp_path, project, monkeypatch):
@@ -382,3 +384,17 @@ def test_picked_folders_are_imported_once_and_stay_inside_on_a_server(tmp_path):
     with pytest.raises(ValueError, match="outside the folders"):
         dp.import_inputs("", None, confined.path_roots(), [str(tmp_path / "elsewhere")])
     assert dp.import_inputs("", None, confined.path_roots(), [str(src)]) == [src]
+
+
+def test_batch_edits_stop_between_images_and_leave_the_rest_untouched(tmp_path, project):
+    from lora_trainer.dataset import curate
+    from lora_trainer.dataset.edits import Edits
+
+    before = {p.name: p.read_bytes() for p in project.train_images.glob("*.png")}
+    stop = __import__("threading").Event()
+    written = curate.edit_images(project, sorted(before), Edits(brightness=1.5),
+                                 progress=lambda done, total, path: stop.set(), stop=stop)
+    assert [p.name for p in written] == ["000.png"]
+    assert (project.train_images / "000.png").read_bytes() != before["000.png"]
+    assert all((project.train_images / n).read_bytes() == before[n] for n in sorted(before)[1:])
+    assert not [p for p in project.root.iterdir() if p.name.startswith(".")]  # no scratch left
