@@ -405,7 +405,7 @@ class CaptionsPanel:
         keep = [gr.update()] * len(self.view_outputs())
         if job is None:
             return "", *keep
-        status = render.message(job.status(), error=bool(job.error))
+        status = render.job_line(job.status(), job.done, job.total, not job.finished, error=bool(job.error))
         page = self._page(request)
         if not job.finished or page.shown_job == self._jobs:
             return status, *keep

@@ -23,6 +23,15 @@ def message(text: str, error: bool = False, refresh_cards: bool = False) -> str:
     return f'<div class="lora-trainer-message lora-trainer-{kind}"{mark}>{escape(text)}</div>'
 
 
+def job_line(text: str, done: int, total: int, running: bool, error: bool = False) -> str:
+    """A background job's line: while it runs, a progress bar (done of total) before its text."""
+    line = message(text, error=error)
+    if not running or not total or not line:
+        return line
+    bar = f'<progress class="lora-trainer-progress" max="{int(total)}" value="{min(int(done), int(total))}"></progress> '
+    return line.replace(">", f">{bar}", 1)
+
+
 def status(s: RunStatus) -> str:
     """The shown project's run; first, a run going on in another project (Start waits for it)."""
     parts = [f'<div class="lora-trainer-status lora-trainer-state-{s.state}">']

@@ -242,3 +242,13 @@ def test_project_info_says_which_images_have_no_caption_before_start(tmp_path):
     assert "2 image(s) in <code>1_hero</code> have no caption (b.png, c.png): they would train with the caption " \
            "<code>hero</code> alone. Caption them in the Captions tab first." in html
     assert "no caption" not in render.project_info(str(project.train_images), project.training_folders(), True, {})
+
+
+def test_a_running_jobs_line_has_a_progress_bar_and_a_finished_one_none():
+    from lora_trainer.ui import render
+
+    line = render.job_line("importing into hero: 3/8, about 5 s left", 3, 8, running=True)
+    assert '<progress class="lora-trainer-progress" max="8" value="3"></progress> importing into hero: 3/8' in line
+    assert "<progress" not in render.job_line("7 image(s) prepared", 8, 8, running=False)
+    assert "<progress" not in render.job_line("loading the model", 0, 0, running=True)  # total not known yet
+    assert "lora-trainer-error" in render.job_line("ended: x.png: broken", 1, 8, running=False, error=True)
