@@ -47,10 +47,8 @@ _REASON_GROUPS = {
         "block_dims", "block_alphas", "block_lr_zero_threshold", "down_lr_weight", "mid_lr_weight",
         "up_lr_weight"),
     "not supported: network dropout": ("network_dropout", "rank_dropout", "module_dropout"),
-    "not supported: caption dropout": ("caption_dropout_rate", "caption_dropout_every_n_epochs"),
     "not supported: this augmentation": ("color_aug", "random_crop"),
-    "not supported: adaptive/multires noise (only the plain noise_offset)": (
-        "adaptive_noise_scale", "multires_noise_iterations", "multires_noise_discount"),
+    "not supported: adaptive noise scale": ("adaptive_noise_scale",),
     "SD1/2 only": ("v2", "v_parameterization", "clip_skip", "scale_v_pred_loss_like_noise_pred",
                    "v_pred_like_loss", "no_token_padding"),
     "launcher setting: run `accelerate launch --num_processes N python -m lora_trainer train ...`": (
@@ -69,8 +67,7 @@ _REASON_GROUPS = {
     "not supported: stopping text-encoder training early": ("stop_text_encoder_training",
                                                             "stop_text_encoder_training_pct"),
     "not supported: timestep range (this trainer samples all 1000 timesteps)": ("min_timestep", "max_timestep"),
-    "not supported": ("debiased_estimation_loss", "fp8_base", "weighted_captions", "lr_scheduler_args",
-                      "lr_scheduler_type"),
+    "not supported": ("fp8_base", "weighted_captions", "lr_scheduler_args", "lr_scheduler_type"),
     "not supported: sample images during training": ("sample_every_n_steps", "sample_every_n_epochs",
                                                      "sample_sampler", "sample_prompts"),
     "this trainer always saves .safetensors": ("save_model_as",),
@@ -82,7 +79,8 @@ _IGNORED_REASONS = {key: reason for reason, keys in _REASON_GROUPS.items() for k
 _SPECIAL_KEYS = {
     "LoRA_type", "sdxl", "epoch", "max_train_epochs", "max_train_steps", "xformers", "optimizer",
     "optimizer_args", "lr_scheduler", "lr_warmup", "lr_warmup_steps", "max_token_length", "noise_offset_type",
-    "noise_offset", "unet_lr", "text_encoder_lr", "additional_parameters",
+    "noise_offset", "multires_noise_iterations", "multires_noise_discount", "unet_lr", "text_encoder_lr",
+    "additional_parameters",
 }
 
 # Values that leave a kohya feature unused (besides blank, false and 0): a UI can list these keys apart
@@ -349,14 +347,18 @@ def _read_warmup(data: dict[str, Any], values: dict[str, Any], ignored: dict[str
 
 
 def _read_noise(data: dict[str, Any], values: dict[str, Any], ignored: dict[str, str]) -> None:
-    # kohya_ss applies noise_offset only with the "Original" noise type; "Multires" uses its own keys.
-    kind = _given(data, "noise_offset_type")
-    if kind is not None and kind != "Original":
-        ignored["noise_offset_type"] = f"not supported: {kind!r} noise (only the Original noise offset)"
-        if _given(data, "noise_offset") is not None:
-            ignored["noise_offset"] = f"not used by kohya_ss with noise_offset_type {kind!r}"
-        return
-    _put(values, "noise_offset", _given(data, "noise_offset"))
+    # kohya_ss passes noise_offset with the "Original" noise type and the multires keys with "Multires".
+    kind = _given(data, "noise_offset_type") or "Original"
+    used, unused = (("multires_noise_iterations", "multires_noise_discount"), ("noise_offset",)) \
+        if kind == "Multires" else (("noise_offset",), ("multires_noise_iterations", "multires_noise_discount"))
+    if kind not in ("Original", "Multires"):
+        ignored["noise_offset_type"] = f"not supported: {kind!r} noise (Original or Multires)"
+        used, unused = (), ("noise_offset", "multires_noise_iterations", "multires_noise_discount")
+    for key in used:
+        _put(values, key, _given(data, key))
+    for key in unused:
+        if _given(data, key) is not None and not is_inactive(key, data[key]):
+            ignored[key] = f"not used by kohya_ss with noise_offset_type {kind!r}"
 
 
 def _read_token_length(data: dict[str, Any], values: dict[str, Any], ignored: dict[str, str]) -> None:

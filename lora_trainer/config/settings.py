@@ -46,6 +46,8 @@ LR_SCHEDULERS = (
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("fp16", "bf16", "float")
 ATTENTIONS = ("none", "sdpa", "xformers")
+LOSS_TYPES = ("l2", "huber", "smooth_l1")
+HUBER_SCHEDULES = ("constant", "exponential", "snr")
 MAX_TOKEN_LENGTHS = (75, 150, 225)  # CLIP chunks of 75 tokens, as kohya and the WebUIs encode long prompts
 # Optimizers that can step fp16 weights: Adafactor computes in fp32, bitsandbytes' AdamW8bit keeps its
 # own state; torch's AdamW and Prodigy compute in the weights' dtype, where their epsilon is 0.
@@ -101,11 +103,20 @@ class TrainConfig:
     xformers: str = "sdpa"  # attention: none, sdpa, xformers (the trainer may run xformers as sdpa)
     sdxl_no_half_vae: bool = True
     noise_offset: float = 0.0
+    multires_noise_iterations: int = 0  # 0 = off; 6-10 is usual (kohya's key)
+    multires_noise_discount: float = 0.3
     min_snr_gamma: float = 0.0
+    debiased_estimation_loss: bool = False
+    loss_type: str = "l2"  # l2, huber, smooth_l1
+    huber_schedule: str = "snr"  # constant, exponential, snr (how huber_c follows the timestep)
+    huber_c: float = 0.1
     # --- data ---
     caption_extension: str = ".txt"
     shuffle_caption: bool = False
     keep_tokens: int = 0
+    caption_dropout_rate: float = 0.0  # chance an image trains with an empty caption
+    caption_dropout_every_n_epochs: int = 0  # every Nth epoch trains without captions; 0 = never
+    caption_tag_dropout_rate: float = 0.0  # chance each tag after the first keep_tokens is left out
     flip_aug: bool = False
     cache_latents: bool = True
     cache_latents_to_disk: bool = True
@@ -179,6 +190,10 @@ class TrainConfig:
             raise ConfigError(
                 "sdxl_cache_text_encoder_outputs = True cannot be used with shuffle_caption = True "
                 "(the cached outputs are for one fixed tag order): turn one of them off")
+        if self.caption_tag_dropout_rate:
+            raise ConfigError(
+                "sdxl_cache_text_encoder_outputs = True cannot be used with caption_tag_dropout_rate > 0 "
+                "(the cached outputs are for the whole captions): turn one of them off")
 
     def _check_buckets(self) -> None:
         if self.min_bucket_reso > self.max_bucket_reso:
@@ -325,6 +340,14 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "xformers": _choice(ATTENTIONS),
     "noise_offset": ((lambda v: 0 <= v <= 1), "from 0 to 1"),
     "min_snr_gamma": _at_least(0),
+    "multires_noise_iterations": _at_least(0),
+    "multires_noise_discount": ((lambda v: 0 < v <= 1), "above 0, at most 1"),
+    "loss_type": _choice(LOSS_TYPES),
+    "huber_schedule": _choice(HUBER_SCHEDULES),
+    "huber_c": ((lambda v: 0 < v <= 1), "above 0, at most 1"),
+    "caption_dropout_rate": ((lambda v: 0 <= v <= 1), "from 0 to 1"),
+    "caption_dropout_every_n_epochs": _at_least(0),
+    "caption_tag_dropout_rate": ((lambda v: 0 <= v <= 1), "from 0 to 1"),
     "caption_extension": ((lambda v: len(v) > 1 and v.startswith(".")), "an extension starting with '.', e.g. '.txt'"),
     "keep_tokens": _at_least(0),
     "min_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),

@@ -135,23 +135,38 @@ class TrainingBatches:
         encoders = [model.text_encoder_1, model.text_encoder_2]
         self.text_cache = TextEmbeddingCache([model.tokenizer_1, model.tokenizer_2], encoders,
                                              self.cfg.max_token_length)
-        self.text_cache.prepare([item.caption for item in self.items])
-        if not self.cfg.shuffle_caption:
+        dropped = [""] if self.cfg.caption_dropout_rate or self.cfg.caption_dropout_every_n_epochs else []
+        self.text_cache.prepare([item.caption for item in self.items] + dropped)
+        if self.captions_vary:
+            self.text_cache.keep_new = False  # a new tag order or subset each step: encoded, not kept
+        else:
             for encoder in encoders:
                 encoder.to("cpu")
+
+    @property
+    def captions_vary(self) -> bool:
+        """Whether a step can bring a caption never seen before (shuffled or dropped tags)."""
+        return self.cfg.shuffle_caption or bool(self.cfg.caption_tag_dropout_rate)
 
     def for_epoch(self, epoch: int, rank: int, world_size: int) -> list[list[int]]:
         """This rank's batches for `epoch`, as lists of item indices."""
         batches = epoch_batches(self.sample_buckets, self.cfg.train_batch_size, self.cfg.seed, epoch)
         return [[self.sample_items[s] for s in batch] for batch in rank_share(batches, rank, world_size)]
 
-    def load(self, item_indices: list[int], rng, device: torch.device) -> Batch:
+    def load(self, item_indices: list[int], rng, device: torch.device, epoch: int = 0) -> Batch:
+        """The batch's latents, captions (shuffled, with tags or whole captions dropped, as set) and
+        SDXL size conditioning; `epoch` counts from 0 (caption_dropout_every_n_epochs counts from 1)."""
+        cfg = self.cfg
+        every = cfg.caption_dropout_every_n_epochs
+        drop_all = bool(every) and (epoch + 1) % every == 0
         latents, captions, time_ids = [], [], []
         for index in item_indices:
             item, geometry = self.items[index], self.geometries[index]
-            flipped = self.cfg.flip_aug and rng.random() < 0.5
+            flipped = cfg.flip_aug and rng.random() < 0.5
             latents.append(self.latents.get(item.path, geometry, flipped))
-            captions.append(process_caption(item.caption, self.cfg.shuffle_caption, self.cfg.keep_tokens, rng))
+            captions.append(process_caption(item.caption, cfg.shuffle_caption, cfg.keep_tokens, rng,
+                                            dropout=cfg.caption_dropout_rate, tag_dropout=cfg.caption_tag_dropout_rate,
+                                            drop=drop_all))
             time_ids.append(geometry.time_ids(flipped))
         return Batch(latents=torch.stack(latents).to(device), captions=captions,
                      time_ids=torch.tensor(time_ids, dtype=torch.float32, device=device))

@@ -204,13 +204,21 @@ def _read_caption(path: Path, warnings: list[str]) -> tuple[str | None, str]:
     return (lines[0] if lines else ""), ""
 
 
-def process_caption(caption: str, shuffle: bool, keep_tokens: int, rng: random.Random) -> str:
-    """kohya's shuffle_caption: comma-separated tags, the first `keep_tokens` stay in front, the rest
-    are shuffled with `rng` (the caller seeds it, so a resumed run can replay the order)."""
-    if not shuffle:
+def process_caption(caption: str, shuffle: bool, keep_tokens: int, rng: random.Random, *, dropout: float = 0.0,
+                    tag_dropout: float = 0.0, drop: bool = False) -> str:
+    """The caption one sample trains with, as kohya makes it: empty when `drop` (a caption-dropout
+    epoch) or with chance `dropout`; else the comma-separated tags after the first `keep_tokens` are
+    each left out with chance `tag_dropout`, and shuffled (`shuffle`). `rng` is seeded by the caller, so
+    a resumed run replays the same choices; nothing is drawn for an option that is off."""
+    if drop or (dropout and rng.random() < dropout):
+        return ""
+    if not shuffle and not tag_dropout:
         return caption
     tags = [t.strip() for t in caption.split(",")]
     tags = [t for t in tags if t]
     kept, rest = tags[:keep_tokens], tags[keep_tokens:]
-    rng.shuffle(rest)
+    if tag_dropout:
+        rest = [t for t in rest if rng.random() >= tag_dropout]
+    if shuffle:
+        rng.shuffle(rest)
     return ", ".join(kept + rest)

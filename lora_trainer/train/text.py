@@ -130,6 +130,9 @@ class TextEmbeddingCache:
         max_chunks(max_token_length)  # checks it
         self._store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._empty_chunk: torch.Tensor | None = None
+        # False: captions `get` meets for the first time are encoded but not kept (a shuffled order is
+        # rarely seen twice: keeping each would grow by megabytes a step)
+        self.keep_new = True
         self.hits = 0
         self.misses = 0
 
@@ -139,7 +142,7 @@ class TextEmbeddingCache:
     def prepare(self, captions: Sequence[str], batch_size: int = 16) -> None:
         missing = list(dict.fromkeys(c for c in captions if c not in self._store))
         for start in range(0, len(missing), batch_size):
-            self._encode(missing[start:start + batch_size])
+            self._store.update(self._encode(missing[start:start + batch_size]))
         if max_chunks(self.max_token_length) > 1:
             self._empty()  # now, so that padding a batch later needs no encoder
 
@@ -148,14 +151,19 @@ class TextEmbeddingCache:
         captions = list(captions)
         missing = list(dict.fromkeys(c for c in captions if c not in self._store))
         self.hits += len(captions) - sum(captions.count(c) for c in missing)
+        store = self._store
         if missing:
-            self._encode(missing)
-        embeds = [self._store[c][0] for c in captions]
+            new = self._encode(missing)
+            if self.keep_new:
+                self._store.update(new)
+            else:
+                store = {**self._store, **new}
+        embeds = [store[c][0] for c in captions]
         length = max(e.shape[0] for e in embeds)
         if any(e.shape[0] < length for e in embeds):
             empty = self._empty()
             embeds = [torch.cat([e, *[empty] * ((length - e.shape[0]) // CHUNK_LENGTH)]) for e in embeds]
-        pooled = torch.stack([self._store[c][1] for c in captions]).to(device=device, dtype=dtype)
+        pooled = torch.stack([store[c][1] for c in captions]).to(device=device, dtype=dtype)
         return torch.stack(embeds).to(device=device, dtype=dtype), pooled
 
     def _empty(self) -> torch.Tensor:
@@ -166,12 +174,12 @@ class TextEmbeddingCache:
         return self._empty_chunk
 
     @torch.no_grad()
-    def _encode(self, captions: list[str]) -> None:
+    def _encode(self, captions: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         # One caption at a time would waste the batch; encoding them together pads shorter ones with
         # empty chunks, which are dropped again here (each chunk is encoded on its own, so the rest is equal).
         embeds, pooled = encode_prompts(self.tokenizers, self.text_encoders, captions, self.max_token_length)
         counts = [tokenize_chunks(t, captions, self.max_token_length) for t in self.tokenizers]
         chunks = [max(len(per_caption[i]) for per_caption in counts) for i in range(len(captions))]
-        for caption, n, e, p in zip(captions, chunks, embeds.cpu(), pooled.cpu()):
-            self._store[caption] = (e[:n * CHUNK_LENGTH].clone(), p)
         self.misses += len(captions)
+        return {caption: (e[:n * CHUNK_LENGTH].clone(), p)
+                for caption, n, e, p in zip(captions, chunks, embeds.cpu(), pooled.cpu())}

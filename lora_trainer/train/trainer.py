@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import compute_snr
@@ -37,6 +36,7 @@ from lora_trainer.train.batches import TrainingBatches
 from lora_trainer.train.cache import LatentError
 from lora_trainer.train.events import EventCallback, EventLog
 from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
+from lora_trainer.train.loss import elementwise_loss, huber_c, make_noise, timestep_weights
 from lora_trainer.train.model import load_sdxl
 from lora_trainer.train.monitor import Monitor
 from lora_trainer.train.optim import adafactor_sets_own_lr, build_optimizer, build_scheduler
@@ -269,7 +269,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         for batch_index in range(progress.batch_in_epoch, len(epoch_batches)):
             if progress.global_step >= total_steps:
                 break
-            batch = batches.load(epoch_batches[batch_index], caption_rng, device)
+            batch = batches.load(epoch_batches[batch_index], caption_rng, device, epoch)
             with accelerator.accumulate(*wrapped.values()):
                 prompt_embeds, pooled = batches.embed(batch.captions, model, trained_encoders)
                 loss = _diffusion_loss(wrapped["unet"], noise_scheduler, batch.latents, prompt_embeds,
@@ -324,29 +324,23 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
 
 def _diffusion_loss(unet, noise_scheduler, latents, prompt_embeds, pooled, time_ids, rng, cfg: TrainConfig,
                     weight_dtype) -> torch.Tensor:
-    """Noise the latents at random timesteps, predict the noise, and return the (SNR-weighted) MSE."""
-    noise = torch.randn(latents.shape, generator=rng, device=latents.device)
-    if cfg.noise_offset:
-        # A per-channel shift lets the model learn overall brightness (very dark / light images).
-        noise += cfg.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=rng, device=latents.device)
+    """Noise the latents at random timesteps, predict the noise, and return the loss (train/loss.py:
+    squared error or pseudo-Huber, weighted by timestep as the settings ask)."""
+    noise = make_noise(latents, rng, offset=cfg.noise_offset, multires_iterations=cfg.multires_noise_iterations,
+                       multires_discount=cfg.multires_noise_discount)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=rng, device=latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = unet(noisy.to(weight_dtype), timesteps, prompt_embeds.to(weight_dtype),
                       added_cond_kwargs={"text_embeds": pooled.to(weight_dtype),
                                          "time_ids": time_ids.to(weight_dtype)}).sample
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    if cfg.min_snr_gamma:
-        # Min-SNR weighting (Hang et al. 2023): low-noise steps stop dominating the loss.
-        snr = compute_snr(noise_scheduler, timesteps)
-        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            weight = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
-        loss = loss * weight
+    v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    c = huber_c(noise_scheduler, timesteps, cfg.huber_c, cfg.huber_schedule) if cfg.loss_type != "l2" else None
+    loss = elementwise_loss(prediction, target, cfg.loss_type, c).mean(dim=(1, 2, 3))
+    if cfg.min_snr_gamma or cfg.debiased_estimation_loss:
+        loss = loss * timestep_weights(compute_snr(noise_scheduler, timesteps), v_prediction=v_prediction,
+                                       min_snr_gamma=cfg.min_snr_gamma, debiased=cfg.debiased_estimation_loss)
     return loss.mean()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lora_trainer.config import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, TrainConfig
+from lora_trainer.config.settings import HUBER_SCHEDULES, LOSS_TYPES
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,27 @@ FIELDS: tuple[FormField, ...] = (
     FormField("seed", "Seed", "int", advanced=True),
     FormField("optimizer_args", "Optimizer arguments", "text", advanced=True,
               info="key=value pairs, e.g. scale_parameter=False relative_step=False"),
+    FormField("noise_offset", "Noise offset", "float", advanced=True, step=0.01,
+              info="0.03-0.1 helps very dark or light images"),
+    FormField("multires_noise_iterations", "Multires noise iterations", "int", advanced=True,
+              info="0 = off; 6-10 is usual"),
+    FormField("multires_noise_discount", "Multires noise discount", "float", advanced=True, step=0.05),
+    FormField("min_snr_gamma", "Min-SNR gamma", "float", advanced=True, info="0 = off; 5 is usual", step=0.5),
+    FormField("loss_type", "Loss", "choice", LOSS_TYPES, advanced=True,
+              info="huber / smooth_l1: odd images pull less"),
+    FormField("huber_schedule", "Huber schedule", "choice", HUBER_SCHEDULES, advanced=True),
+    FormField("huber_c", "Huber c", "float", advanced=True, step=0.01),
+    FormField("keep_tokens", "Keep tokens", "int", advanced=True,
+              info="leading tags never shuffled or dropped (the trigger word: 1)"),
+    FormField("caption_dropout_rate", "Caption dropout rate", "float", advanced=True, step=0.05,
+              info="chance an image trains with no caption"),
+    FormField("caption_dropout_every_n_epochs", "Caption dropout every N epochs", "int", advanced=True,
+              info="every Nth epoch trains without captions; 0 = never"),
+    FormField("caption_tag_dropout_rate", "Tag dropout rate", "float", advanced=True, step=0.05,
+              info="chance each tag after the kept ones is left out"),
+    FormField("shuffle_caption", "Shuffle tags", "bool", advanced=True),
+    FormField("debiased_estimation_loss", "Debiased estimation loss", "bool", advanced=True),
+    FormField("flip_aug", "Flip images", "bool", advanced=True),
 )
 
 

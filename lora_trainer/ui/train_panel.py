@@ -165,11 +165,15 @@ class TrainPanel:
             with gr.Row():
                 made.update({f.key: _component(f, value_of[f.key]) for f in plain[start:start + 4]})
         with gr.Row():
-            made.update({f.key: _component(f, value_of[f.key]) for f in FIELDS if f.kind == "bool"})
+            made.update({f.key: _component(f, value_of[f.key]) for f in FIELDS
+                         if f.kind == "bool" and not f.advanced})
         with gr.Accordion("More settings", open=False, elem_id="lora_trainer_more_settings"):
+            more = [f for f in FIELDS if f.advanced and f.kind != "bool"]
+            for start in range(0, len(more), 4):
+                with gr.Row():
+                    made.update({f.key: _component(f, value_of[f.key]) for f in more[start:start + 4]})
             with gr.Row():
-                made.update({f.key: _component(f, value_of[f.key]) for f in FIELDS
-                             if f.advanced and f.kind != "bool"})
+                made.update({f.key: _component(f, value_of[f.key]) for f in FIELDS if f.advanced and f.kind == "bool"})
         return [made[f.key] for f in FIELDS]
 
     def _buttons(self, status: RunStatus) -> None:

@@ -82,8 +82,10 @@ def test_epoch_steps_prodigy_args_and_multires_noise():
     assert config.optimizer_kwargs == {"d0": 1e-5, "d_coef": 1.0, "weight_decay": 0.4, "decouple": True,
                                        "safeguard_warmup": True, "use_bias_correction": True}
     assert config.lr_scheduler == "cosine"
-    assert config.noise_offset == 0.0  # kohya does not use noise_offset with Multires noise
-    assert "Multires" in result.ignored["noise_offset_type"]
+    # Multires noise and the debiased estimation loss import as themselves
+    assert (config.multires_noise_iterations, config.multires_noise_discount) == (5, 0.1)
+    assert config.debiased_estimation_loss is True and config.noise_offset == 0.0
+    assert not {"noise_offset_type", "multires_noise_iterations", "debiased_estimation_loss"} & set(result.ignored)
     assert "--lr_scheduler_type CosineAnnealingLR" in result.ignored["additional_parameters"]
 
 
@@ -165,3 +167,20 @@ def test_import_from_path_and_broken_file(tmp_path):
     path.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         import_kohya(path)
+
+
+def test_original_noise_ignores_multires_keys_and_caption_dropout_imports():
+    base = {"sdxl": True, "LoRA_type": "Standard"}
+    original = import_kohya({**base, "noise_offset_type": "Original", "noise_offset": 0.05,
+                             "multires_noise_iterations": 6, "caption_dropout_rate": 0.1,
+                             "caption_dropout_every_n_epochs": 3, "loss_type": "huber", "huber_c": 0.2,
+                             "huber_schedule": "exponential"})
+    config = original.config
+    assert (config.noise_offset, config.multires_noise_iterations) == (0.05, 0)
+    assert "not used by kohya_ss with noise_offset_type 'Original'" in original.ignored["multires_noise_iterations"]
+    assert (config.caption_dropout_rate, config.caption_dropout_every_n_epochs) == (0.1, 3)
+    assert (config.loss_type, config.huber_c, config.huber_schedule) == ("huber", 0.2, "exponential")
+    multires = import_kohya({**base, "noise_offset_type": "Multires", "noise_offset": 0.05,
+                             "multires_noise_iterations": "8", "multires_noise_discount": "0.3"})
+    assert (multires.config.noise_offset, multires.config.multires_noise_iterations) == (0.0, 8)
+    assert "noise_offset" in multires.ignored

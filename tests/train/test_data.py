@@ -136,3 +136,22 @@ def test_process_caption_keeps_the_first_tokens_and_shuffles_the_rest():
     assert len(seen) > 5
     assert process_caption(caption, True, 2, random.Random(3)) == process_caption(caption, True, 2,
                                                                                     random.Random(3))
+
+
+def test_caption_dropout_whole_per_tag_and_by_epoch():
+    caption = "myLoRA, 1girl, red hair, smile, outdoors, hat, dress"
+    assert process_caption(caption, False, 1, random.Random(0), drop=True) == ""
+    assert process_caption(caption, True, 1, random.Random(0), dropout=1.0) == ""
+    rng = random.Random(0)
+    assert process_caption(caption, False, 1, rng, dropout=0.0, tag_dropout=0.0) == caption
+    assert rng.random() == random.Random(0).random()  # an option that is off draws nothing
+    # per tag: the first keep_tokens always stay, in front; about half of the others go
+    kept = [process_caption(caption, False, 1, random.Random(seed), tag_dropout=0.5).split(", ")
+            for seed in range(200)]
+    assert all(tags[0] == "myLoRA" and set(tags) <= set(caption.split(", ")) for tags in kept)
+    share = sum(len(tags) - 1 for tags in kept) / (200 * 6)
+    assert 0.4 < share < 0.6, share
+    assert process_caption(caption, False, 1, random.Random(0), tag_dropout=1.0) == "myLoRA"
+    # about a quarter of whole captions dropped at 0.25
+    dropped = sum(process_caption(caption, False, 1, random.Random(s), dropout=0.25) == "" for s in range(400))
+    assert 60 < dropped < 140, dropped

@@ -184,3 +184,15 @@ def test_bucket_report_lists_cut_captions_with_their_tokens():
         in report
     assert bucket_report(geometries, [1, 1, 1], [], 225).endswith("captions longer than 225 tokens: none")
     assert "captions" not in bucket_report(geometries, [1, 1, 1])
+
+
+def test_a_cache_that_keeps_no_new_captions_encodes_them_alike_and_does_not_grow(tokenizers, text_encoders):
+    cache = TextEmbeddingCache(tokenizers, text_encoders)
+    cache.prepare(CAPTIONS)
+    cache.keep_new = False  # shuffled or dropped tags: a new caption each step
+    embeds, pooled = cache.get(["a shuffled, caption", CAPTIONS[0]])
+    with torch.no_grad():
+        direct = encode_prompts(tokenizers, text_encoders, ["a shuffled, caption", CAPTIONS[0]])
+    torch.testing.assert_close(embeds, direct[0])
+    torch.testing.assert_close(pooled, direct[1])
+    assert len(cache) == len(CAPTIONS) and "a shuffled, caption" not in cache._store

@@ -458,3 +458,93 @@ def test_disk_full_while_saving_the_state_keeps_the_previous_state(tiny_sdxl, ch
     state_dir = tmp_path / "model" / "myLoRA-state"
     assert json.loads((state_dir / "progress.json").read_text())["epoch"] == 1, "epoch 1's state is kept"
     assert not (tmp_path / "model" / "myLoRA-state.tmp").exists(), "the partial state is removed"
+
+
+# --- noise and loss options (train/loss.py) --------------------------------------------------------------
+
+def test_multires_noise_adds_coarse_noise_at_unit_variance():
+    from lora_trainer.train.loss import make_noise
+
+    latents = torch.zeros(8, 4, 64, 64)
+    plain = make_noise(latents, torch.Generator().manual_seed(0))
+    pyramid = make_noise(latents, torch.Generator().manual_seed(0), multires_iterations=6, multires_discount=0.8)
+    torch.testing.assert_close(pyramid.std(dim=(1, 2, 3)), torch.ones(8), rtol=1e-4, atol=1e-4)
+    # coarse noise: neighbouring pixels move together, and each channel's mean strays far from 0
+    def neighbour_correlation(n):
+        return torch.corrcoef(torch.stack([n[..., :-1].flatten(), n[..., 1:].flatten()]))[0, 1].item()
+    assert neighbour_correlation(plain) < 0.05 < 0.3 < neighbour_correlation(pyramid)
+    assert pyramid.mean(dim=(2, 3)).abs().mean() > 5 * plain.mean(dim=(2, 3)).abs().mean()
+    # 0 iterations: the plain noise, draw for draw
+    torch.testing.assert_close(make_noise(latents, torch.Generator().manual_seed(0), multires_iterations=0), plain)
+
+
+def test_pseudo_huber_is_squared_for_small_errors_and_linear_for_large_ones():
+    from lora_trainer.train.loss import elementwise_loss
+
+    target = torch.zeros(2, 1, 1, 3)
+    prediction = torch.tensor([0.001, 1.0, 100.0]).expand(2, 1, 1, 3)
+    c = torch.tensor([0.1, 0.1])
+    l2 = elementwise_loss(prediction, target, "l2")
+    huber = elementwise_loss(prediction, target, "huber", c)
+    smooth = elementwise_loss(prediction, target, "smooth_l1", c)
+    torch.testing.assert_close(l2[0, 0, 0], torch.tensor([1e-6, 1.0, 1e4]))
+    torch.testing.assert_close(huber[0, 0, 0, 0], l2[0, 0, 0, 0], rtol=1e-3, atol=1e-9)  # d << c: d^2
+    torch.testing.assert_close(huber[0, 0, 0, 2], torch.tensor(2 * 0.1 * (100 - 0.1)), rtol=1e-4, atol=0)  # 2c|d|
+    torch.testing.assert_close(smooth, huber / 0.1)
+    with pytest.raises(ValueError, match="loss_type"):
+        elementwise_loss(prediction, target, "l1", c)
+
+
+def test_huber_c_schedules_follow_the_timestep():
+    from lora_trainer.train.loss import huber_c
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    t = torch.tensor([0, 500, 999])
+    torch.testing.assert_close(huber_c(scheduler, t, 0.1, "constant"), torch.full((3,), 0.1))
+    exponential = huber_c(scheduler, t, 0.1, "exponential")
+    assert exponential[0] == 1.0 and abs(exponential[2] - 0.1) < 0.01 and exponential[0] > exponential[1] > exponential[2]
+    snr = huber_c(scheduler, t, 0.1, "snr")
+    assert 0.9 < snr[0] <= 1.0 and snr[0] > snr[1] > snr[2] >= 0.1  # little noise: near 1; much noise: near c
+
+
+def test_the_huber_loss_and_debiased_weights_change_the_step_loss_as_their_formulas_say():
+    from lora_trainer.train.loss import huber_c
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    rng = torch.Generator().manual_seed(0)
+    noise = torch.randn(16, 4, 8, 8, generator=rng)
+    timesteps = torch.randint(0, 1000, (16,), generator=rng)
+    snr = compute_snr(scheduler, timesteps)
+    # ZeroUNet predicts 0: the error is the noise itself
+    c = huber_c(scheduler, timesteps, 0.1, "snr").view(-1, 1, 1, 1)
+    huber = (2 * c * (torch.sqrt(noise.square() + c.square()) - c)).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(_loss(ZeroUNet(), TrainConfig(loss_type="huber"), scheduler=scheduler), huber.mean())
+    debiased = noise.square().mean(dim=(1, 2, 3)) / torch.sqrt(torch.clamp(snr, max=1000))
+    torch.testing.assert_close(_loss(ZeroUNet(), TrainConfig(debiased_estimation_loss=True), scheduler=scheduler),
+                               debiased.mean())
+    assert abs(_loss(ZeroUNet(), TrainConfig(), scheduler=scheduler) - debiased.mean()) > 0.1
+
+
+def test_the_loss_and_caption_options_are_checked():
+    with pytest.raises(ConfigError, match="loss_type = 'l1': must be one of"):
+        TrainConfig(loss_type="l1")
+    with pytest.raises(ConfigError, match="caption_dropout_rate = 1.5"):
+        TrainConfig(caption_dropout_rate=1.5)
+    with pytest.raises(ConfigError, match="caption_tag_dropout_rate > 0"):
+        TrainConfig(caption_tag_dropout_rate=0.1, sdxl_cache_text_encoder_outputs=True, network_train_unet_only=True)
+    with pytest.raises(ConfigError, match="huber_c = 0.0"):
+        TrainConfig(huber_c=0.0)
+
+
+def test_caption_dropout_in_a_run_empties_the_nth_epochs_captions_and_drops_tags(
+        tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    watch = Watch(monkeypatch)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=2, keep_tokens=1,
+                      caption_dropout_every_n_epochs=2, caption_tag_dropout_rate=0.5, loss_type="smooth_l1",
+                      multires_noise_iterations=4, debiased_estimation_loss=True)
+    result = run(cfg, tiny_sdxl, on_event=watch.on_event)
+    assert all(v.isfinite().all() for v in load_file(result.final_file).values())
+    first, second = watch.captions[:len(watch.captions) // 2], watch.captions[len(watch.captions) // 2:]
+    originals = {p.read_text().strip() for p in character_dataset.glob("*/*.txt")}
+    assert all(c.startswith("myLoRA") for c in first) and sum(c not in originals for c in first) >= len(first) // 2
+    assert second and all(c == "" for c in second)  # epoch 2 of caption_dropout_every_n_epochs 2

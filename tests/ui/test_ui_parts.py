@@ -108,7 +108,8 @@ def test_only_the_standalone_page_carries_style_and_script(tmp_path):
     forge_like, standalone = build_ui(host), build_ui(host, standalone=True)
     assert forge_like.css is None and forge_like.head is None
     assert standalone.css == STYLE_FILE.read_text(encoding="utf-8") and "#lora_trainer_log textarea" in standalone.css
-    scripts = [(SCRIPT_DIR / name).read_text(encoding="utf-8") for name in ("lora_trainer.js", "lora_trainer_cards.js")]
+    scripts = [(SCRIPT_DIR / name).read_text(encoding="utf-8") for name in ("lora_trainer.js", "lora_trainer_cards.js",
+                                                                    "lora_trainer_notes.js")]
     assert standalone.head == "\n".join(f"<script>\n{script}\n</script>" for script in scripts)
 
 
@@ -123,7 +124,8 @@ def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_p
               ("project", "run", "epochs", "prompts", "model", "note_epoch", "note", "rating", "chosen",
                "cell_params", "next_run", "width", "height")}
     dataset = {f"lora_trainer_dataset_{name}" for name in
-               ("project", "paths", "selection", "excluded", "compare_name", "edit_name", "crop_name")}
+               ("project", "paths", "selection", "excluded", "compare_name", "edit_name", "crop_name", "mask_editor",
+                "picker")}
     captions = {f"lora_trainer_captions_{name}" for name in
                 ("project", "folder", "trigger", "selection", "image", "caption")}
     assert not_saved == {"lora_trainer_project", "lora_trainer_repeats", "lora_trainer_new_project",
