@@ -121,6 +121,10 @@ def _import(source: Path, output: Path | None, args: argparse.Namespace) -> None
             print(f"  {key} = {data[key]!r}: {reason}", file=sys.stderr)
     if off:
         print(f"Also not applied (empty, off or kohya's default in the file): {', '.join(off)}", file=sys.stderr)
+    if result.converted:
+        print(f"Changed to the nearest value this trainer takes, from {source.name}:", file=sys.stderr)
+        for key, change in result.converted.items():
+            print(f"  {key}: {change}", file=sys.stderr)
     _emit(_with_paths(result.config, args), output)
 
 

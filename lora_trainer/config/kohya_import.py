@@ -20,6 +20,7 @@ from lora_trainer.config.settings import (
     MAX_TOKEN_LENGTHS,
     OPTIMIZER_ARGS,
     OPTIMIZERS,
+    SIZE_MULTIPLE,
     ConfigError,
     TrainConfig,
     read_json,
@@ -96,6 +97,7 @@ _KNOWN_KEYS = _SPECIAL_KEYS | set(_FIELD_TYPES) | set(_IGNORED_REASONS)
 class KohyaImport:
     config: TrainConfig
     ignored: dict[str, str]  # kohya key -> why it was not applied
+    converted: dict[str, str] = dataclasses.field(default_factory=dict)  # kohya key -> what it became and why
 
 
 def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
@@ -121,11 +123,39 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
     _read_noise(data, values, ignored)
     _read_token_length(data, values, ignored)
     _read_additional_parameters(data, values, ignored)
+    converted = _nearest_sizes(values)
     try:
         config = TrainConfig(**values)
     except ConfigError as e:
         raise ConfigError(f"kohya_ss settings: {e}") from e
-    return KohyaImport(config=config, ignored=dict(sorted(ignored.items())))
+    return KohyaImport(config=config, ignored=dict(sorted(ignored.items())), converted=converted)
+
+
+_SIZE_KEYS = ("bucket_reso_steps", "min_bucket_reso", "max_bucket_reso")
+
+
+def _nearest_sizes(values: dict[str, Any]) -> dict[str, str]:
+    """Sizes kohya accepts but SDXL cannot use (older kohya_ss presets carry `bucket_reso_steps: 1` or
+    `max_resolution: "512,650"`) become the nearest multiple of 32 (at least 32), each with a line
+    saying so, instead of refusing the whole file."""
+    converted = {}
+    for key in _SIZE_KEYS:
+        value = values.get(key)
+        if isinstance(value, int) and value % SIZE_MULTIPLE:
+            values[key] = _nearest_multiple(value)
+            converted[key] = f"{value} -> {values[key]}: SDXL sizes are multiples of {SIZE_MULTIPLE}"
+    text = values.get("max_resolution")
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) in (1, 2) and all(p.isdigit() for p in parts) and any(int(p) % SIZE_MULTIPLE for p in parts):
+            values["max_resolution"] = ",".join(str(_nearest_multiple(int(p))) for p in parts)
+            converted["max_resolution"] = (f"{text!r} -> {values['max_resolution']!r}: SDXL sizes are multiples "
+                                           f"of {SIZE_MULTIPLE}")
+    return converted
+
+
+def _nearest_multiple(value: int) -> int:
+    return max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
 
 def is_inactive(key: str, value: Any) -> bool:

@@ -144,3 +144,18 @@ def test_check_refuses_an_output_name_too_long_for_the_output_folder(tmp_path, c
     assert "output_name 'xxx" in err and "is too long" in err and "at most 255 bytes" in err
     base.replace(output_name="x" * 200).save_json(tmp_path / "c.json")
     assert cli.main(["config", "--check", str(tmp_path / "c.json")]) == 0
+
+
+def test_kohya_sizes_sdxl_cannot_use_become_the_nearest_and_are_listed(tmp_path, capsys):
+    kohya = tmp_path / "old.json"
+    kohya.write_text(json.dumps({"LoRA_type": "Standard", "bucket_reso_steps": 1, "max_resolution": "512,650",
+                                 "min_bucket_reso": "250", "max_bucket_reso": 2048}))
+    out = tmp_path / "ours.json"
+    assert cli.main(["config", "--import-kohya", str(kohya), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Changed to the nearest value this trainer takes, from old.json:" in err
+    assert "bucket_reso_steps: 1 -> 32: SDXL sizes are multiples of 32" in err
+    assert "max_resolution: '512,650' -> '512,640'" in err and "min_bucket_reso: 250 -> 256" in err
+    config = TrainConfig.from_json(out)
+    assert (config.bucket_reso_steps, config.max_resolution, config.min_bucket_reso) == (32, "512,640", 256)
+    assert "max_bucket_reso" not in err  # 2048 is fine as it is

@@ -152,7 +152,7 @@ def test_unsupported_scheduler_and_adafactor_schedule_without_adafactor():
     ({"sdxl": False}, "not for SDXL"),
     ({"sdxl": True, "v2": True}, "v2 = true"),
     ({"network_dim": "lots"}, "kohya_ss key 'network_dim' = 'lots': expected an integer"),
-    ({"max_resolution": "1000,1000"}, "kohya_ss settings: max_resolution = '1000,1000'"),
+    ({"max_resolution": "1024x1024"}, "kohya_ss settings: max_resolution = '1024x1024'"),  # 1000,1000 becomes 992,992
 ])
 def test_what_cannot_be_imported_is_an_error(data, expected):
     with pytest.raises(ConfigError) as error:
