@@ -128,6 +128,11 @@ class TrainConfig:
     bucket_no_upscale: bool = False
     max_resolution: str = "1024,1024"  # "width,height" or one number for a square
     max_token_length: int = 75  # kohya's default; the presets use 225 (see docs/config.md)
+    # --- validation ---
+    validation_split: float = 0.0  # images held out: a fraction (0.1) or a count (8); 0 = none
+    validation_data_dir: str = ""  # or a folder of held-out images (the <repeats>_<name>/ layout)
+    validation_seed: int | None = None  # which images are held out and the validation noise; None = seed
+    validate_every_n_epochs: int = 1
     training_comment: str = ""
 
     def __post_init__(self) -> None:
@@ -174,6 +179,9 @@ class TrainConfig:
         need(not (self.lr_scheduler in ("constant", "adafactor") and (self.lr_warmup or self.lr_warmup_steps)),
              f"lr_scheduler {self.lr_scheduler!r} has no warmup: set lr_warmup/lr_warmup_steps to 0 "
              "or use 'constant_with_warmup'")
+        need(not (self.validation_split and self.validation_data_dir),
+             f"validation_split = {self.validation_split:g} and validation_data_dir = {self.validation_data_dir!r}: "
+             "hold out images from the training folder or give a folder of them, not both")
         self._check_text_encoder_cache()
         self._check_buckets()
 
@@ -208,6 +216,10 @@ class TrainConfig:
                               f"larger side {max(width, height)} (max_resolution {self.max_resolution!r})")
 
     # --- derived values ---
+    @property
+    def validates(self) -> bool:
+        return bool(self.validation_split or self.validation_data_dir)
+
     @property
     def resolution(self) -> tuple[int, int]:
         """(width, height) from max_resolution."""
@@ -348,6 +360,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "caption_dropout_rate": ((lambda v: 0 <= v <= 1), "from 0 to 1"),
     "caption_dropout_every_n_epochs": _at_least(0),
     "caption_tag_dropout_rate": ((lambda v: 0 <= v <= 1), "from 0 to 1"),
+    "validation_split": ((lambda v: 0 <= v < 1 or float(v).is_integer()),
+                         "a fraction of the images below 1 (0.1 = 10%), a whole number of images (8), or 0"),
+    "validation_seed": ((lambda v: 0 <= v <= MAX_SEED), f"from 0 to {MAX_SEED} (2^32 - 1), or null to use seed"),
+    "validate_every_n_epochs": _at_least(1),
     "caption_extension": ((lambda v: len(v) > 1 and v.startswith(".")), "an extension starting with '.', e.g. '.txt'"),
     "keep_tokens": _at_least(0),
     "min_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),
@@ -392,6 +408,10 @@ def check_paths(cfg: TrainConfig) -> list[str]:
                         f"{Path(data) / '<repeats>_<name>'}, each with its .txt caption)")
     if cfg.vae.strip() and not Path(cfg.vae).expanduser().exists():
         problems.append(f"vae = {cfg.vae!r}: no such file or folder")
+    held_out = cfg.validation_data_dir
+    if held_out.strip() and not Path(held_out).is_dir():
+        problems.append(f"validation_data_dir = {held_out!r}: no such folder (held-out images go in "
+                        f"{Path(held_out) / '<repeats>_<name>'}, as in train_data_dir)")
     return problems
 
 

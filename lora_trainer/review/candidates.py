@@ -25,6 +25,7 @@ def _field(kind: str, name: str) -> str:
 _EVENT = "event"
 _END_EPOCH, _END_LOSS = _field(layout.EPOCH_END, "epoch"), _field(layout.EPOCH_END, "loss")
 _STEP_EPOCH, _STEP_LOSS = _field(layout.STEP, "epoch"), _field(layout.STEP, "loss")
+_VAL_EPOCH, _VAL_LOSS = _field(layout.VALIDATION, "epoch"), _field(layout.VALIDATION, "loss")
 
 SMOOTH_FROM = 5  # curves of at least this many epochs are smoothed (a centered 3-epoch mean)
 NOISE_FACTOR = 2.5  # a minimum must be this many times deeper than the curve's noise
@@ -160,7 +161,7 @@ def _epoch_curve_from_steps(step_losses: list[tuple[int, float]]) -> dict[int, f
 
 
 def suggest_epochs(epoch_losses: dict[int, float], step_losses: list[tuple[int, float]] | None = None,
-                   most: int = 3) -> list[Candidate]:
+                   most: int = 3, source: str = "loss/epoch") -> list[Candidate]:
     """At most `most` epochs worth rendering first, best first, each with its reason.
 
     `epoch_losses`: the mean loss of each epoch (EPOCH_END events, `epoch_losses_from_events`).
@@ -175,7 +176,7 @@ def suggest_epochs(epoch_losses: dict[int, float], step_losses: list[tuple[int, 
     epochs, values = [e for e, _ in pairs], [v for _, v in pairs]
     if len(pairs) == 1:
         return [Candidate(epochs[0], f"epoch {epochs[0]}: the only epoch with a loss")]
-    minima, smooth, noise = _minima(epochs, values, "loss/epoch")
+    minima, smooth, noise = _minima(epochs, values, source)
     if step_losses:
         curve = sorted(_epoch_curve_from_steps(step_losses).items())
         if len(curve) >= 3:
@@ -202,11 +203,30 @@ def suggest_epochs(epoch_losses: dict[int, float], step_losses: list[tuple[int, 
 
 def epoch_losses_from_events(events: Iterable[dict[str, Any]]) -> dict[int, float]:
     """Each epoch's mean loss from a run's EPOCH_END events (a resumed run's later value wins)."""
+    return _per_epoch(events, layout.EPOCH_END, _END_EPOCH, _END_LOSS)
+
+
+def validation_losses_from_events(events: Iterable[dict[str, Any]]) -> dict[int, float]:
+    """Each validated epoch's loss on the held-out images (VALIDATION events)."""
+    return _per_epoch(events, layout.VALIDATION, _VAL_EPOCH, _VAL_LOSS)
+
+
+def suggest_from_events(events: Iterable[dict[str, Any]], most: int = 3) -> list[Candidate]:
+    """The candidates of a run: from its validation loss when it has one (images it never trained on
+    say more than its training loss), else from its training loss per epoch and per step."""
+    events = list(events)
+    validation = validation_losses_from_events(events)
+    if validation:
+        return suggest_epochs(validation, most=most, source="loss/validation")
+    return suggest_epochs(epoch_losses_from_events(events), step_losses_from_events(events), most=most)
+
+
+def _per_epoch(events: Iterable[dict[str, Any]], kind: str, epoch_field: str, loss_field: str) -> dict[int, float]:
     out: dict[int, float] = {}
     for event in events:
-        if event.get(_EVENT) != layout.EPOCH_END:
+        if event.get(_EVENT) != kind:
             continue
-        epoch, loss = event.get(_END_EPOCH), event.get(_END_LOSS)
+        epoch, loss = event.get(epoch_field), event.get(loss_field)
         if isinstance(epoch, int) and isinstance(loss, (int, float)) and math.isfinite(loss):
             out[epoch] = float(loss)
     return out

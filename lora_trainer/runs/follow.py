@@ -66,6 +66,7 @@ class RunStatus:
     eta_s: float | None = None
     saved: list[SavedLora] = field(default_factory=list)
     losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, average), whole run
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (epoch, loss on held-out images)
     warnings: list[str] = field(default_factory=list)  # the trainer's (captions missing, ...)
     publish_problems: list[str] = field(default_factory=list)  # saved files the host could not take
     error: str = ""
@@ -310,6 +311,8 @@ def fill_progress(status: RunStatus, events: list[dict], all_events: list[dict])
         status.eta_s = max(status.total_steps - status.step, 0) / rate if rate > 0 else None
     curve = {e["step"]: (e["loss"], e["average_loss"]) for e in all_events if e["event"] == STEP}
     status.losses = [(step, *curve[step]) for step in sorted(curve)]
+    held_out = {e["epoch"]: e["loss"] for e in all_events if e["event"] == layout.VALIDATION}
+    status.validation = sorted(held_out.items())
 
 
 def outcome(status: RunStatus, events: list[dict], tail: list[str], *, returncode: int | None,

@@ -264,8 +264,8 @@ def events_file(run_dir: Path) -> Path:
 # --- events --------------------------------------------------------------------------------------
 
 LAUNCH, WARNING, BUCKETS, CACHING, LATENTS = "launch", "warning", "buckets", "caching", "latents"
-START, STEP, EPOCH_END, SAVED, STOPPED, FINISHED, ERROR = (
-    "start", "step", "epoch", "saved", "stopped", "finished", "error")
+START, STEP, EPOCH_END, VALIDATION, SAVED, STOPPED, FINISHED, ERROR = (
+    "start", "step", "epoch", "validation", "saved", "stopped", "finished", "error")
 
 # Each kind and its fields, in the order a run emits them; every line has "event" and "time" too.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -279,9 +279,11 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     CACHING: ("done", "total"),  # latent encoding progress
     LATENTS: ("encoded", "reused", "cache_dir"),  # latent cache outcome
     START: ("total_steps", "epochs", "steps_per_epoch", "images", "samples_per_epoch", "resumed_at_step",
-            "run_dir", "processes", "device"),
+            "run_dir", "processes", "device", "validation_images"),
     STEP: ("step", "epoch", "loss", "average_loss", "lr"),  # one optimizer step; lr: {"unet": ..}
     EPOCH_END: ("epoch", "loss", "step"),  # an epoch finished, with its mean loss
+    # the loss on the held-out images after an epoch (train/validation.py), and how many there are
+    VALIDATION: ("epoch", "loss", "step", "images"),
     SAVED: ("kind", "path", "epoch", "step", "rank_checksums"),  # a LoRA file written (EPOCH or STOP)
     STOPPED: ("step", "epoch", "resume_with"),  # stopped on request; resume_with: the state folder
     FINISHED: ("path", "epoch", "step"),  # the run ended; path: the final LoRA

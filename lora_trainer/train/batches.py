@@ -26,7 +26,14 @@ from lora_trainer.train.buckets import (
     rank_share,
 )
 from lora_trainer.train.cache import LatentCache
-from lora_trainer.train.data import TrainingSet, process_caption, scan_training_folder
+from lora_trainer.train.data import (
+    DatasetError,
+    ImageItem,
+    TrainingSet,
+    hold_out,
+    process_caption,
+    scan_training_folder,
+)
 from lora_trainer.train.events import EventLog
 from lora_trainer.train.model import SDXLModel
 from lora_trainer.train.text import TextEmbeddingCache, count_cut_tokens, encode_prompts
@@ -76,10 +83,12 @@ def model_identity(path: str) -> str:
 
 class TrainingBatches:
     def __init__(self, cfg: TrainConfig, training_set: TrainingSet, geometries: list[Geometry],
-                 latents: LatentCache, model_name: str, world_size: int, truncated: list[list] | None = None):
+                 latents: LatentCache, model_name: str, world_size: int, truncated: list[list] | None = None,
+                 validation: list[tuple[ImageItem, Geometry]] = ()):
         self.cfg = cfg
         self.items = training_set.items
         self.geometries = geometries
+        self.validation = list(validation)  # held-out images: never in a training batch
         self.latents = latents
         self.model_name = model_name
         self.sample_items = training_set.sample_indices()  # one entry per sample: its item index
@@ -101,10 +110,12 @@ class TrainingBatches:
         training_set = scan_training_folder(cfg.train_data_dir, cfg.caption_extension)
         for warning in training_set.warnings:
             events.emit(layout.WARNING, message=warning)
+        held_out = _validation_items(cfg, training_set)
         bucketer = Bucketer(cfg.resolution, enable_bucket=cfg.enable_bucket, min_bucket_reso=cfg.min_bucket_reso,
                             max_bucket_reso=cfg.max_bucket_reso, bucket_reso_steps=cfg.bucket_reso_steps,
                             bucket_no_upscale=cfg.bucket_no_upscale)
         geometries = [bucketer.assign(item.size) for item in training_set.items]
+        validation = [(item, bucketer.assign(item.size)) for item in held_out]
         use_disk = cfg.cache_latents and cfg.cache_latents_to_disk
         vae_id = model_identity(cfg.vae or cfg.pretrained_model_name_or_path)
         dtype = vae_dtype(cfg)
@@ -113,12 +124,12 @@ class TrainingBatches:
                             flip_aug=cfg.flip_aug, dtype=dtype)
         truncated = truncated_captions(cfg, training_set, model.tokenizer_1)
         batches = cls(cfg, training_set, geometries, cache, Path(cfg.pretrained_model_name_or_path).name,
-                      accelerator.num_processes, truncated)
+                      accelerator.num_processes, truncated, validation)
         events.emit(layout.BUCKETS, report=batches.bucket_report, buckets=batches.bucket_info["buckets"],
                     truncated_captions=truncated)
         if truncated:
             events.emit(layout.WARNING, message=_truncation_warning(cfg, truncated))
-        jobs = [(item.path, geometry) for item, geometry in zip(training_set.items, geometries)]
+        jobs = [(item.path, geometry) for item, geometry in [*zip(training_set.items, geometries), *validation]]
         # With a disk cache rank 0 encodes and the others then read its files.
         with accelerator.main_process_first() if use_disk else contextlib.nullcontext():
             encoded = cache.prepare(jobs, lambda done, total: events.emit(layout.CACHING, done=done, total=total))
@@ -136,7 +147,8 @@ class TrainingBatches:
         self.text_cache = TextEmbeddingCache([model.tokenizer_1, model.tokenizer_2], encoders,
                                              self.cfg.max_token_length)
         dropped = [""] if self.cfg.caption_dropout_rate or self.cfg.caption_dropout_every_n_epochs else []
-        self.text_cache.prepare([item.caption for item in self.items] + dropped)
+        held_out = [item.caption for item, _ in self.validation]
+        self.text_cache.prepare([item.caption for item in self.items] + held_out + dropped)
         if self.captions_vary:
             self.text_cache.keep_new = False  # a new tag order or subset each step: encoded, not kept
         else:
@@ -177,6 +189,19 @@ class TrainingBatches:
             return self.text_cache.get(captions, device=model.unet.device)
         return encode_prompts([model.tokenizer_1, model.tokenizer_2], text_encoders, captions,
                               self.cfg.max_token_length)
+
+
+def _validation_items(cfg: TrainConfig, training_set: TrainingSet) -> list[ImageItem]:
+    """The held-out images: a folder of them, or a split of the training folder (taken out of
+    `training_set`, so they are never trained on)."""
+    if cfg.validation_data_dir:
+        try:
+            return scan_training_folder(cfg.validation_data_dir, cfg.caption_extension).items
+        except DatasetError as e:
+            raise DatasetError(f"validation_data_dir: {e}") from None
+    seed = cfg.seed if cfg.validation_seed is None else cfg.validation_seed
+    training_set.items, held_out = hold_out(training_set.items, cfg.validation_split, seed)
+    return held_out
 
 
 def _truncation_warning(cfg: TrainConfig, truncated: list[list]) -> str:

@@ -188,9 +188,13 @@ def print_event(event: dict) -> None:
     elif kind == layout.LATENTS:
         tqdm.write(f"latents: {event['encoded']} encoded, {event['reused']} reused from cache", file=sys.stdout)
     elif kind == layout.START:
+        held_out = f", {event['validation_images']} image(s) held out" if event.get("validation_images") else ""
         tqdm.write(f"training {event['total_steps']} steps ({event['epochs']} epochs x {event['steps_per_epoch']}"
-                   f") on {event['device']}; TensorBoard: tensorboard --logdir {Path(event['run_dir']).parent}",
-                   file=sys.stdout)
+                   f"{held_out}) on {event['device']}; TensorBoard: tensorboard --logdir "
+                   f"{Path(event['run_dir']).parent}", file=sys.stdout)
+    elif kind == layout.VALIDATION:
+        tqdm.write(f"epoch {event['epoch']}: validation loss {event['loss']:.5f} on {event['images']} held-out "
+                   "image(s)", file=sys.stdout)
     elif kind == layout.SAVED:
         tqdm.write(f"saved {event['path']}", file=sys.stdout)
     elif kind == layout.FINISHED:

@@ -77,6 +77,21 @@ class TrainingSet:
         return {folder: dict(counts) for folder, counts in result.items()}
 
 
+def hold_out(items: list[ImageItem], split: float, seed: int) -> tuple[list[ImageItem], list[ImageItem]]:
+    """(training items, validation items): `split` below 1 is a fraction of the images (at least one),
+    a whole number is a count; chosen at random from `seed`, the same ones for the same files and seed.
+    At least one image stays for training."""
+    if not split:
+        return items, []
+    count = max(1, round(split * len(items))) if split < 1 else int(split)
+    if count >= len(items):
+        raise DatasetError(f"validation_split = {split:g} holds out {count} of the {len(items)} images: at least "
+                           "one must stay for training (use a smaller split, or validation_data_dir)")
+    ordered = sorted(range(len(items)), key=lambda i: str(items[i].path))
+    held = set(random.Random(seed).sample(ordered, count))
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
+
+
 def scan_training_folder(img_root: str | Path, caption_extension: str = ".txt") -> TrainingSet:
     """Read `img_root`'s `<repeats>_<name>/` folders; raise `DatasetError` if it cannot train."""
     img_root = Path(img_root)

@@ -41,6 +41,12 @@ class Monitor:
         self.progress.epoch_loss_sum, self.progress.epoch_loss_count = 0.0, 0
         return epoch_loss
 
+    def validation(self, epoch: int, loss: float, images: int) -> None:
+        if self.writer:
+            self.writer.add_scalar("loss/validation", loss, epoch)
+            self.writer.flush()
+        self.events.emit(layout.VALIDATION, epoch=epoch, loss=loss, step=self.progress.global_step, images=images)
+
     def close(self) -> None:
         if self.writer:
             self.writer.close()

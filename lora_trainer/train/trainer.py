@@ -42,6 +42,7 @@ from lora_trainer.train.monitor import Monitor
 from lora_trainer.train.optim import adafactor_sets_own_lr, build_optimizer, build_scheduler
 from lora_trainer.train.sgm_names import TEXT_ENCODER_LORA_TARGETS, UNET_LORA_TARGETS, UNetLayout
 from lora_trainer.train.stop import StopSignal
+from lora_trainer.train.validation import Validator
 
 # Settings a resumed run must share with the run that wrote the state.
 RESUME_MUST_MATCH = ("network_dim", "network_alpha", "network_train_unet_only", "text_encoder_lr",
@@ -63,6 +64,7 @@ class TrainResult:
     global_step: int = 0
     run_dir: Path | None = None
     epoch_losses: list[float] = field(default_factory=list)
+    validation_losses: dict[int, float] = field(default_factory=dict)  # epoch -> loss on held-out images
 
 
 def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_config_dir: str | None = None,
@@ -215,6 +217,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
             model.text_encoder_1.gradient_checkpointing_enable()
             model.text_encoder_2.gradient_checkpointing_enable()
     batches.build_text_cache(model, train_te)
+    validator = Validator(cfg, batches, model.noise_scheduler) if batches.validation else None
 
     # --- optimizer, schedule -------------------------------------------------------------------
     groups = [{"params": _trainable(model.unet), "lr": cfg.unet_learning_rate}]
@@ -243,7 +246,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     events.emit(layout.START, total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
                 images=batches.num_images, samples_per_epoch=batches.num_samples,
                 resumed_at_step=progress.global_step if resumed else None, run_dir=str(run_dir),
-                processes=accelerator.num_processes, device=str(device))
+                processes=accelerator.num_processes, device=str(device),
+                validation_images=len(validator) if validator else 0)
     run_files = RunFiles(cfg.output_dir, cfg.output_name)
     result = TrainResult(global_step=progress.global_step, epochs_done=progress.epoch, run_dir=run_dir,
                          state_dir=run_files.state_dir, saved_files=saved_files)
@@ -305,6 +309,11 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         progress.epoch, progress.batch_in_epoch = epoch + 1, 0
         result.epoch_losses.append(monitor.end_epoch(progress.epoch))
         last = progress.epoch == epochs or progress.global_step >= total_steps
+        if validator and (last or progress.epoch % cfg.validate_every_n_epochs == 0):
+            encoders = [trained["te1"], trained["te2"]] if train_te else None  # unwrapped: no DDP hooks
+            loss = validator.loss(trained["unet"], model, encoders, accelerator, weight_dtype)
+            result.validation_losses[progress.epoch] = loss
+            monitor.validation(progress.epoch, loss, len(validator))
         if last or progress.epoch % cfg.save_every_n_epochs == 0:
             save_everything(layout.EPOCH, run_files.epoch_lora(progress.epoch))
         if last:

@@ -60,6 +60,10 @@ def _details(s: RunStatus) -> list[str]:
         details.append(f"project {s.project}")
     if s.loss is not None:
         details.append(f"loss {s.loss:.4f} (epoch average {s.average_loss:.4f})")
+    if s.validation:
+        epoch, loss = s.validation[-1]
+        best = min(s.validation, key=lambda v: (v[1], v[0]))
+        details.append(f"validation loss {loss:.4f} after epoch {epoch} (lowest {best[1]:.4f}, epoch {best[0]})")
     details += [f"lr {name} {rate:.2e}" for name, rate in s.learning_rates.items()]
     if s.state != "idle":
         details.append(f"elapsed {duration(s.elapsed_s)}")

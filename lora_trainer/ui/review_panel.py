@@ -23,12 +23,7 @@ import gradio as gr
 
 from lora_trainer.host import Host, confine_path, looks_like_path
 from lora_trainer.project import Project, list_projects
-from lora_trainer.review.candidates import (
-    Candidate,
-    epoch_losses_from_events,
-    step_losses_from_events,
-    suggest_epochs,
-)
+from lora_trainer.review.candidates import Candidate, suggest_from_events
 from lora_trainer.review.compare import (
     NO_RECORD,
     RANK_FACTORS,
@@ -110,8 +105,7 @@ def run_dir_of(log_dir: Path, output_name: str) -> Path | None:
 def candidates_for(run_dir: Path | None) -> list[Candidate]:
     if run_dir is None:
         return []
-    events = read_events(run_dir / EVENTS_FILE)
-    return suggest_epochs(epoch_losses_from_events(events), step_losses_from_events(events))
+    return suggest_from_events(read_events(run_dir / EVENTS_FILE))
 
 
 def preselect(files: list[LoraFile], candidates: list[Candidate]) -> list[str]:

@@ -122,3 +122,18 @@ def test_losses_from_events():
     assert step_losses_from_events(events) == [(1, 0.2), (1, 0.18)]
     for kind in (layout.STEP, layout.EPOCH_END):
         assert {"epoch", "loss"} <= set(layout.EVENT_FIELDS[kind])
+
+
+def test_the_validation_loss_is_preferred_when_a_run_has_one():
+    from lora_trainer.review.candidates import suggest_from_events, validation_losses_from_events
+
+    training = [0.14, 0.12, 0.10, 0.09, 0.08, 0.07, 0.06, 0.05]       # falls to the end: memorising
+    validation = [0.30, 0.25, 0.21, 0.18, 0.20, 0.23, 0.26, 0.28]     # best at epoch 4
+    events = [{"event": layout.EPOCH_END, "time": e, "epoch": e, "loss": v, "step": e}
+              for e, v in enumerate(training, start=1)]
+    assert suggest_from_events(events)[0].epoch == 8
+    events += [{"event": layout.VALIDATION, "time": e, "epoch": e, "loss": v, "step": e, "images": 4}
+               for e, v in enumerate(validation, start=1)]
+    assert validation_losses_from_events(events) == dict(enumerate(validation, start=1))
+    best = suggest_from_events(events)[0]
+    assert best.epoch == 4 and "loss/validation" in best.reason

@@ -108,3 +108,13 @@ def test_every_event_the_trainer_emits_is_declared():
         assert fields == set(EVENT_FIELDS[kind]), f"{where}: {kind!r} emits {sorted(fields)}"
     emitted = {getattr(layout, call.args[0].attr) for _path, call in calls}
     assert emitted == set(EVENT_FIELDS), "every declared kind is emitted by the trainer"
+
+
+def test_the_followed_status_carries_each_validated_epochs_loss():
+    from lora_trainer.runs.follow import RunStatus, fill_progress
+
+    events = [{"event": layout.VALIDATION, "time": e, "epoch": e, "loss": v, "step": 8 * e, "images": 2}
+              for e, v in ((1, 0.3), (2, 0.25), (2, 0.26))]  # a resumed epoch 2: the later value
+    status = RunStatus()
+    fill_progress(status, [], events)
+    assert status.validation == [(1, 0.3), (2, 0.26)]

@@ -1,6 +1,7 @@
 """The kohya training folder: repeats, captions (missing ones warned, never dropped), bad files."""
 
 import random
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -155,3 +156,17 @@ def test_caption_dropout_whole_per_tag_and_by_epoch():
     # about a quarter of whole captions dropped at 0.25
     dropped = sum(process_caption(caption, False, 1, random.Random(s), dropout=0.25) == "" for s in range(400))
     assert 60 < dropped < 140, dropped
+
+
+def test_hold_out_takes_a_fraction_or_a_count_the_same_way_each_time():
+    from lora_trainer.train.data import ImageItem, hold_out
+
+    items = [ImageItem(Path(f"/set/1_x/{i:02d}.png"), "x", 1, "1_x", (64, 64)) for i in range(20)]
+    train_items, held = hold_out(items, 0.1, seed=7)
+    assert len(held) == 2 and len(train_items) == 18 and not set(map(id, held)) & set(map(id, train_items))
+    assert hold_out(list(reversed(items)), 0.1, seed=7)[1] == sorted(held, key=lambda i: str(i.path), reverse=True)
+    assert hold_out(items, 0.1, seed=8)[1] != held
+    assert len(hold_out(items, 5, seed=7)[1]) == 5 and len(hold_out(items, 0.01, seed=7)[1]) == 1
+    assert hold_out(items, 0, seed=7) == (items, [])
+    with pytest.raises(DatasetError, match="holds out 20 of the 20 images: at least one must stay"):
+        hold_out(items, 20, seed=7)

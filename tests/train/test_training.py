@@ -548,3 +548,51 @@ def test_caption_dropout_in_a_run_empties_the_nth_epochs_captions_and_drops_tags
     originals = {p.read_text().strip() for p in character_dataset.glob("*/*.txt")}
     assert all(c.startswith("myLoRA") for c in first) and sum(c not in originals for c in first) >= len(first) // 2
     assert second and all(c == "" for c in second)  # epoch 2 of caption_dropout_every_n_epochs 2
+
+
+def test_validation_holds_images_out_and_the_same_weights_give_the_same_loss(
+        tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    from lora_trainer.train import validation as validation_module
+    from lora_trainer.train.data import hold_out, scan_training_folder
+
+    started, trained_paths, pairs = [], [], []
+    real_get, real_loss = batches_module.LatentCache.get, validation_module.Validator.loss
+
+    def get(cache, path, geometry, flipped=False):
+        if started:
+            trained_paths.append(Path(path))
+        return real_get(cache, path, geometry, flipped)
+
+    def loss_twice(self, *args):
+        pairs.append((real_loss(self, *args), real_loss(self, *args)))
+        return pairs[-1][0]
+
+    monkeypatch.setattr(batches_module.LatentCache, "get", get)
+    monkeypatch.setattr(validation_module.Validator, "loss", loss_twice)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=2, validation_split=2)
+    result = run(cfg, tiny_sdxl, on_event=lambda e: started.append(1) if e["event"] == "start" else None)
+
+    held = {item.path for item in hold_out(scan_training_folder(character_dataset).items, 2, cfg.seed)[1]}
+    assert len(held) == 2 and trained_paths and not held & set(trained_paths)  # never in a training batch
+    assert len(set(trained_paths)) == 6
+    assert len(pairs) == 2 and all(a == b and a > 0 for a, b in pairs)  # same weights, same loss
+    assert pairs[0][0] != pairs[1][0]  # the weights changed between the epochs
+    events = read_events(result.run_dir / "events.jsonl")
+    start = next(e for e in events if e["event"] == "start")
+    assert (start["images"], start["validation_images"]) == (6, 2)
+    validations = [e for e in events if e["event"] == "validation"]
+    assert [(e["epoch"], e["images"]) for e in validations] == [(1, 2), (2, 2)]
+    assert result.validation_losses == {1: pairs[0][0], 2: pairs[1][0]}
+    scalars = EventAccumulator(str(result.run_dir)).Reload().Scalars("loss/validation")
+    assert [(s.step, round(s.value, 5)) for s in scalars] == [(1, round(pairs[0][0], 5)), (2, round(pairs[1][0], 5))]
+
+
+def test_a_validation_folder_is_checked_before_the_run(tmp_path):
+    from lora_trainer.config.settings import check_paths
+
+    cfg = TrainConfig(validation_data_dir=str(tmp_path / "held"))
+    assert any("validation_data_dir" in p and "no such folder" in p for p in check_paths(cfg))
+    with pytest.raises(ConfigError, match="not both"):
+        TrainConfig(validation_split=0.1, validation_data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="validation_split = 2.5"):
+        TrainConfig(validation_split=2.5)

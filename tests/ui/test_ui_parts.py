@@ -254,3 +254,12 @@ def test_a_running_jobs_line_has_a_progress_bar_and_a_finished_one_none():
     assert "<progress" not in render.job_line("7 image(s) prepared", 8, 8, running=False)
     assert "<progress" not in render.job_line("loading the model", 0, 0, running=True)  # total not known yet
     assert "lora-trainer-error" in render.job_line("ended: x.png: broken", 1, 8, running=False, error=True)
+
+
+def test_the_status_names_the_validation_loss_and_its_lowest_epoch():
+    from lora_trainer.runs.follow import RunStatus
+    from lora_trainer.ui import render
+
+    html = render.status(RunStatus(state="running", message="epoch 3/4", loss=0.1, average_loss=0.12,
+                                   validation=[(1, 0.31), (2, 0.27), (3, 0.29)]))
+    assert "validation loss 0.2900 after epoch 3 (lowest 0.2700, epoch 2)" in html
