@@ -48,6 +48,7 @@ SAVE_PRECISIONS = ("fp16", "bf16", "float")
 ATTENTIONS = ("none", "sdpa", "xformers")
 LOSS_TYPES = ("l2", "huber", "smooth_l1")
 HUBER_SCHEDULES = ("constant", "exponential", "snr")
+EMA_SAVES = ("instead", "alongside")
 MAX_TOKEN_LENGTHS = (75, 150, 225)  # CLIP chunks of 75 tokens, as kohya and the WebUIs encode long prompts
 # Optimizers that can step fp16 weights: Adafactor computes in fp32, bitsandbytes' AdamW8bit keeps its
 # own state; torch's AdamW and Prodigy compute in the weights' dtype, where their epsilon is 0.
@@ -100,6 +101,9 @@ class TrainConfig:
     full_fp16: bool = False
     save_precision: str = "fp16"
     gradient_checkpointing: bool = False
+    ema_decay: float = 0.0  # an exponential moving average of the LoRA weights; 0 = off, 0.99-0.999 usual
+    ema_update_every: int = 1  # optimizer steps between EMA updates
+    ema_save: str = "instead"  # "instead": the saved files hold the EMA; "alongside": also <name>_ema-NNNNNN
     xformers: str = "sdpa"  # attention: none, sdpa, xformers (the trainer may run xformers as sdpa)
     sdxl_no_half_vae: bool = True
     noise_offset: float = 0.0
@@ -364,6 +368,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "a fraction of the images below 1 (0.1 = 10%), a whole number of images (8), or 0"),
     "validation_seed": ((lambda v: 0 <= v <= MAX_SEED), f"from 0 to {MAX_SEED} (2^32 - 1), or null to use seed"),
     "validate_every_n_epochs": _at_least(1),
+    "ema_decay": ((lambda v: 0 <= v < 1), "from 0 (off) to below 1, e.g. 0.999"),
+    "ema_update_every": _at_least(1),
+    "ema_save": _choice(EMA_SAVES),
     "caption_extension": ((lambda v: len(v) > 1 and v.startswith(".")), "an extension starting with '.', e.g. '.txt'"),
     "keep_tokens": _at_least(0),
     "min_bucket_reso": (_multiple_of_size, f"a positive multiple of {SIZE_MULTIPLE}"),

@@ -55,6 +55,14 @@ class RunFiles:
     def epoch_lora(self, epoch: int) -> Path:
         return self.output_dir / f"{self.output_name}-{epoch:06d}{LORA_SUFFIX}"
 
+    @property
+    def ema_name(self) -> str:
+        """The output name of a run's EMA weights saved alongside its own (ema_save "alongside")."""
+        return f"{self.output_name}_ema"
+
+    def ema_epoch_lora(self, epoch: int) -> Path:
+        return self.output_dir / f"{self.ema_name}-{epoch:06d}{LORA_SUFFIX}"
+
     def stop_lora(self, step: int) -> Path:
         return self.output_dir / f"{self.output_name}-step{step:08d}{LORA_SUFFIX}"
 

@@ -54,14 +54,17 @@ def restore_rng(saved: dict, generator: torch.Generator, caption_rng: random.Ran
 
 
 def write_main_state(tmp_dir: Path, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
-                     progress: Progress, config: dict, dataset: dict | None = None) -> None:
-    """Rank 0's part: weights, optimizer and scheduler are identical on every rank."""
+                     progress: Progress, config: dict, dataset: dict | None = None,
+                     ema: dict[str, torch.Tensor] | None = None) -> None:
+    """Rank 0's part: weights, optimizer and scheduler (and the EMA) are identical on every rank."""
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)
-    _save_torch({"trainable": {k: v.detach().float().cpu() for k, v in trainable.items()},
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                tmp_dir / STATE_FILE)
+    main = {"trainable": {k: v.detach().float().cpu() for k, v in trainable.items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if ema is not None:
+        main["ema"] = ema
+    _save_torch(main, tmp_dir / STATE_FILE)
     (tmp_dir / PROGRESS_FILE).write_text(json.dumps(asdict(progress), indent=2), encoding="utf-8")
     (tmp_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
     if dataset is not None:
@@ -118,6 +121,7 @@ class SavedState:
     config: dict
     rng: dict
     dataset: dict | None = field(default=None)  # None: a state from before datasets were recorded
+    ema: dict[str, torch.Tensor] | None = field(default=None)  # the EMA of the weights, when the run keeps one
 
 
 class ResumeError(ValueError):
@@ -181,4 +185,4 @@ def load_state(state_dir: str | Path, rank: int) -> SavedState:
     main = _load_tensors(state_dir, STATE_FILE, ("trainable", "optimizer", "scheduler"))
     rng = _load_tensors(state_dir, rng_file(rank), ("generator", "caption", "torch"))
     return SavedState(trainable=main["trainable"], optimizer=main["optimizer"], scheduler=main["scheduler"],
-                      progress=progress, config=config, rng=rng, dataset=dataset)
+                      progress=progress, config=config, rng=rng, dataset=dataset, ema=main.get("ema"))

@@ -34,6 +34,7 @@ from lora_trainer.runs.trainer_record import process_start_time
 from lora_trainer.train import state as saved
 from lora_trainer.train.batches import TrainingBatches
 from lora_trainer.train.cache import LatentError
+from lora_trainer.train.ema import LoraEMA
 from lora_trainer.train.events import EventCallback, EventLog
 from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
 from lora_trainer.train.loss import elementwise_loss, huber_c, make_noise, timestep_weights
@@ -65,6 +66,7 @@ class TrainResult:
     run_dir: Path | None = None
     epoch_losses: list[float] = field(default_factory=list)
     validation_losses: dict[int, float] = field(default_factory=dict)  # epoch -> loss on held-out images
+    ema_files: list[Path] = field(default_factory=list)  # EMA weights saved alongside (ema_save "alongside")
 
 
 def train(cfg: TrainConfig, *, resume_from: str | Path | None = None, model_config_dir: str | None = None,
@@ -241,6 +243,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     caption_rng = random.Random(cfg.seed + accelerator.process_index)
     if resumed:
         _restore(resumed, trained, optimizer, scheduler, noise_rng, caption_rng)
+    ema = _ema(cfg, trained, resumed, events)
 
     monitor = Monitor(run_dir if is_main else None, events, progress)
     events.emit(layout.START, total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -257,8 +260,19 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
 
     def save_everything(kind: str, path: Path) -> None:
         checksums = _rank_checksums(trained, accelerator)
-        path = _save_lora_file(cfg, accelerator, trained, batches, progress, path)
-        _save_state(cfg, accelerator, trained, optimizer, scheduler, progress, noise_rng, caption_rng, dataset)
+        averaged = ema.swapped_in() if ema and cfg.ema_save == "instead" else contextlib.nullcontext()
+        with averaged:
+            path = _save_lora_file(cfg, accelerator, trained, batches, progress, path)
+        if ema and cfg.ema_save == "alongside" and kind == layout.EPOCH:
+            with ema.swapped_in():
+                ema_path = _save_lora_file(cfg, accelerator, trained, batches, progress,
+                                           run_files.ema_epoch_lora(progress.epoch), output_name=run_files.ema_name)
+            if ema_path:
+                result.ema_files.append(ema_path)
+                events.emit(layout.SAVED, kind=kind, path=str(ema_path), epoch=progress.epoch,
+                            step=progress.global_step, rank_checksums=checksums)
+        _save_state(cfg, accelerator, trained, optimizer, scheduler, progress, noise_rng, caption_rng, dataset,
+                    ema.state_dict() if ema else None)
         if path:
             result.saved_files.append(path)
             events.emit(layout.SAVED, kind=kind, path=str(path), epoch=progress.epoch, step=progress.global_step,
@@ -292,6 +306,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
             if not accelerator.sync_gradients:
                 continue
             progress.global_step += 1
+            if ema:
+                ema.update(progress.global_step)
             monitor.step(progress.global_step, epoch + 1, step_loss, _learning_rates(scheduler, optimizer))
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
@@ -444,6 +460,19 @@ def _restore(resumed: saved.SavedState, trained: dict, optimizer, scheduler, noi
     saved.restore_rng(resumed.rng, noise_rng, caption_rng)
 
 
+def _ema(cfg: TrainConfig, trained: dict, resumed: saved.SavedState | None, events: EventLog) -> LoraEMA | None:
+    """The EMA of the LoRA weights when ema_decay asks for one; a resumed run continues its own."""
+    if not cfg.ema_decay:
+        return None
+    ema = LoraEMA(_named_trainable(trained), cfg.ema_decay, cfg.ema_update_every)
+    if resumed is not None and resumed.ema is not None:
+        ema.load_state_dict(resumed.ema)
+    elif resumed is not None:
+        events.emit(layout.WARNING, message="the state being resumed has no EMA of the weights (ema_decay was 0 "
+                                            "when it was saved): the EMA starts from the resumed weights")
+    return ema
+
+
 def _named_trainable(trained: dict) -> dict[str, torch.nn.Parameter]:
     return {f"{component}/{name}": p for component, m in trained.items()
             for name, p in m.named_parameters() if p.requires_grad}
@@ -467,12 +496,12 @@ def _learning_rates(scheduler, optimizer) -> dict[str, float]:
 # --- saving --------------------------------------------------------------------------------------
 
 def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, batches: TrainingBatches,
-                    progress: saved.Progress, path: Path) -> Path | None:
+                    progress: saved.Progress, path: Path, output_name: str | None = None) -> Path | None:
     if not accelerator.is_main_process:
         return None
     tensors = collect_lora_weights(trained, cfg.network_alpha, UNetLayout.from_config(trained["unet"].config))
     metadata = lora_metadata(
-        output_name=cfg.output_name, network_dim=cfg.network_dim, network_alpha=cfg.network_alpha,
+        output_name=output_name or cfg.output_name, network_dim=cfg.network_dim, network_alpha=cfg.network_alpha,
         epoch=progress.epoch, steps=progress.global_step, num_train_images=batches.num_samples,
         resolution=cfg.resolution, learning_rate=cfg.learning_rate, unet_lr=cfg.unet_learning_rate,
         text_encoder_lr=cfg.text_encoder_learning_rate if cfg.train_text_encoder else None,
@@ -483,6 +512,7 @@ def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, b
                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
                "mixed_precision": cfg.mixed_precision, "full_bf16": cfg.full_bf16, "full_fp16": cfg.full_fp16,
                "noise_offset": cfg.noise_offset, "min_snr_gamma": cfg.min_snr_gamma,
+               "ema_decay": cfg.ema_decay, "ema_update_every": cfg.ema_update_every,
                "max_token_length": cfg.max_token_length, "no_half_vae": cfg.sdxl_no_half_vae,
                "caption_extension": cfg.caption_extension, "training_comment": cfg.training_comment,
                "num_processes": accelerator.num_processes})
@@ -503,13 +533,15 @@ def _rank_checksums(trained: dict, accelerator: Accelerator) -> list[float]:
 
 
 def _save_state(cfg: TrainConfig, accelerator: Accelerator, trained: dict, optimizer, scheduler,
-                progress: saved.Progress, noise_rng, caption_rng, dataset: dict | None = None) -> None:
+                progress: saved.Progress, noise_rng, caption_rng, dataset: dict | None = None,
+                ema: dict | None = None) -> None:
     files = RunFiles(cfg.output_dir, cfg.output_name)
     final_dir, tmp_dir = files.state_dir, files.state_tmp
     try:
         if accelerator.is_main_process:
             saved.write_main_state(tmp_dir, trainable=_named_trainable(trained), optimizer=optimizer,
-                                   scheduler=scheduler, progress=progress, config=cfg.to_dict(), dataset=dataset)
+                                   scheduler=scheduler, progress=progress, config=cfg.to_dict(), dataset=dataset,
+                                   ema=ema)
         accelerator.wait_for_everyone()
         saved.write_rank_rng(tmp_dir, accelerator.process_index, saved.capture_rng(noise_rng, caption_rng))
     except OSError as e:

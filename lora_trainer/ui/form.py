@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lora_trainer.config import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, TrainConfig
-from lora_trainer.config.settings import HUBER_SCHEDULES, LOSS_TYPES
+from lora_trainer.config.settings import EMA_SAVES, HUBER_SCHEDULES, LOSS_TYPES
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,11 @@ FIELDS: tuple[FormField, ...] = (
     FormField("validation_split", "Validation images", "float", advanced=True, step=0.05,
               info="held out, never trained: 0.1 = 10%, 8 = eight; 0 = none"),
     FormField("validate_every_n_epochs", "Validate every N epochs", "int", advanced=True),
+    FormField("ema_decay", "EMA decay", "float", advanced=True, step=0.001,
+              info="a moving average of the weights; 0 = off, 0.99-0.999 usual"),
+    FormField("ema_update_every", "EMA every N steps", "int", advanced=True),
+    FormField("ema_save", "EMA files", "choice", EMA_SAVES, advanced=True,
+              info="instead of the trained weights, or alongside as <name>_ema"),
     FormField("shuffle_caption", "Shuffle tags", "bool", advanced=True),
     FormField("debiased_estimation_loss", "Debiased estimation loss", "bool", advanced=True),
     FormField("flip_aug", "Flip images", "bool", advanced=True),

@@ -115,8 +115,9 @@ def test_latents_are_cached_across_runs(tiny_sdxl, character_dataset, tmp_path):
     assert (latents["encoded"], latents["reused"]) == (0, 8)
 
 
-def test_stop_then_resume_matches_an_uninterrupted_run(tiny_sdxl, character_dataset, tmp_path):
-    common = {"max_train_epochs": 2, "save_precision": "float", "train_batch_size": 2}
+@pytest.mark.parametrize("ema", [{}, {"ema_decay": 0.8, "ema_update_every": 2}], ids=["plain", "ema"])
+def test_stop_then_resume_matches_an_uninterrupted_run(tiny_sdxl, character_dataset, tmp_path, ema):
+    common = {"max_train_epochs": 2, "save_precision": "float", "train_batch_size": 2, **ema}
     straight = run(tiny_config(tiny_sdxl, character_dataset, tmp_path / "straight", **common), tiny_sdxl)
 
     cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path / "stopped", **common)
@@ -596,3 +597,63 @@ def test_a_validation_folder_is_checked_before_the_run(tmp_path):
         TrainConfig(validation_split=0.1, validation_data_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="validation_split = 2.5"):
         TrainConfig(validation_split=2.5)
+
+
+
+def test_the_ema_follows_its_formula():
+    from lora_trainer.train.ema import LoraEMA
+
+    weight = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    ema = LoraEMA({"w": weight}, decay=0.5, every=2)
+    expected = torch.tensor([1.0, 2.0])
+    for step, value in enumerate([3.0, 5.0, 7.0, 9.0], start=1):
+        weight.data.fill_(value)
+        assert ema.update(step) == (step % 2 == 0)
+        if step % 2 == 0:
+            expected = 0.5 * expected + 0.5 * value
+    torch.testing.assert_close(ema.shadow["w"], expected)  # [1,2] -> (x+5)/2 -> (y+9)/2
+    with ema.swapped_in():
+        torch.testing.assert_close(weight.data, expected)
+    assert weight.data.tolist() == [9.0, 9.0]  # the trained weights back, bit for bit
+    with pytest.raises(ValueError, match="lacks 1 weight"):
+        ema.load_state_dict({})
+
+
+def test_ema_alongside_saves_the_average_as_its_own_files(tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    from lora_trainer.train import ema as ema_module
+    from lora_trainer.train.sgm_names import UNetLayout, kohya_lora_name
+
+    watch = Watch(monkeypatch)
+    start, folded = {}, []  # the weights the EMA started from, and those it folded in at each update
+    real_init, real_update = ema_module.LoraEMA.__init__, ema_module.LoraEMA.update
+
+    def init(self, params, decay, every=1):
+        real_init(self, params, decay, every)
+        start.update({n: t.clone() for n, t in self.shadow.items()})
+
+    def update(self, step):
+        folded.append({n: p.detach().float().clone() for n, p in self.params.items()})
+        return real_update(self, step)
+
+    monkeypatch.setattr(ema_module.LoraEMA, "__init__", init)
+    monkeypatch.setattr(ema_module.LoraEMA, "update", update)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=2, save_precision="float",
+                      ema_decay=0.9, ema_save="alongside")
+    result = run(cfg, tiny_sdxl, on_event=watch.on_event)
+    assert [p.name for p in result.ema_files] == ["myLoRA_ema-000001.safetensors", "myLoRA_ema-000002.safetensors"]
+    assert result.final_file.read_bytes() == result.saved_files[-1].read_bytes()  # the final copy: the raw weights
+    raw, averaged = load_file(result.saved_files[-1]), load_file(result.ema_files[-1])
+    assert raw.keys() == averaged.keys() and len(folded) == 16
+    name = next(n for n in start if n.startswith("unet/") and n.endswith("lora_B.default.weight"))
+    module = name.split("/", 1)[1].removesuffix(".lora_B.default.weight")
+    key = f"{kohya_lora_name('unet', module, UNetLayout.from_config(watch.model.unet.config))}.lora_up.weight"
+    shadow = start[name]
+    for weights in folded:
+        shadow = 0.9 * shadow + 0.1 * weights[name]
+    torch.testing.assert_close(averaged[key], shadow)  # the formula, step by step
+    torch.testing.assert_close(raw[key], folded[-1][name])
+    assert (averaged[key] - raw[key]).abs().max() > 1e-6
+    with safe_open(str(result.ema_files[-1]), "pt") as f:
+        assert f.metadata()["ss_output_name"] == "myLoRA_ema"
+    saved = [e["path"] for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "saved"]
+    assert str(result.ema_files[0]) in saved and str(result.saved_files[0]) in saved
