@@ -335,6 +335,7 @@ class _Page:
     shown: SavedGrid | None = None  # the grid the page's gallery holds
     project: str = ""  # whose grid it is
     selected: CellKey | None = None  # the cell clicked in the gallery
+    epoch_files: tuple = ()  # (project, run, files) the epoch checkboxes were last set for
 
 
 class ReviewPanel:
@@ -497,7 +498,7 @@ class ReviewPanel:
         try:
             project = self._open(name)
         except ValueError:
-            page.shown, page.selected = None, None
+            page.shown, page.selected, page.epoch_files = None, None, ()
             return (gr.update(choices=projects, value=None), gr.update(choices=[], value=None),
                     gr.update(choices=[], value=[]), "", prompts or "", "", gr.update(choices=[], value=None),
                     NO_RATING, "", False, "", "", gr.update(choices=[], value=None), gr.update(), gr.update(),
@@ -520,8 +521,14 @@ class ReviewPanel:
         width, height = (gr.update(), gr.update()) if webui_size else training_size(settings)
         page.shown, page.project, page.selected = (last_saved_grid(project.review, run) if run else None,
                                                    project.name, None)
+        # The same files as last set (a tab opened again, the page's load and the tab's select both
+        # answering): the epochs the user ticked meanwhile stay ticked.
+        shown_files = (project.name, run, tuple(str(f.path) for f in files))
+        same_files, page.epoch_files = page.epoch_files == shown_files, shown_files
+        epoch_boxes = gr.update() if same_files else \
+            gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=preselect(files, candidates))
         return (gr.update(choices=projects, value=project.name), gr.update(choices=runs, value=run),
-                gr.update(choices=[(epoch_label(f), str(f.path)) for f in files], value=preselect(files, candidates)),
+                epoch_boxes,
                 candidates_text(candidates) if run else "No LoRA files in this project's model/ folder yet.",
                 prompts, self._base_model(project, settings), gr.update(choices=epochs, value=first),
                 *self._note_values(shown), notes_md,

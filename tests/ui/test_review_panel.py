@@ -328,6 +328,14 @@ def test_runs_side_by_side_in_the_panel_follow_the_project(tmp_path, write_lora)
     assert "| solo | 1, 2 | 0.3500 | 0.3500 (2) |" in table
     assert panel.open_project(None)[runs] == ""  # no project chosen: no table
 
+    # The page's load and the tab's select both answer when the tab opens at once: the second
+    # answer leaves the epochs the user ticked meanwhile; a new file sets them again.
+    epochs = outputs.index(panel.epochs)
+    assert panel.refresh("b", None, "")[epochs]["choices"]
+    assert panel.refresh("b", None, "")[epochs] == gr.update()
+    _saved_run(second, write_lora, "solo", STAMP, 100, {1: 0.4, 2: 0.35, 3: 0.3})
+    assert len(panel.refresh("b", None, "")[epochs]["choices"]) == 3
+
 
 # --- in the browser ----------------------------------------------------------------------------------
 
