@@ -55,6 +55,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mixed_precision": "no",
         "xformers": "none",
     },
+    # What kohya documents for an SDXL LoRA on an 8 GB card: the U-Net only (the frozen text encoders'
+    # outputs are cached and they leave the GPU, as does the VAE once every latent is cached), gradient
+    # checkpointing, bf16 weights, Adafactor (its state is a fraction of AdamW's) and a low rank. Cards
+    # without bf16 (GTX 16xx, RTX 20xx): mixed_precision fp16 with full_fp16.
+    "Low VRAM (8 GB)": {
+        **_GUIDE,
+        "network_train_unet_only": True,
+        "sdxl_cache_text_encoder_outputs": True,
+        "gradient_checkpointing": True,
+        "mixed_precision": "bf16",
+        "full_bf16": True,
+        "train_batch_size": 1,
+        "network_dim": 16,
+        "network_alpha": 8.0,
+        "xformers": "sdpa",
+    },
     # For the demo and tests: the tiny random-weight model, 64 px images, a few seconds per epoch on CPU.
     "CPU smoke test": {
         "max_resolution": "64,64",

@@ -68,7 +68,16 @@ def _written_and_loaded(name: str, tmp_path: Path) -> dict:
 
 
 def test_names_guide_first():
-    assert preset_names() == [GUIDE, f"{GUIDE} - NVIDIA", f"{GUIDE} - Apple", "CPU smoke test"]
+    assert preset_names() == [GUIDE, f"{GUIDE} - NVIDIA", f"{GUIDE} - Apple", "Low VRAM (8 GB)", "CPU smoke test"]
+
+
+def test_the_low_vram_preset_is_what_kohya_documents_for_8_gb():
+    config = load_preset("Low VRAM (8 GB)")
+    assert not config.train_text_encoder and config.sdxl_cache_text_encoder_outputs
+    assert config.gradient_checkpointing and config.full_bf16 and config.train_batch_size == 1
+    assert config.optimizer == "Adafactor" and config.network_dim <= 32 and config.cache_latents
+    # fp16 cards: the same with full_fp16 is accepted (Adafactor steps fp16 weights)
+    load_preset("Low VRAM (8 GB)", mixed_precision="fp16", full_bf16=False, full_fp16=True)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -355,7 +355,8 @@ def write_run(project: Project, output_name: str, started: float, events: list[t
 
 def start_event(total=32, resumed_at=None):
     return (layout.START, dict(total_steps=total, epochs=4, steps_per_epoch=8, images=8, samples_per_epoch=8,
-                               resumed_at_step=resumed_at, run_dir="r", processes=1, device="cpu"))
+                               resumed_at_step=resumed_at, run_dir="r", processes=1, device="cpu",
+                               validation_images=0))
 
 
 def step_events(first, last):

@@ -19,7 +19,7 @@ def test_a_stopped_and_resumed_run_writes_only_declared_events(tiny_sdxl, charac
     cfg = load_preset("CPU smoke test", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
                       train_data_dir=str(character_dataset), output_dir=str(tmp_path / "model"),
                       logging_dir=str(tmp_path / "log"), output_name="myLoRA", network_train_unet_only=True,
-                      max_train_epochs=1)
+                      max_train_epochs=1, validation_split=1)  # one image held out: a validation event
 
     def stop_at_step_2(event):
         if event["event"] == layout.STEP and event["step"] == 2:
@@ -38,5 +38,5 @@ def test_a_stopped_and_resumed_run_writes_only_declared_events(tiny_sdxl, charac
     assert kinds == set(layout.EVENT_FIELDS) - {layout.ERROR}
     finished = events[-1]
     assert finished["event"] == layout.FINISHED
-    assert (finished["epoch"], finished["step"]) == (1, 8)
+    assert (finished["epoch"], finished["step"]) == (1, 7)  # 8 images, 1 held out
     assert finished["path"] == str(RunFiles(cfg.output_dir, cfg.output_name).final_lora)

@@ -1,5 +1,5 @@
 """`accelerate launch` with two processes (CPU, gloo): both ranks end with identical LoRA weights,
-and only rank 0 writes files."""
+only rank 0 writes files, and the validation loss is shared across the ranks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_processes_train_identical_weights(tiny_sdxl, character_dataset, tmp_path):
     cfg = load_preset("CPU smoke test", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
                       train_data_dir=str(character_dataset), output_dir=str(tmp_path / "model"),
-                      logging_dir=str(tmp_path / "log"), output_name="ddp", text_encoder_lr=1e-3)
+                      logging_dir=str(tmp_path / "log"), output_name="ddp", text_encoder_lr=1e-3,
+                      validation_split=2)
     assert cfg.train_text_encoder  # the harder case: unused text-encoder parameters under DDP
     config_path = tmp_path / "ddp.json"
     cfg.save_json(config_path)
@@ -36,7 +37,11 @@ def test_two_processes_train_identical_weights(tiny_sdxl, character_dataset, tmp
     assert len(run_dirs) == 1, "only rank 0 writes logs"
     events = read_events(run_dirs[0] / "events.jsonl")
     start = next(e for e in events if e["event"] == "start")
-    assert start["processes"] == 2 and start["steps_per_epoch"] == 4  # 8 images shared by 2 ranks
+    # 8 images, 2 held out for validation, 6 shared by 2 ranks
+    assert start["processes"] == 2 and start["steps_per_epoch"] == 3 and start["validation_images"] == 2
+    validation = [e for e in events if e["event"] == "validation"]
+    assert [(e["epoch"], e["images"]) for e in validation] == [(1, 2), (2, 2)]  # each rank one, summed
+    assert all(0 < e["loss"] < 10 for e in validation)
     saved = [e for e in events if e["event"] == "saved"]
     assert len(saved) == 2
     for event in saved:

@@ -657,3 +657,16 @@ def test_ema_alongside_saves_the_average_as_its_own_files(tiny_sdxl, character_d
         assert f.metadata()["ss_output_name"] == "myLoRA_ema"
     saved = [e["path"] for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "saved"]
     assert str(result.ema_files[0]) in saved and str(result.saved_files[0]) in saved
+
+
+def test_the_low_vram_preset_trains_the_unet_only_in_bf16(tiny_sdxl, character_dataset, tmp_path):
+    cfg = load_preset("Low VRAM (8 GB)", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
+                      train_data_dir=str(character_dataset), output_dir=str(tmp_path / "model"),
+                      logging_dir=str(tmp_path / "log"), output_name="myLoRA", max_resolution="64,64",
+                      min_bucket_reso=64, max_train_epochs=1, learning_rate=1e-3)
+    result = run(cfg, tiny_sdxl)
+    tensors = load_file(result.final_file)
+    assert tensors and all(k.startswith("lora_unet_") for k in tensors)  # the U-Net only
+    assert all(v.isfinite().all() for v in tensors.values())
+    assert {v.dtype for k, v in tensors.items() if k.endswith("weight")} == {torch.bfloat16}
+    assert any(v.abs().max() > 0 for k, v in tensors.items() if k.endswith("lora_up.weight"))  # it learned
