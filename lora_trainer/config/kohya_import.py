@@ -50,6 +50,8 @@ _REASON_GROUPS = {
     "not supported: network dropout": ("network_dropout", "rank_dropout", "module_dropout"),
     "not supported: this augmentation": ("color_aug", "random_crop"),
     "not supported: adaptive noise scale": ("adaptive_noise_scale",),
+    "not supported: separate LoRA+ ratios (loraplus_lr_ratio applies to the U-Net and the text encoders)": (
+        "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"),
     "SD1/2 only": ("v2", "v_parameterization", "clip_skip", "scale_v_pred_loss_like_noise_pred",
                    "v_pred_like_loss", "no_token_padding"),
     "launcher setting: run `accelerate launch --num_processes N python -m lora_trainer train ...`": (

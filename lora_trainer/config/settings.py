@@ -81,6 +81,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     unet_lr: float | None = None  # None = learning_rate
     text_encoder_lr: float | None = None  # None = learning_rate; 0 = do not train the text encoders
+    loraplus_lr_ratio: float = 0.0  # LoRA+: the up weights learn this many times faster; 0 = off, 16 usual
     optimizer: str = "AdamW"
     optimizer_args: str = ""  # kohya style "key=value key=value", values are Python literals
     lr_scheduler: str = "constant"
@@ -368,6 +369,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "a fraction of the images below 1 (0.1 = 10%), a whole number of images (8), or 0"),
     "validation_seed": ((lambda v: 0 <= v <= MAX_SEED), f"from 0 to {MAX_SEED} (2^32 - 1), or null to use seed"),
     "validate_every_n_epochs": _at_least(1),
+    "loraplus_lr_ratio": ((lambda v: v == 0 or v >= 1), "0 (off) or at least 1, e.g. 16"),
     "ema_decay": ((lambda v: 0 <= v < 1), "from 0 (off) to below 1, e.g. 0.999"),
     "ema_update_every": _at_least(1),
     "ema_save": _choice(EMA_SAVES),

@@ -48,7 +48,8 @@ from lora_trainer.train.validation import Validator
 # Settings a resumed run must share with the run that wrote the state.
 RESUME_MUST_MATCH = ("network_dim", "network_alpha", "network_train_unet_only", "text_encoder_lr",
                      "train_batch_size", "gradient_accumulation_steps", "seed", "optimizer",
-                     "lr_scheduler", "train_data_dir", "output_name")
+                     "lr_scheduler", "train_data_dir", "output_name", "loraplus_lr_ratio", "validation_split",
+                     "validation_data_dir", "validation_seed")
 
 
 class TrainingError(RuntimeError):
@@ -222,10 +223,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     validator = Validator(cfg, batches, model.noise_scheduler) if batches.validation else None
 
     # --- optimizer, schedule -------------------------------------------------------------------
-    groups = [{"params": _trainable(model.unet), "lr": cfg.unet_learning_rate}]
-    if train_te:
-        te_params = _trainable(model.text_encoder_1) + _trainable(model.text_encoder_2)
-        groups.append({"params": te_params, "lr": cfg.text_encoder_learning_rate})
+    groups = param_groups(cfg, trained)
     optimizer = build_optimizer(cfg.optimizer, groups, cfg.learning_rate, cfg.optimizer_kwargs)
     steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.gradient_accumulation_steps)
     epochs = cfg.max_train_epochs
@@ -376,8 +374,23 @@ def _add_lora(model: torch.nn.Module, cfg: TrainConfig, targets: tuple[str, ...]
                                  target_modules=list(targets), init_lora_weights=True))
 
 
-def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
+def param_groups(cfg: TrainConfig, trained: dict[str, torch.nn.Module]) -> list[dict]:
+    """The optimizer's groups, each named ("unet", "textencoder"): the U-Net's LoRA weights at unet_lr,
+    the text encoders' at text_encoder_lr; with LoRA+ (loraplus_lr_ratio) the up weights (peft's lora_B)
+    in their own group ("unet_up", "textencoder_up") at that many times the rate."""
+    parts = [("unet", [trained["unet"]], cfg.unet_learning_rate)]
+    if "te1" in trained:
+        parts.append(("textencoder", [trained["te1"], trained["te2"]], cfg.text_encoder_learning_rate))
+    groups = []
+    for name, models, lr in parts:
+        named = [(n, p) for m in models for n, p in m.named_parameters() if p.requires_grad]
+        if not cfg.loraplus_lr_ratio:
+            groups.append({"params": [p for _, p in named], "lr": lr, "name": name})
+            continue
+        groups.append({"params": [p for n, p in named if ".lora_B." not in n], "lr": lr, "name": name})
+        groups.append({"params": [p for n, p in named if ".lora_B." in n], "lr": lr * cfg.loraplus_lr_ratio,
+                       "name": f"{name}_up"})
+    return groups
 
 
 def _weight_dtype(cfg: TrainConfig) -> torch.dtype:
@@ -438,8 +451,9 @@ def _check_writable(*folders: Path) -> None:
 
 
 def _check_resume_fits(cfg: TrainConfig, saved_config: dict, state_dir) -> None:
-    current = cfg.to_dict()
-    differ = [k for k in RESUME_MUST_MATCH if saved_config.get(k) != current[k]]
+    current, defaults = cfg.to_dict(), TrainConfig().to_dict()
+    # a key the saved config lacks (a state from before the setting existed) had its default
+    differ = [k for k in RESUME_MUST_MATCH if saved_config.get(k, defaults[k]) != current[k]]
     if differ:
         details = ", ".join(f"{k}: {saved_config.get(k)!r} -> {current[k]!r}" for k in differ)
         raise TrainingError(f"cannot resume from {state_dir}: these settings differ from the stopped "
@@ -485,12 +499,15 @@ def _stop_requested(stop: StopSignal, accelerator: Accelerator) -> bool:
 
 
 def _learning_rates(scheduler, optimizer) -> dict[str, float]:
+    """Each param group's current rate by its name ("unet", "textencoder", and LoRA+'s "..._up")."""
     if adafactor_sets_own_lr(optimizer):
         rates = scheduler.get_lr()
     else:
         rates = scheduler.get_last_lr()
-    names = ("unet", "textencoder")
-    return {names[i]: float(r) for i, r in enumerate(rates[:2])}
+    # a state saved before the groups had names loads without them: the order was unet, textencoder
+    fallback = ("unet", "textencoder")
+    names = [group.get("name") or (fallback[i] if i < 2 else f"group{i}") for i, group in enumerate(optimizer.param_groups)]
+    return {name: float(rate) for name, rate in zip(names, rates)}
 
 
 # --- saving --------------------------------------------------------------------------------------

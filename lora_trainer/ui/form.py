@@ -70,6 +70,8 @@ FIELDS: tuple[FormField, ...] = (
     FormField("validation_split", "Validation images", "float", advanced=True, step=0.05,
               info="held out, never trained: 0.1 = 10%, 8 = eight; 0 = none"),
     FormField("validate_every_n_epochs", "Validate every N epochs", "int", advanced=True),
+    FormField("loraplus_lr_ratio", "LoRA+ ratio", "float", advanced=True,
+              info="the up weights learn this many times faster; 0 = off, 16 usual"),
     FormField("ema_decay", "EMA decay", "float", advanced=True, step=0.001,
               info="a moving average of the weights; 0 = off, 0.99-0.999 usual"),
     FormField("ema_update_every", "EMA every N steps", "int", advanced=True),

@@ -184,3 +184,10 @@ def test_original_noise_ignores_multires_keys_and_caption_dropout_imports():
                              "multires_noise_iterations": "8", "multires_noise_discount": "0.3"})
     assert (multires.config.noise_offset, multires.config.multires_noise_iterations) == (0.0, 8)
     assert "noise_offset" in multires.ignored
+
+
+def test_loraplus_imports_and_its_separate_ratios_are_named():
+    result = import_kohya({"sdxl": True, "LoRA_type": "Standard", "loraplus_lr_ratio": "16",
+                           "loraplus_unet_lr_ratio": 8})
+    assert result.config.loraplus_lr_ratio == 16.0
+    assert "separate LoRA+ ratios" in result.ignored["loraplus_unet_lr_ratio"]

@@ -158,3 +158,18 @@ def test_full_fp16_trains_the_lora_weights_in_fp16(tiny_sdxl, character_dataset,
     tensors = load_file(result.final_file)
     assert all(t.isfinite().all() for t in tensors.values())
     assert any(k.endswith("lora_up.weight") and t.abs().sum() > 0 for k, t in tensors.items()), "it trained"
+
+
+def test_the_low_vram_preset_trains_the_unet_only_in_bf16(tiny_sdxl, character_dataset, tmp_path,
+                                                          fresh_accelerate):
+    cfg = load_preset("Low VRAM (8 GB)", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
+                      train_data_dir=str(character_dataset), output_dir=str(tmp_path / "model"),
+                      logging_dir=str(tmp_path / "log"), output_name="myLoRA", max_resolution="64,64",
+                      min_bucket_reso=64, max_train_epochs=1, learning_rate=1e-3)
+    result = train(cfg, model_config_dir=str(tiny_sdxl.config_dir))
+    tensors = load_file(result.final_file)
+    assert tensors and all(k.startswith("lora_unet_") for k in tensors)  # the U-Net only
+    assert all(v.isfinite().all() for v in tensors.values())
+    assert {v.dtype for k, v in tensors.items() if k.endswith("weight")} == {torch.bfloat16}
+    assert any(v.abs().max() > 0 for k, v in tensors.items() if k.endswith("lora_up.weight"))  # it learned
+

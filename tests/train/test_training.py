@@ -659,14 +659,27 @@ def test_ema_alongside_saves_the_average_as_its_own_files(tiny_sdxl, character_d
     assert str(result.ema_files[0]) in saved and str(result.saved_files[0]) in saved
 
 
-def test_the_low_vram_preset_trains_the_unet_only_in_bf16(tiny_sdxl, character_dataset, tmp_path):
-    cfg = load_preset("Low VRAM (8 GB)", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
-                      train_data_dir=str(character_dataset), output_dir=str(tmp_path / "model"),
-                      logging_dir=str(tmp_path / "log"), output_name="myLoRA", max_resolution="64,64",
-                      min_bucket_reso=64, max_train_epochs=1, learning_rate=1e-3)
-    result = run(cfg, tiny_sdxl)
-    tensors = load_file(result.final_file)
-    assert tensors and all(k.startswith("lora_unet_") for k in tensors)  # the U-Net only
-    assert all(v.isfinite().all() for v in tensors.values())
-    assert {v.dtype for k, v in tensors.items() if k.endswith("weight")} == {torch.bfloat16}
-    assert any(v.abs().max() > 0 for k, v in tensors.items() if k.endswith("lora_up.weight"))  # it learned
+def test_loraplus_puts_the_up_weights_in_their_own_faster_group(tiny_sdxl, character_dataset, tmp_path, monkeypatch):
+    from lora_trainer.train.trainer import param_groups
+
+    unet = torch.nn.Module()
+    unet.lora_A = torch.nn.Module()
+    unet.block = torch.nn.Module()
+    down, up, frozen = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    frozen.requires_grad_(False)
+    unet.block.register_parameter("w", frozen)
+    holder = torch.nn.ModuleDict({"lora_A": torch.nn.ParameterDict({"default": down}),
+                                  "lora_B": torch.nn.ParameterDict({"default": up})})
+    unet.add_module("attn", holder)
+    plain = param_groups(TrainConfig(learning_rate=1e-4), {"unet": unet})
+    assert [(g["name"], g["lr"], len(g["params"])) for g in plain] == [("unet", 1e-4, 2)]
+    plus = param_groups(TrainConfig(learning_rate=1e-4, loraplus_lr_ratio=16), {"unet": unet})
+    assert [(g["name"], g["lr"]) for g in plus] == [("unet", 1e-4), ("unet_up", 1.6e-3)]
+    assert plus[0]["params"] == [down] and plus[1]["params"] == [up]
+    # a real run: the up weights' rate is logged as its own curve
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1, loraplus_lr_ratio=16)
+    steps = []
+    result = run(cfg, tiny_sdxl, on_event=lambda e: steps.append(e) if e["event"] == "step" else None)
+    assert steps[0]["lr"]["unet_up"] == pytest.approx(16 * steps[0]["lr"]["unet"])
+    tags = EventAccumulator(str(result.run_dir)).Reload().Tags()["scalars"]
+    assert "lr/unet_up" in tags and "lr/unet" in tags
