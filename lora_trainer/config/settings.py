@@ -123,6 +123,9 @@ class TrainConfig:
     caption_dropout_every_n_epochs: int = 0  # every Nth epoch trains without captions; 0 = never
     caption_tag_dropout_rate: float = 0.0  # chance each tag after the first keep_tokens is left out
     flip_aug: bool = False
+    masked_loss: bool = False  # weight the loss by <project>/masks/<stem>.png: learn the subject, not the background
+    alpha_mask: bool = False  # ... by the image's alpha channel instead
+    masked_loss_background: float = 0.0  # how much the background still counts (0 = not at all, 1 = fully)
     cache_latents: bool = True
     cache_latents_to_disk: bool = True
     sdxl_cache_text_encoder_outputs: bool = False
@@ -370,6 +373,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "validation_seed": ((lambda v: 0 <= v <= MAX_SEED), f"from 0 to {MAX_SEED} (2^32 - 1), or null to use seed"),
     "validate_every_n_epochs": _at_least(1),
     "loraplus_lr_ratio": ((lambda v: v == 0 or v >= 1), "0 (off) or at least 1, e.g. 16"),
+    "masked_loss_background": ((lambda v: 0 <= v <= 1), "from 0 (the background does not count) to 1"),
     "ema_decay": ((lambda v: 0 <= v < 1), "from 0 (off) to below 1, e.g. 0.999"),
     "ema_update_every": _at_least(1),
     "ema_save": _choice(EMA_SAVES),

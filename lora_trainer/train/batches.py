@@ -35,6 +35,7 @@ from lora_trainer.train.data import (
     scan_training_folder,
 )
 from lora_trainer.train.events import EventLog
+from lora_trainer.train.loss_masks import LossMasks
 from lora_trainer.train.model import SDXLModel
 from lora_trainer.train.text import TextEmbeddingCache, count_cut_tokens, encode_prompts
 
@@ -44,6 +45,7 @@ class Batch:
     latents: torch.Tensor  # [B, 4, h/8, w/8]
     captions: list[str]
     time_ids: torch.Tensor  # [B, 6]
+    weights: torch.Tensor | None = None  # [B, 1, h/8, w/8] with masked_loss / alpha_mask
 
 
 def vae_dtype(cfg: TrainConfig) -> torch.dtype:
@@ -102,6 +104,9 @@ class TrainingBatches:
         self.bucket_report = bucket_report(geometries, repeats, self.truncated_captions, cfg.max_token_length)
         self.batches_per_epoch = batches_per_epoch(self.sample_buckets, cfg.train_batch_size, world_size)
         self.text_cache: TextEmbeddingCache | None = None
+        self.loss_masks = LossMasks(project_root_of(cfg.train_data_dir).masks if cfg.train_data_dir else None,
+                                    cfg.alpha_mask, cfg.masked_loss_background) \
+            if cfg.masked_loss or cfg.alpha_mask else None
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, model: SDXLModel, accelerator: Accelerator,
@@ -133,10 +138,24 @@ class TrainingBatches:
         # With a disk cache rank 0 encodes and the others then read its files.
         with accelerator.main_process_first() if use_disk else contextlib.nullcontext():
             encoded = cache.prepare(jobs, lambda done, total: events.emit(layout.CACHING, done=done, total=total))
+        batches.prepare_loss_masks(events)
         events.emit(layout.LATENTS, encoded=encoded, reused=cache.hits,
                     cache_dir=str(cache.cache_dir) if cache.cache_dir else None)
         model.vae.to("cpu")  # every latent is cached: free the accelerator for training
         return batches
+
+    def prepare_loss_masks(self, events: EventLog) -> None:
+        """Every image's latent-grid loss weights, made before training; images without a mask are named."""
+        if self.loss_masks is None:
+            return
+        for item, geometry in zip(self.items, self.geometries):
+            for flipped in ((False, True) if self.cfg.flip_aug else (False,)):
+                self.loss_masks.weights(item.path, geometry, flipped)
+        missing = sorted(dict.fromkeys(p.name for p in self.loss_masks.missing))
+        if missing:
+            where = "no alpha channel" if self.cfg.alpha_mask else f"no mask in {self.loss_masks.masks_dir}"
+            events.emit(layout.WARNING, message=f"masked loss: {len(missing)} image(s) have {where} and train "
+                                                f"whole: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
 
     def build_text_cache(self, model: SDXLModel, train_text_encoder: bool) -> None:
         """Frozen text encoders: encode every caption once; without caption shuffling no new caption
@@ -171,17 +190,20 @@ class TrainingBatches:
         cfg = self.cfg
         every = cfg.caption_dropout_every_n_epochs
         drop_all = bool(every) and (epoch + 1) % every == 0
-        latents, captions, time_ids = [], [], []
+        latents, captions, time_ids, weights = [], [], [], []
         for index in item_indices:
             item, geometry = self.items[index], self.geometries[index]
             flipped = cfg.flip_aug and rng.random() < 0.5
             latents.append(self.latents.get(item.path, geometry, flipped))
+            if self.loss_masks is not None:
+                weights.append(self.loss_masks.weights(item.path, geometry, flipped))
             captions.append(process_caption(item.caption, cfg.shuffle_caption, cfg.keep_tokens, rng,
                                             dropout=cfg.caption_dropout_rate, tag_dropout=cfg.caption_tag_dropout_rate,
                                             drop=drop_all))
             time_ids.append(geometry.time_ids(flipped))
         return Batch(latents=torch.stack(latents).to(device), captions=captions,
-                     time_ids=torch.tensor(time_ids, dtype=torch.float32, device=device))
+                     time_ids=torch.tensor(time_ids, dtype=torch.float32, device=device),
+                     weights=torch.stack(weights).to(device) if weights else None)
 
     def embed(self, captions: list[str], model: SDXLModel, text_encoders) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_embeds, pooled): from the cache, or through the (trained) encoders with grad."""

@@ -38,6 +38,7 @@ from lora_trainer.train.ema import LoraEMA
 from lora_trainer.train.events import EventCallback, EventLog
 from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
 from lora_trainer.train.loss import elementwise_loss, huber_c, make_noise, timestep_weights
+from lora_trainer.train.loss_masks import masked_mean
 from lora_trainer.train.model import load_sdxl
 from lora_trainer.train.monitor import Monitor
 from lora_trainer.train.optim import adafactor_sets_own_lr, build_optimizer, build_scheduler
@@ -289,7 +290,7 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
             with accelerator.accumulate(*wrapped.values()):
                 prompt_embeds, pooled = batches.embed(batch.captions, model, trained_encoders)
                 loss = _diffusion_loss(wrapped["unet"], noise_scheduler, batch.latents, prompt_embeds,
-                                       pooled, batch.time_ids, noise_rng, cfg, weight_dtype)
+                                       pooled, batch.time_ids, noise_rng, cfg, weight_dtype, batch.weights)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
@@ -346,9 +347,10 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
 # --- one training step ---------------------------------------------------------------------------
 
 def _diffusion_loss(unet, noise_scheduler, latents, prompt_embeds, pooled, time_ids, rng, cfg: TrainConfig,
-                    weight_dtype) -> torch.Tensor:
+                    weight_dtype, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Noise the latents at random timesteps, predict the noise, and return the loss (train/loss.py:
-    squared error or pseudo-Huber, weighted by timestep as the settings ask)."""
+    squared error or pseudo-Huber, weighted by timestep as the settings ask, and by the subject's mask
+    with masked_loss: `weights` [B, 1, h, w])."""
     noise = make_noise(latents, rng, offset=cfg.noise_offset, multires_iterations=cfg.multires_noise_iterations,
                        multires_discount=cfg.multires_noise_discount)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
@@ -360,7 +362,7 @@ def _diffusion_loss(unet, noise_scheduler, latents, prompt_embeds, pooled, time_
     v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
     c = huber_c(noise_scheduler, timesteps, cfg.huber_c, cfg.huber_schedule) if cfg.loss_type != "l2" else None
-    loss = elementwise_loss(prediction, target, cfg.loss_type, c).mean(dim=(1, 2, 3))
+    loss = masked_mean(elementwise_loss(prediction, target, cfg.loss_type, c), weights)
     if cfg.min_snr_gamma or cfg.debiased_estimation_loss:
         loss = loss * timestep_weights(compute_snr(noise_scheduler, timesteps), v_prediction=v_prediction,
                                        min_snr_gamma=cfg.min_snr_gamma, debiased=cfg.debiased_estimation_loss)

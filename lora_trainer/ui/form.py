@@ -77,7 +77,11 @@ FIELDS: tuple[FormField, ...] = (
     FormField("ema_update_every", "EMA every N steps", "int", advanced=True),
     FormField("ema_save", "EMA files", "choice", EMA_SAVES, advanced=True,
               info="instead of the trained weights, or alongside as <name>_ema"),
+    FormField("masked_loss_background", "Masked loss: background weight", "float", advanced=True, step=0.05,
+              info="0 = the background is not learned at all"),
     FormField("shuffle_caption", "Shuffle tags", "bool", advanced=True),
+    FormField("masked_loss", "Masked loss (the Dataset step's masks)", "bool", advanced=True),
+    FormField("alpha_mask", "Masked loss from the alpha channel", "bool", advanced=True),
     FormField("debiased_estimation_loss", "Debiased estimation loss", "bool", advanced=True),
     FormField("flip_aug", "Flip images", "bool", advanced=True),
 )

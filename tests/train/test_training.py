@@ -11,6 +11,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import compute_snr
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -683,3 +684,80 @@ def test_loraplus_puts_the_up_weights_in_their_own_faster_group(tiny_sdxl, chara
     assert steps[0]["lr"]["unet_up"] == pytest.approx(16 * steps[0]["lr"]["unet"])
     tags = EventAccumulator(str(result.run_dir)).Reload().Tags()["scalars"]
     assert "lr/unet_up" in tags and "lr/unet" in tags
+
+
+# --- masked loss (train/loss_masks.py) ---------------------------------------------------------------------
+
+class PointUNet(torch.nn.Module):
+    """Predicts scale x the noisy latent, cell by cell: a cell's loss depends on that cell only."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, noisy, timesteps, prompt_embeds, added_cond_kwargs):
+        return type("Out", (), {"sample": noisy * self.scale})
+
+
+def test_masked_loss_learns_the_subject_cells_and_not_the_background():
+    weights = torch.zeros(1, 1, 8, 8)
+    weights[..., :4] = 1.0  # the subject: the left half of the latent grid
+    cfg = TrainConfig(masked_loss=True)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+    def gradient(latents):
+        unet = PointUNet()
+        rng = torch.Generator().manual_seed(0)
+        loss = trainer_module._diffusion_loss(unet, scheduler, latents, torch.zeros(1, 77, 80), torch.zeros(1, 48),
+                                              torch.zeros(1, 6), rng, cfg, torch.float32, weights)
+        loss.backward()
+        return unet.scale.grad.item()
+
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    background, subject = latents.clone(), latents.clone()
+    background[..., 4:] += 3.0
+    subject[..., :4] += 3.0
+    assert gradient(background) == pytest.approx(gradient(latents), abs=1e-7)  # the background is not learned
+    assert abs(gradient(subject) - gradient(latents)) > 1e-3  # the subject is
+
+
+def test_loss_masks_follow_the_geometry_and_name_images_without_one(tmp_path):
+    from lora_trainer.train.buckets import Bucketer
+    from lora_trainer.train.loss_masks import LossMasks
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))  # the left half is the subject
+    mask.save(masks / "a.png")
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(image)
+    geometry = Bucketer((64, 64), enable_bucket=False).assign((64, 64))
+    loss_masks = LossMasks(masks, alpha=False, background=0.25)
+    plain = loss_masks.weights(image, geometry, False)
+    assert plain.shape == (1, 8, 8)
+    assert plain[0, :, :4].eq(1).all() and plain[0, :, 4:].eq(0.25).all()
+    torch.testing.assert_close(loss_masks.weights(image, geometry, True), plain.flip(-1))  # follows the flip
+    none = tmp_path / "b.png"
+    Image.new("RGB", (64, 64)).save(none)
+    assert loss_masks.weights(none, geometry, False).eq(1).all() and loss_masks.missing == [none]
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    rgba.paste((9, 9, 9, 255), (32, 0, 64, 64))  # opaque on the right
+    rgba.save(tmp_path / "c.png")
+    alpha = LossMasks(None, alpha=True).weights(tmp_path / "c.png", geometry, False)
+    assert alpha[0, :, 4:].eq(1).all() and alpha[0, :, :4].eq(0).all()
+
+
+def test_a_masked_run_uses_the_dataset_steps_masks_and_names_the_images_without_one(
+        tiny_sdxl, character_dataset, tmp_path):
+    masks = character_dataset.parent / "masks"
+    masks.mkdir()
+    images = sorted((character_dataset / "1_myLoRA").glob("*.png"))
+    for image in images[:5]:
+        Image.new("L", (64, 64), 255).save(masks / image.name)
+    cfg = tiny_config(tiny_sdxl, character_dataset, tmp_path, max_train_epochs=1, masked_loss=True)
+    result = run(cfg, tiny_sdxl)
+    assert all(v.isfinite().all() for v in load_file(result.final_file).values())
+    warnings = [e["message"] for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "warning"]
+    masked = next(w for w in warnings if w.startswith("masked loss"))
+    assert "3 image(s) have no mask in" in masked and all(image.name in masked for image in images[5:])
