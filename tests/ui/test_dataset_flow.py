@@ -111,15 +111,22 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             page.click("#lora_trainer_dataset_mask_edit")
             tt.wait_for_text(page, "lora_trainer_dataset_message", "paint white")
             page.wait_for_function("document.querySelector('#lora_trainer_dataset_mask_editor canvas')?.width === 1024")
-            page.wait_for_timeout(500)  # the editor draws its image after sizing the canvas
             canvas = page.locator("#lora_trainer_dataset_mask_editor canvas").first
-            area = canvas.bounding_box()
-            y = area["y"] + area["height"] * 0.08
-            page.mouse.move(area["x"] + area["width"] * 0.05, y)
-            page.mouse.down()
-            for step in range(1, 21):
-                page.mouse.move(area["x"] + area["width"] * (0.05 + step * 0.02), y)
-            page.mouse.up()
+            undo_enabled = "!document.querySelector('#lora_trainer_dataset_mask_editor button[aria-label=Undo]').disabled"
+            for _attempt in range(5):  # a stroke made while the editor still loads its image is dropped
+                page.wait_for_timeout(500)
+                area = canvas.bounding_box()
+                y = area["y"] + area["height"] * 0.08
+                page.mouse.move(area["x"] + area["width"] * 0.05, y)
+                page.mouse.down()
+                for step in range(1, 21):
+                    page.mouse.move(area["x"] + area["width"] * (0.05 + step * 0.02), y)
+                page.mouse.up()
+                try:
+                    page.wait_for_function(undo_enabled, timeout=3000)  # the editor holds a stroke
+                    break
+                except Exception:  # noqa: BLE001 - playwright's timeout: draw it again
+                    continue
             painted = Image.open(mask_file).getpixel((204, 82))  # the padding: the tiny segmenter's guess
             # in a smaller window the panel's message line is out of view: a copy floats at the bottom
             page.set_viewport_size({"width": 1280, "height": 900})
