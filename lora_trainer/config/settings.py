@@ -21,7 +21,7 @@ from typing import Any
 from lora_trainer.captions.encoding import CaptionFileError, decode_text
 from lora_trainer.fsutil import write_json_atomic
 
-OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "Prodigy")
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "Prodigy", "AdamWScheduleFree")
 # The keyword arguments each optimizer's constructor takes besides `params` and `lr` (the trainer passes
 # those itself), so a wrong optimizer_args key is refused when the config is read, not with a TypeError at
 # the first step. Kept here as a table because config/ must not import torch; tests/config checks it against
@@ -36,7 +36,14 @@ OPTIMIZER_ARGS: dict[str, tuple[str, ...]] = {
                   "relative_step", "warmup_init"),
     "Prodigy": ("betas", "beta3", "eps", "weight_decay", "decouple", "use_bias_correction", "safeguard_warmup",
                 "d0", "d_coef", "growth_rate", "fsdp_in_use", "slice_p"),
+    # warmup_steps is not here: lr_warmup / lr_warmup_steps set it.
+    "AdamWScheduleFree": ("betas", "eps", "weight_decay", "r", "weight_lr_power", "foreach"),
 }
+# Optimizers that schedule themselves: the lr_scheduler must be constant (its warmup goes to the optimizer).
+SELF_SCHEDULING_OPTIMIZERS = ("AdamWScheduleFree",)
+# kohya_ss GUI's LoRA_type values we train. LoCon adds the convolutions (conv_dim); LoHa and LoKr are
+# LyCORIS's Hadamard and Kronecker products; dora_wd adds DoRA's magnitude to Standard and LoCon.
+NETWORK_TYPES = ("Standard", "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr")
 # Seeds go to torch.manual_seed and random.Random, and (in kohya's sd-scripts, which reads our files too)
 # to numpy, whose limit is the smallest: 2^32 - 1.
 MAX_SEED = 2**32 - 1
@@ -77,6 +84,11 @@ class TrainConfig:
     network_dim: int = 32
     network_alpha: float = 16.0
     network_train_unet_only: bool = False
+    LoRA_type: str = "Standard"  # kohya_ss's key: Standard, LyCORIS/LoCon, LyCORIS/LoHa, LyCORIS/LoKr
+    conv_dim: int = 0  # rank for the U-Net's convolutions (ResNet, down/upsamplers); 0 = not trained
+    conv_alpha: float = 1.0
+    dora_wd: bool = False  # DoRA: a learned magnitude per output channel (Standard and LoCon)
+    factor: int = -1  # LoKr: the Kronecker factor's size; -1 = as square as the layer allows
     # --- learning ---
     learning_rate: float = 1e-4
     unet_lr: float | None = None  # None = learning_rate
@@ -102,6 +114,7 @@ class TrainConfig:
     full_fp16: bool = False
     save_precision: str = "fp16"
     gradient_checkpointing: bool = False
+    fp8_base: bool = False  # the frozen U-Net weights stored in float8 (half of bf16), upcast per layer
     ema_decay: float = 0.0  # an exponential moving average of the LoRA weights; 0 = off, 0.99-0.999 usual
     ema_update_every: int = 1  # optimizer steps between EMA updates
     ema_save: str = "instead"  # "instead": the saved files hold the EMA; "alongside": also <name>_ema-NNNNNN
@@ -190,8 +203,33 @@ class TrainConfig:
         need(not (self.validation_split and self.validation_data_dir),
              f"validation_split = {self.validation_split:g} and validation_data_dir = {self.validation_data_dir!r}: "
              "hold out images from the training folder or give a folder of them, not both")
+        self._check_network()
+        self._check_self_scheduling()
         self._check_text_encoder_cache()
         self._check_buckets()
+
+    def _check_network(self) -> None:
+        if self.dora_wd and self.LoRA_type not in ("Standard", "LyCORIS/LoCon"):
+            raise ConfigError(f"dora_wd = True works with LoRA_type 'Standard' or 'LyCORIS/LoCon', not "
+                              f"{self.LoRA_type!r} (peft trains DoRA only on LoRA layers)")
+        if self.factor != -1 and self.LoRA_type != "LyCORIS/LoKr":
+            raise ConfigError(f"factor = {self.factor} is a LoKr setting: use LoRA_type 'LyCORIS/LoKr' or factor -1")
+        if self.loraplus_lr_ratio and self.LoRA_type in ("LyCORIS/LoHa", "LyCORIS/LoKr"):
+            raise ConfigError(f"loraplus_lr_ratio works on LoRA's up weights: LoRA_type {self.LoRA_type!r} has "
+                              "none; set it to 0, or use 'Standard' / 'LyCORIS/LoCon'")
+        if self.fp8_base and self.dora_wd:
+            raise ConfigError("fp8_base = True with dora_wd = True: DoRA reads the full-precision base weights "
+                              "every step; turn one of them off")
+
+    def _check_self_scheduling(self) -> None:
+        if self.optimizer in SELF_SCHEDULING_OPTIMIZERS and self.ema_decay:
+            raise ConfigError(f"optimizer {self.optimizer} already averages the weights it saves: set "
+                              "ema_decay = 0, or choose another optimizer for an EMA")
+        if self.optimizer in SELF_SCHEDULING_OPTIMIZERS and self.lr_scheduler not in ("constant",
+                                                                                       "constant_with_warmup"):
+            raise ConfigError(f"optimizer {self.optimizer} schedules its own learning rate: set lr_scheduler "
+                              f"'constant' (or 'constant_with_warmup'; its warmup goes to the optimizer), "
+                              f"not {self.lr_scheduler!r}")
 
     def _check_text_encoder_cache(self) -> None:
         # Cached text-encoder outputs are computed once per caption: they cannot follow encoders that
@@ -339,6 +377,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                     "a non-empty file name without / \\ : * ? \" < > | or control characters (newline, tab)"),
     "network_dim": _at_least(1),
     "network_alpha": _above(0),
+    "LoRA_type": _choice(NETWORK_TYPES),
+    "conv_dim": _at_least(0),
+    "conv_alpha": _above(0),
+    "factor": ((lambda v: v == -1 or v >= 1), "-1 (automatic) or a positive factor, e.g. 4 or 8"),
     "learning_rate": _above(0),
     "unet_lr": (lambda v: v > 0, "> 0, or null to use learning_rate"),
     "text_encoder_lr": (lambda v: v >= 0, ">= 0 (0 = do not train the text encoders), or null to use learning_rate"),

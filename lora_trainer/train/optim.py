@@ -17,12 +17,15 @@ def _needs(module: str, optimizer: str, pip_name: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise OptimizerUnavailable(
             f"optimizer {optimizer} needs the '{pip_name}' package, which is not installed: "
-            f"`pip install {pip_name}`, or choose AdamW or Adafactor"
+            f"`pip install {pip_name}` (in the WebUI's Python environment when training in the WebUI), "
+            "or choose AdamW or Adafactor"
         )
 
 
-def build_optimizer(name: str, param_groups: list[dict], lr: float, kwargs: dict) -> torch.optim.Optimizer:
-    """`param_groups` carry their own "lr" (U-Net and text encoders differ); `lr` is the default."""
+def build_optimizer(name: str, param_groups: list[dict], lr: float, kwargs: dict,
+                    warmup_steps: int = 0) -> torch.optim.Optimizer:
+    """`param_groups` carry their own "lr" (U-Net and text encoders differ); `lr` is the default.
+    `warmup_steps` reaches only an optimizer that schedules itself (schedule-free AdamW)."""
     if name == "AdamW":
         return torch.optim.AdamW(param_groups, lr=lr, **kwargs)
     if name == "Adafactor":
@@ -43,6 +46,13 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, kwargs: dict
         from prodigyopt import Prodigy
 
         return Prodigy(param_groups, lr=lr, **kwargs)
+    if name == "AdamWScheduleFree":
+        _needs("schedulefree", name, "schedulefree")
+        from schedulefree import AdamWScheduleFree
+
+        # It trains on one sequence of weights and evaluates (and saves) their average: the trainer
+        # switches it with train() / eval(); no schedule on top (the config asks for "constant").
+        return AdamWScheduleFree(param_groups, lr=lr, warmup_steps=warmup_steps, **kwargs)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -22,10 +22,10 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import compute_snr
-from peft import LoraConfig
 from tqdm.auto import tqdm
 
 from lora_trainer.config import TrainConfig
+from lora_trainer.config.settings import SELF_SCHEDULING_OPTIMIZERS
 from lora_trainer.fsutil import LockHeld, OutputError, atomic_path, release_lock, write_json_atomic
 from lora_trainer.runs import layout
 from lora_trainer.runs.layout import RunFiles
@@ -36,11 +36,18 @@ from lora_trainer.train.batches import TrainingBatches
 from lora_trainer.train.cache import LatentError
 from lora_trainer.train.ema import LoraEMA
 from lora_trainer.train.events import EventCallback, EventLog
-from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
+from lora_trainer.train.export import lora_metadata, save_lora
+from lora_trainer.train.fp8 import store_frozen_weights_in_fp8
 from lora_trainer.train.loss import elementwise_loss, huber_c, make_noise, timestep_weights
 from lora_trainer.train.loss_masks import masked_mean
 from lora_trainer.train.model import load_sdxl
 from lora_trainer.train.monitor import Monitor
+from lora_trainer.train.network import (
+    UNET_CONV_TARGETS,
+    add_network,
+    collect_network_tensors,
+    network_metadata,
+)
 from lora_trainer.train.optim import adafactor_sets_own_lr, build_optimizer, build_scheduler
 from lora_trainer.train.sgm_names import TEXT_ENCODER_LORA_TARGETS, UNET_LORA_TARGETS, UNetLayout
 from lora_trainer.train.stop import StopSignal
@@ -50,7 +57,8 @@ from lora_trainer.train.validation import Validator
 RESUME_MUST_MATCH = ("network_dim", "network_alpha", "network_train_unet_only", "text_encoder_lr",
                      "train_batch_size", "gradient_accumulation_steps", "seed", "optimizer",
                      "lr_scheduler", "train_data_dir", "output_name", "loraplus_lr_ratio", "validation_split",
-                     "validation_data_dir", "validation_seed")
+                     "validation_data_dir", "validation_seed", "LoRA_type", "conv_dim", "conv_alpha", "dora_wd",
+                     "factor")
 
 
 class TrainingError(RuntimeError):
@@ -203,11 +211,11 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
 
     # --- LoRA ----------------------------------------------------------------------------------
     trained = {"unet": model.unet}
-    _add_lora(model.unet, cfg, UNET_LORA_TARGETS)
+    add_network(model.unet, cfg, UNET_LORA_TARGETS, UNET_CONV_TARGETS)
     if train_te:
         trained.update(te1=model.text_encoder_1, te2=model.text_encoder_2)
-        _add_lora(model.text_encoder_1, cfg, TEXT_ENCODER_LORA_TARGETS)
-        _add_lora(model.text_encoder_2, cfg, TEXT_ENCODER_LORA_TARGETS)
+        add_network(model.text_encoder_1, cfg, TEXT_ENCODER_LORA_TARGETS)
+        add_network(model.text_encoder_2, cfg, TEXT_ENCODER_LORA_TARGETS)
     lora_dtype = _lora_dtype(cfg)
     if cfg.full_fp16:
         _let_scaler_unscale_fp16(accelerator)
@@ -215,6 +223,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         for p in m.parameters():
             if p.requires_grad:
                 p.data = p.data.to(lora_dtype)
+    if cfg.fp8_base:
+        store_frozen_weights_in_fp8(model.unet)
     if cfg.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
         if train_te:
@@ -224,14 +234,18 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     validator = Validator(cfg, batches, model.noise_scheduler) if batches.validation else None
 
     # --- optimizer, schedule -------------------------------------------------------------------
-    groups = param_groups(cfg, trained)
-    optimizer = build_optimizer(cfg.optimizer, groups, cfg.learning_rate, cfg.optimizer_kwargs)
     steps_per_epoch = math.ceil(batches.batches_per_epoch / cfg.gradient_accumulation_steps)
     epochs = cfg.max_train_epochs
     total_steps = steps_per_epoch * epochs
     if cfg.max_train_steps:
         total_steps = min(total_steps, cfg.max_train_steps)
-    scheduler = build_scheduler(cfg.lr_scheduler, optimizer, warmup_steps=cfg.warmup_steps(total_steps),
+    groups = param_groups(cfg, trained)
+    self_scheduling = cfg.optimizer in SELF_SCHEDULING_OPTIMIZERS
+    warmup = cfg.warmup_steps(total_steps)
+    optimizer = build_optimizer(cfg.optimizer, groups, cfg.learning_rate, cfg.optimizer_kwargs,
+                                warmup_steps=warmup if self_scheduling else 0)
+    scheduler = build_scheduler("constant" if self_scheduling else cfg.lr_scheduler, optimizer,
+                                warmup_steps=0 if self_scheduling else warmup,
                                 total_steps=total_steps, num_cycles=cfg.lr_scheduler_num_cycles,
                                 power=cfg.lr_scheduler_power, initial_lr=cfg.learning_rate)
     prepared = accelerator.prepare(*trained.values(), optimizer)
@@ -257,7 +271,15 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not is_main, unit="step",
                desc=cfg.output_name, dynamic_ncols=True)
 
+    def averaged_weights():
+        """schedule-free AdamW trains one sequence of weights and keeps their average for use."""
+        return _optimizer_eval_mode(optimizer) if self_scheduling else contextlib.nullcontext()
+
     def save_everything(kind: str, path: Path) -> None:
+        with averaged_weights():
+            _save_everything(kind, path)
+
+    def _save_everything(kind: str, path: Path) -> None:
         checksums = _rank_checksums(trained, accelerator)
         averaged = ema.swapped_in() if ema and cfg.ema_save == "instead" else contextlib.nullcontext()
         with averaged:
@@ -279,6 +301,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
 
     # --- the loop ------------------------------------------------------------------------------
     noise_scheduler = model.noise_scheduler
+    if self_scheduling:
+        optimizer.train()
     for epoch in range(progress.epoch, epochs):
         for m in wrapped.values():
             m.train()
@@ -326,7 +350,8 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
         last = progress.epoch == epochs or progress.global_step >= total_steps
         if validator and (last or progress.epoch % cfg.validate_every_n_epochs == 0):
             encoders = [trained["te1"], trained["te2"]] if train_te else None  # unwrapped: no DDP hooks
-            loss = validator.loss(trained["unet"], model, encoders, accelerator, weight_dtype)
+            with averaged_weights():
+                loss = validator.loss(trained["unet"], model, encoders, accelerator, weight_dtype)
             result.validation_losses[progress.epoch] = loss
             monitor.validation(progress.epoch, loss, len(validator))
         if last or progress.epoch % cfg.save_every_n_epochs == 0:
@@ -370,11 +395,6 @@ def _diffusion_loss(unet, noise_scheduler, latents, prompt_embeds, pooled, time_
 
 
 # --- set-up helpers ------------------------------------------------------------------------------
-
-def _add_lora(model: torch.nn.Module, cfg: TrainConfig, targets: tuple[str, ...]) -> None:
-    model.add_adapter(LoraConfig(r=cfg.network_dim, lora_alpha=cfg.network_alpha,
-                                 target_modules=list(targets), init_lora_weights=True))
-
 
 def param_groups(cfg: TrainConfig, trained: dict[str, torch.nn.Module]) -> list[dict]:
     """The optimizer's groups, each named ("unet", "textencoder"): the U-Net's LoRA weights at unet_lr,
@@ -494,6 +514,15 @@ def _named_trainable(trained: dict) -> dict[str, torch.nn.Parameter]:
             for name, p in m.named_parameters() if p.requires_grad}
 
 
+@contextlib.contextmanager
+def _optimizer_eval_mode(optimizer):
+    optimizer.eval()
+    try:
+        yield
+    finally:
+        optimizer.train()
+
+
 def _stop_requested(stop: StopSignal, accelerator: Accelerator) -> bool:
     """Every rank must stop at the same step: the flag is reduced across processes."""
     flag = torch.tensor(1.0 if stop.requested() else 0.0, device=accelerator.device)
@@ -518,7 +547,7 @@ def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, b
                     progress: saved.Progress, path: Path, output_name: str | None = None) -> Path | None:
     if not accelerator.is_main_process:
         return None
-    tensors = collect_lora_weights(trained, cfg.network_alpha, UNetLayout.from_config(trained["unet"].config))
+    tensors = collect_network_tensors(trained, UNetLayout.from_config(trained["unet"].config))
     metadata = lora_metadata(
         output_name=output_name or cfg.output_name, network_dim=cfg.network_dim, network_alpha=cfg.network_alpha,
         epoch=progress.epoch, steps=progress.global_step, num_train_images=batches.num_samples,
@@ -534,7 +563,8 @@ def _save_lora_file(cfg: TrainConfig, accelerator: Accelerator, trained: dict, b
                "ema_decay": cfg.ema_decay, "ema_update_every": cfg.ema_update_every,
                "max_token_length": cfg.max_token_length, "no_half_vae": cfg.sdxl_no_half_vae,
                "caption_extension": cfg.caption_extension, "training_comment": cfg.training_comment,
-               "num_processes": accelerator.num_processes})
+               "num_processes": accelerator.num_processes, "fp8_base": cfg.fp8_base})
+    metadata.update(network_metadata(cfg))
     save_lora(path, tensors, metadata, cfg.save_precision)
     write_json_atomic(RunFiles(cfg.output_dir, cfg.output_name).config, cfg.to_dict())
     return path
