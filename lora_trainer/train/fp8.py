@@ -1,6 +1,6 @@
 """fp8_base: the frozen U-Net weights stored in float8 (e4m3), one byte a weight instead of bf16's two.
 
-Each Linear / Conv2d keeps its weight in float8 and upcasts it to the input's dtype for its own call only
+Each Linear / Conv2d keeps its weight in float8 with one scale per layer and upcasts it to the input's dtype for its own call only
 (kohya's fp8_base and OneTrainer's fp8 weights do the same), so the full-precision copy of a layer lives
 for one layer's forward. Autograd keeps that copy until the backward pass unless the block is
 recomputed: with gradient checkpointing only one block's copies are alive at a time, without it the
@@ -16,16 +16,23 @@ import torch.nn.functional as F
 FP8 = torch.float8_e4m3fn
 
 
+FP8_MAX = 448.0  # e4m3's largest value
+
+
+def _upcast(module: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    return module.weight.to(dtype) * module.fp8_scale.to(dtype)
+
+
 class Fp8Linear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        return F.linear(x, _upcast(self, x.dtype), bias)
 
 
 class Fp8Conv2d(torch.nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return self._conv_forward(x, self.weight.to(x.dtype), bias)
+        return self._conv_forward(x, _upcast(self, x.dtype), bias)
 
 
 _FP8_CLASSES = {torch.nn.Linear: Fp8Linear, torch.nn.Conv2d: Fp8Conv2d}
@@ -42,7 +49,12 @@ def store_frozen_weights_in_fp8(model: torch.nn.Module) -> int:
         if fp8_class is None or module.weight.requires_grad:
             continue
         before = module.weight.nbytes
-        module.weight.data = module.weight.data.to(FP8)
+        weight = module.weight.data.float()
+        # One scale per layer maps its largest weight to e4m3's largest value: SDXL's weights are small
+        # (|w| ~ 0.01-0.1), where a plain cast falls into e4m3's few subnormal steps.
+        scale = (weight.abs().max() / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+        module.weight.data = (weight / scale).to(FP8)
+        module.register_buffer("fp8_scale", scale)
         module.__class__ = fp8_class
         saved += before - module.weight.nbytes
     return saved

@@ -116,7 +116,11 @@ def test_latents_are_cached_across_runs(tiny_sdxl, character_dataset, tmp_path):
     assert (latents["encoded"], latents["reused"]) == (0, 8)
 
 
-@pytest.mark.parametrize("ema", [{}, {"ema_decay": 0.8, "ema_update_every": 2}], ids=["plain", "ema"])
+@pytest.mark.parametrize("ema", [{}, {"ema_decay": 0.8, "ema_update_every": 2}, {"dora_wd": True},
+                                 {"LoRA_type": "LyCORIS/LoHa", "conv_dim": 2},
+                                 {"optimizer": "AdamWScheduleFree", "lr_scheduler": "constant_with_warmup",
+                                  "lr_warmup_steps": 2}],
+                         ids=["plain", "ema", "dora", "loha-conv", "schedule-free"])
 def test_stop_then_resume_matches_an_uninterrupted_run(tiny_sdxl, character_dataset, tmp_path, ema):
     common = {"max_train_epochs": 2, "save_precision": "float", "train_batch_size": 2, **ema}
     straight = run(tiny_config(tiny_sdxl, character_dataset, tmp_path / "straight", **common), tiny_sdxl)
