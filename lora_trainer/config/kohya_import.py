@@ -40,9 +40,9 @@ _OPTIMIZER_SUBSTITUTES = {
 
 _REASON_GROUPS = {
     "LoCon/LyCORIS only": (
-        "LyCORIS_preset", "conv_dim", "conv_alpha", "conv_dims", "conv_alphas", "conv_block_dims",
-        "conv_block_alphas", "factor", "use_cp", "use_tucker", "use_scalar", "decompose_both", "train_norm",
-        "rescaled", "constrain", "rank_dropout_scale", "train_on_input", "dora_wd", "bypass_mode"),
+        "LyCORIS_preset", "conv_dims", "conv_alphas", "conv_block_dims",
+        "conv_block_alphas", "use_cp", "use_tucker", "use_scalar", "decompose_both", "train_norm",
+        "rescaled", "constrain", "rank_dropout_scale", "train_on_input", "bypass_mode"),
     "DyLoRA only": ("unit",),
     "not supported: block-wise dims and learning rates": (
         "block_dims", "block_alphas", "block_lr_zero_threshold", "down_lr_weight", "mid_lr_weight",
@@ -83,7 +83,7 @@ _SPECIAL_KEYS = {
     "LoRA_type", "sdxl", "epoch", "max_train_epochs", "max_train_steps", "xformers", "optimizer",
     "optimizer_args", "lr_scheduler", "lr_warmup", "lr_warmup_steps", "max_token_length", "noise_offset_type",
     "noise_offset", "multires_noise_iterations", "multires_noise_discount", "unet_lr", "text_encoder_lr",
-    "additional_parameters",
+    "additional_parameters", "conv_dim", "conv_alpha", "dora_wd", "factor",
 }
 
 # Values that leave a kohya feature unused (besides blank, false and 0): a UI can list these keys apart
@@ -116,7 +116,7 @@ def import_kohya(source: str | Path | dict[str, Any]) -> KohyaImport:
         else:
             ignored[key] = _IGNORED_REASONS.get(key, "unknown kohya_ss setting")
     # Order matters: the scheduler depends on the optimizer, warmup on the scheduler.
-    _read_network_type(data, ignored)
+    _read_network_type(data, values, ignored)
     _read_length(data, values, ignored)
     _read_attention(data, values, ignored)
     _read_learning_rates(data, values, ignored)
@@ -250,10 +250,35 @@ def _to_bool_lenient(raw: Any) -> bool:
         return bool(raw)
 
 
-def _read_network_type(data: dict[str, Any], ignored: dict[str, str]) -> None:
-    kind = _given(data, "LoRA_type")
-    if kind is not None and kind != "Standard":
+# kohya_ss's LoRA_type -> ours, and which of the network keys the GUI passes on for it.
+_NETWORK_TYPES = {
+    "Standard": ("Standard", ()),
+    "Kohya LoCon": ("Standard", ("conv_dim", "conv_alpha")),  # kohya's own networks.lora with convolutions
+    "LoCon": ("LyCORIS/LoCon", ("conv_dim", "conv_alpha", "dora_wd")),
+    "LyCORIS/LoCon": ("LyCORIS/LoCon", ("conv_dim", "conv_alpha", "dora_wd")),
+    "LyCORIS/LoHa": ("LyCORIS/LoHa", ("conv_dim", "conv_alpha")),
+    "LyCORIS/LoKr": ("LyCORIS/LoKr", ("conv_dim", "conv_alpha", "factor")),
+}
+_NETWORK_KEYS = ("conv_dim", "conv_alpha", "dora_wd", "factor")
+
+
+def _read_network_type(data: dict[str, Any], values: dict[str, Any], ignored: dict[str, str]) -> None:
+    kind = _given(data, "LoRA_type") or "Standard"
+    ours, passed = _NETWORK_TYPES.get(kind, ("Standard", ()))
+    if kind not in _NETWORK_TYPES:
         ignored["LoRA_type"] = f"not supported: LoRA_type {kind!r} (the rest imported as a standard LoRA)"
+    values["LoRA_type"] = ours
+    for key in _NETWORK_KEYS:
+        if _given(data, key) is None:
+            continue
+        if key in passed:
+            _put(values, key, data[key])
+        elif key == "dora_wd" and ours in ("LyCORIS/LoHa", "LyCORIS/LoKr"):
+            ignored[key] = f"not supported: DoRA on {ours} (peft trains DoRA on LoRA and LoCon layers only)"
+        else:
+            ignored[key] = "LoCon/LyCORIS only"
+    if ours == "LyCORIS/LoKr" and values.get("factor") == 0:
+        values["factor"] = -1  # kohya_ss's blank factor
 
 
 def _read_length(data: dict[str, Any], values: dict[str, Any], ignored: dict[str, str]) -> None:

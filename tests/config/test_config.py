@@ -139,8 +139,8 @@ def test_unknown_keys_are_each_named(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting.*epochs, network_rank"):
         TrainConfig.from_dict({"network_rank": 8, "epochs": 3, "network_dim": 8})
     path = tmp_path / "kohya.json"
-    path.write_text(json.dumps({"LoRA_type": "Standard", "network_dim": 8}))
-    with pytest.raises(ConfigError, match=r"kohya\.json: .*LoRA_type.*--import-kohya"):
+    path.write_text(json.dumps({"LoRA_type": "Standard", "epoch": 8, "network_dim": 8}))
+    with pytest.raises(ConfigError, match=r"kohya\.json: .*epoch.*--import-kohya"):
         TrainConfig.from_json(path)
 
 

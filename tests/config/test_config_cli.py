@@ -111,11 +111,11 @@ def test_import_kohya_lists_what_was_not_applied(tmp_path, capsys):
     out = tmp_path / "ours.json"
     assert cli.main(["config", "--import-kohya", str(kohya), "-o", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "LoRA_type = 'LyCORIS/LoHa': not supported" in err
-    assert "conv_dim = 8: LoCon/LyCORIS only" in err
+    assert "LoRA_type" not in err and "conv_dim" not in err  # LoHa with 8 for the convolutions, as given
     assert "(empty, off or kohya's default in the file): color_aug" in err
     config = TrainConfig.from_json(out)
     assert (config.max_train_epochs, config.network_dim, config.xformers) == (20, 64, "xformers")
+    assert (config.LoRA_type, config.conv_dim) == ("LyCORIS/LoHa", 8)
 
 
 def test_errors_exit_1_with_the_reason(tmp_path, capsys):

@@ -37,7 +37,11 @@ def test_every_real_preset_imports(path):
     # every key is either applied (a TrainConfig field or a handled synonym) or listed with a reason
     for key, reason in result.ignored.items():
         assert reason and reason != "unknown kohya_ss setting", (key, reason)
-    assert "conv_dim" not in data or result.ignored["conv_dim"] == "LoCon/LyCORIS only"
+    lycoris = data.get("LoRA_type") in ("LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr", "Kohya LoCon")
+    if "conv_dim" in data and not lycoris:
+        assert result.ignored["conv_dim"] == "LoCon/LyCORIS only"
+    if lycoris and data.get("conv_dim"):
+        assert result.config.conv_dim == int(float(data["conv_dim"]))
     assert result.config.sdxl and result.config.max_token_length == int(data.get("max_token_length") or 75)
     assert "max_token_length" not in result.ignored
 
@@ -65,9 +69,12 @@ def test_adafactor_preset_values_and_coerced_strings():
 
 
 @needs_presets
-def test_lycoris_type_imports_the_rest():
+def test_a_loha_preset_imports_as_loha_with_its_convolutions():
     result = _preset("LoHA AI_Characters v1.0")
-    assert result.ignored["LoRA_type"].startswith("not supported: LoRA_type 'LyCORIS/LoHa'")
+    data = json.loads((PRESETS_DIR / "SDXL - LoHA AI_Characters v1.0.json").read_text())
+    assert "LoRA_type" not in result.ignored and result.config.LoRA_type == "LyCORIS/LoHa"
+    assert (result.config.conv_dim, result.config.conv_alpha) == (int(float(data["conv_dim"])),
+                                                                  float(data["conv_alpha"]))
     assert result.config.max_train_epochs == 100  # "max_train_epochs": "100" wins over "epoch": 1
     assert "max_train_epochs is set" in result.ignored["epoch"]
     assert result.config.optimizer == "AdamW8bit"
@@ -191,3 +198,24 @@ def test_loraplus_imports_and_its_separate_ratios_are_named():
                            "loraplus_unet_lr_ratio": 8})
     assert result.config.loraplus_lr_ratio == 16.0
     assert "separate LoRA+ ratios" in result.ignored["loraplus_unet_lr_ratio"]
+
+
+@pytest.mark.parametrize(("kohya", "expected", "ignored"), [
+    ({"LoRA_type": "LyCORIS/LoKr", "factor": 8, "conv_dim": 4, "conv_alpha": 2, "dora_wd": True},
+     {"LoRA_type": "LyCORIS/LoKr", "factor": 8, "conv_dim": 4, "conv_alpha": 2.0, "dora_wd": False},
+     {"dora_wd": "not supported: DoRA on LyCORIS/LoKr"}),
+    ({"LoRA_type": "LyCORIS/LoCon", "conv_dim": 8, "conv_alpha": 1, "dora_wd": True, "factor": -1},
+     {"LoRA_type": "LyCORIS/LoCon", "conv_dim": 8, "dora_wd": True, "factor": -1}, {}),
+    ({"LoRA_type": "Kohya LoCon", "conv_dim": 16, "conv_alpha": 8},
+     {"LoRA_type": "Standard", "conv_dim": 16, "conv_alpha": 8.0}, {}),
+    ({"LoRA_type": "Standard", "conv_dim": 16, "dora_wd": True, "factor": 4},
+     {"LoRA_type": "Standard", "conv_dim": 0, "dora_wd": False, "factor": -1},
+     {"conv_dim": "LoCon/LyCORIS only", "dora_wd": "LoCon/LyCORIS only", "factor": "LoCon/LyCORIS only"}),
+    ({"LoRA_type": "LyCORIS/iA3", "conv_dim": 4},
+     {"LoRA_type": "Standard", "conv_dim": 0}, {"LoRA_type": "not supported: LoRA_type 'LyCORIS/iA3'"}),
+])
+def test_lycoris_types_import_as_themselves_with_their_settings(kohya, expected, ignored):
+    result = import_kohya(kohya)
+    assert {k: getattr(result.config, k) for k in expected} == expected
+    for key, reason in ignored.items():
+        assert result.ignored[key].startswith(reason)
