@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lora_trainer.config import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, TrainConfig
-from lora_trainer.config.settings import EMA_SAVES, HUBER_SCHEDULES, LOSS_TYPES
+from lora_trainer.config.settings import EMA_SAVES, HUBER_SCHEDULES, LOSS_TYPES, NETWORK_TYPES
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,13 @@ FIELDS: tuple[FormField, ...] = (
     FormField("full_bf16", "Full bf16", "bool"),
     FormField("gradient_checkpointing", "Gradient checkpointing", "bool"),
     FormField("seed", "Seed", "int", advanced=True),
+    FormField("LoRA_type", "Network type", "choice", NETWORK_TYPES, advanced=True,
+              info="LoCon adds the convolutions; LoHa / LoKr: LyCORIS's products, more capacity per byte"),
+    FormField("conv_dim", "Convolution rank", "int", advanced=True, info="0 = convolutions not trained"),
+    FormField("conv_alpha", "Convolution alpha", "float", advanced=True),
+    FormField("factor", "LoKr factor", "int", advanced=True, info="-1 = automatic; 4-16 for smaller files"),
+    FormField("fp8_base", "fp8 base weights", "bool", advanced=True,
+              info="half the U-Net's memory; best with gradient checkpointing"),
     FormField("optimizer_args", "Optimizer arguments", "text", advanced=True,
               info="key=value pairs, e.g. scale_parameter=False relative_step=False"),
     FormField("noise_offset", "Noise offset", "float", advanced=True, step=0.01,
@@ -83,6 +90,7 @@ FIELDS: tuple[FormField, ...] = (
     FormField("masked_loss", "Masked loss (the Dataset step's masks)", "bool", advanced=True),
     FormField("alpha_mask", "Masked loss from the alpha channel", "bool", advanced=True),
     FormField("debiased_estimation_loss", "Debiased estimation loss", "bool", advanced=True),
+    FormField("dora_wd", "DoRA (weight decomposition)", "bool", advanced=True),
     FormField("flip_aug", "Flip images", "bool", advanced=True),
 )
 

@@ -76,6 +76,7 @@ def test_the_low_vram_preset_is_what_kohya_documents_for_8_gb():
     assert not config.train_text_encoder and config.sdxl_cache_text_encoder_outputs
     assert config.gradient_checkpointing and config.full_bf16 and config.train_batch_size == 1
     assert config.optimizer == "Adafactor" and config.network_dim <= 32 and config.cache_latents
+    assert config.fp8_base  # the frozen U-Net in float8
     # fp16 cards: the same with full_fp16 is accepted (Adafactor steps fp16 weights)
     load_preset("Low VRAM (8 GB)", mixed_precision="fp16", full_bf16=False, full_fp16=True)
 

@@ -161,12 +161,21 @@ def test_full_fp16_trains_the_lora_weights_in_fp16(tiny_sdxl, character_dataset,
 
 
 def test_the_low_vram_preset_trains_the_unet_only_in_bf16(tiny_sdxl, character_dataset, tmp_path,
-                                                          fresh_accelerate):
+                                                          fresh_accelerate, monkeypatch):
     cfg = load_preset("Low VRAM (8 GB)", pretrained_model_name_or_path=str(tiny_sdxl.single_file),
                       train_data_dir=str(character_dataset), output_dir=str(tmp_path / "model"),
                       logging_dir=str(tmp_path / "log"), output_name="myLoRA", max_resolution="64,64",
                       min_bucket_reso=64, max_train_epochs=1, learning_rate=1e-3)
+    from lora_trainer.train import trainer as trainer_module
+    from lora_trainer.train.fp8 import FP8
+
+    stored = []
+    real = trainer_module.store_frozen_weights_in_fp8
+    monkeypatch.setattr(trainer_module, "store_frozen_weights_in_fp8",
+                        lambda unet: stored.append(unet) or real(unet))
     result = train(cfg, model_config_dir=str(tiny_sdxl.config_dir))
+    dtypes = {p.dtype for p in stored[0].parameters()}
+    assert FP8 in dtypes and torch.bfloat16 in dtypes  # frozen weights in float8, norms and biases in bf16
     tensors = load_file(result.final_file)
     assert tensors and all(k.startswith("lora_unet_") for k in tensors)  # the U-Net only
     assert all(v.isfinite().all() for v in tensors.values())
