@@ -3,7 +3,8 @@
 own txt2img instead).
 
 The same job renders the same bytes on the same machine: the seed goes through a CPU generator. Each
-LoRA file is loaded once as its own adapter and switched per job; the baseline disables them. torch
+LoRA file is loaded once as its own adapter and switched per job; the baseline disables them. LoHa,
+LoKr and DoRA files, which diffusers cannot apply, are merged into the weights instead (merged_lora.py). torch
 and diffusers are imported when a renderer is built, not at import.
 """
 
@@ -72,6 +73,9 @@ class DiffusersRenderer:
         self._adapters: OrderedDict[tuple, str] = OrderedDict()  # (file, mtime, size) -> adapter name
         self._next_adapter = 0
         self._lora_enabled = False
+        from lora_trainer.review.merged_lora import WeightPatcher
+
+        self._patcher = WeightPatcher(self.pipe)
 
     # -- one image -------------------------------------------------------------------------------
 
@@ -121,15 +125,26 @@ class DiffusersRenderer:
     # -- LoRA adapters ---------------------------------------------------------------------------
 
     def _select_lora(self, job: RenderJob) -> None:
-        if job.lora is None:
-            if self._lora_enabled:
-                self.pipe.disable_lora()
-                self._lora_enabled = False
+        from lora_trainer.review.merged_lora import needs_merging
+
+        path = Path(job.lora.path) if job.lora is not None else None
+        if path is not None and needs_merging(path):  # LoHa, LoKr, DoRA: merged into the weights
+            self._disable_adapters()
+            self._patcher.apply(path, float(job.lora.weight))
             return
-        name = self._adapter_for(Path(job.lora.path))
+        self._patcher.restore()
+        if path is None:
+            self._disable_adapters()
+            return
+        name = self._adapter_for(path)
         self.pipe.enable_lora()
         self.pipe.set_adapters([name], [float(job.lora.weight)])
         self._lora_enabled = True
+
+    def _disable_adapters(self) -> None:
+        if self._lora_enabled:
+            self.pipe.disable_lora()
+            self._lora_enabled = False
 
     def _adapter_for(self, path: Path) -> str:
         try:

@@ -148,3 +148,49 @@ def test_cells_render_in_order_with_row_weights_applied(tmp_path):
 def make_lora(tiny_sdxl, path: Path, seed: int, scale: float = 0.5) -> Path:
     """A kohya LoRA file with random non-zero U-Net weights, made without training."""
     return write_tiny_lora(tiny_sdxl.diffusers_dir, path, seed=seed, scale=scale)
+
+
+def _lycoris_file(tiny_sdxl, path: Path, **network) -> Path:
+    """A LoHa / DoRA file for the tiny model with random (trained-looking) values."""
+    import torch
+
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.train.export import save_lora
+    from lora_trainer.train.model import load_sdxl
+    from lora_trainer.train.network import UNET_CONV_TARGETS, add_network, collect_network_tensors
+    from lora_trainer.train.sgm_names import UNET_LORA_TARGETS, UNetLayout
+
+    unet = load_sdxl(str(tiny_sdxl.single_file), config_dir=str(tiny_sdxl.config_dir)).unet
+    add_network(unet, TrainConfig(network_dim=4, network_alpha=4.0, **network), UNET_LORA_TARGETS, UNET_CONV_TARGETS)
+    generator = torch.Generator().manual_seed(5)
+    for name, p in unet.named_parameters():
+        if p.requires_grad:
+            noise = torch.randn(p.shape, generator=generator)
+            p.data = p.data * (1 + 0.3 * noise) if "dora" in name else 0.3 * noise
+    tensors = collect_network_tensors({"unet": unet}, UNetLayout.from_config(unet.config))
+    return save_lora(path, tensors, {"ss_network_module": "lycoris.kohya"})
+
+
+def test_loha_and_dora_files_render_merged_and_leave_no_trace(tiny_sdxl, host, loras, tmp_path):
+    """diffusers cannot apply LoHa / LoKr / DoRA: the renderer merges them into the weights at the job's
+    weight and puts the weights back before the next cell."""
+    loha = LoraRef(_lycoris_file(tiny_sdxl, tmp_path / "hero-loha.safetensors", LoRA_type="LyCORIS/LoHa",
+                                 conv_dim=2, conv_alpha=2.0), "hero-loha")
+    dora_file = LoraRef(_lycoris_file(tiny_sdxl, tmp_path / "hero-dora.safetensors", dora_wd=True), "hero-dora")
+    plain = LoraRef(loras[0], "hero-000001")
+    s = settings(tiny_sdxl)
+
+    def image(lora, weight=1.0, seed=7):
+        ref = None if lora is None else LoraRef(lora.path, lora.name, weight)
+        return pixels(host.render(RenderJob("a photo of a woman", seed, s, ref)))
+
+    baseline, plain_before = image(None), image(plain)
+    with_loha, half_loha, zero_loha = image(loha), image(loha, 0.5), image(loha, 0.0)
+    with_dora = image(dora_file)
+    assert np.abs(with_loha.astype(int) - baseline.astype(int)).max() > 0, "the LoHa changes the image"
+    assert np.abs(half_loha.astype(int) - with_loha.astype(int)).max() > 0, "its weight is applied"
+    assert np.array_equal(zero_loha, baseline)
+    assert np.abs(with_dora.astype(int) - baseline.astype(int)).max() > 0, "the DoRA file changes the image"
+    assert np.array_equal(image(None), baseline), "the merged weights were put back"
+    assert np.array_equal(image(plain), plain_before), "a plain LoRA renders as before"
+    assert np.array_equal(image(loha), with_loha)
