@@ -9,8 +9,8 @@ from diffusers import StableDiffusionXLPipeline
 from safetensors import safe_open
 
 from lora_trainer.demo.random_sdxl import main, random_lora_tensors, write_random_checkpoint
-from lora_trainer.train.export import collect_lora_weights
 from lora_trainer.train.model import load_sdxl
+from lora_trainer.train.network import collect_network_tensors
 from lora_trainer.train.sgm_names import (
     TEXT_ENCODER_LORA_TARGETS,
     UNET_LORA_TARGETS,
@@ -51,7 +51,7 @@ def test_cli_writes_a_checkpoint(tiny_sdxl, tmp_path, capsys):
 
 def test_random_lora_has_exactly_the_keys_training_exports(tiny_sdxl):
     """The meta-device model with materialised LoRA layers names its tensors as a model trained
-    in memory does (both go through export.collect_lora_weights)."""
+    in memory does (both go through network.collect_network_tensors)."""
     from peft import LoraConfig
 
     tensors = random_lora_tensors(tiny_sdxl.config_dir, rank=2, alpha=1.0, seed=1)
@@ -61,7 +61,7 @@ def test_random_lora_has_exactly_the_keys_training_exports(tiny_sdxl):
     for component, model in models.items():
         targets = UNET_LORA_TARGETS if component == "unet" else TEXT_ENCODER_LORA_TARGETS
         model.add_adapter(LoraConfig(r=2, lora_alpha=1.0, target_modules=list(targets)))
-    trained = collect_lora_weights(models, 1.0, UNetLayout.from_config(pipe.unet.config))
+    trained = collect_network_tensors(models, UNetLayout.from_config(pipe.unet.config))
 
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {k: tuple(v.shape) for k, v in trained.items()}
     assert all(t.device.type == "cpu" and torch.isfinite(t).all() for t in tensors.values())
@@ -71,3 +71,19 @@ def test_random_lora_has_exactly_the_keys_training_exports(tiny_sdxl):
 
     unet_only = random_lora_tensors(tiny_sdxl.config_dir, rank=2, text_encoders=False)
     assert unet_only and all(k.startswith("lora_unet_") for k in unet_only)
+
+
+@pytest.mark.parametrize("network", [{"LoRA_type": "LyCORIS/LoHa", "conv_dim": 2}, {"LoRA_type": "LyCORIS/LoKr"},
+                                     {"dora_wd": True}], ids=["loha", "lokr", "dora"])
+def test_random_networks_of_each_type_have_the_keys_a_run_exports(tiny_sdxl, network):
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.train.network import UNET_CONV_TARGETS, add_network
+
+    tensors = random_lora_tensors(tiny_sdxl.config_dir, rank=2, alpha=1.0, seed=1, text_encoders=False,
+                                  network=network)
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_sdxl.diffusers_dir), local_files_only=True)
+    add_network(pipe.unet, TrainConfig(network_dim=2, network_alpha=1.0, **network), UNET_LORA_TARGETS,
+                UNET_CONV_TARGETS)
+    trained = collect_network_tensors({"unet": pipe.unet}, UNetLayout.from_config(pipe.unet.config))
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {k: tuple(v.shape) for k, v in trained.items()}
+    assert all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in tensors.values())

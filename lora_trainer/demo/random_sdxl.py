@@ -8,7 +8,7 @@ gets real values:
 - `write_random_checkpoint`: a single-file checkpoint in the original (SGM) key layout, streamed
   tensor by tensor into a `.safetensors` file (full-size SDXL: 6.5 GB written with ~0.3 GB of RAM);
 - `random_lora_tensors`: LoRA weights made the trainer's way (peft adapters on the same targets,
-  named by `export.collect_lora_weights`), with random values in place of training.
+  named by `network.collect_network_tensors`), any network type, random values in place of training.
 
 `python -m lora_trainer.demo.random_sdxl CONFIG_DIR OUT.safetensors` writes a checkpoint.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from lora_trainer.fsutil import atomic_open
-from lora_trainer.train.export import ADAPTER, collect_lora_weights
+from lora_trainer.train.dora import MAGNITUDE
 from lora_trainer.train.sgm_names import (
     TEXT_ENCODER_LORA_TARGETS,
     UNET_LORA_TARGETS,
@@ -94,28 +94,38 @@ def write_random_checkpoint(config_dir: str | Path, out: str | Path, *, seed: in
 
 
 def random_lora_tensors(config_dir: str | Path, *, rank: int = 4, alpha: float = 4.0, text_encoders: bool = True,
-                        seed: int = 0, up_std: float = 0.05) -> dict[str, torch.Tensor]:
-    """kohya-named LoRA tensors for the config's model, exactly the keys a training run exports;
-    `lora_down` ~ N(0, 1/fan_in), `lora_up` ~ N(0, up_std^2) so the LoRA visibly changes outputs."""
-    from peft import LoraConfig
-    from peft.tuners.lora import LoraLayer
+                        seed: int = 0, up_std: float = 0.05, network: dict | None = None) -> dict[str, torch.Tensor]:
+    """Network tensors for the config's model, exactly the keys a training run exports. `network`: the
+    TrainConfig network settings (LoRA_type, conv_dim, dora_wd, ...), default a standard LoRA. Factors a
+    run starts at zero (`lora_up`, `hada_w2_b`, `lokr_w1`) ~ N(0, up_std^2), the others N(0, 1/fan_in),
+    so the network visibly changes outputs; DoRA's magnitudes are 1 (the base weights are not read)."""
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.train.network import UNET_CONV_TARGETS, add_network, collect_network_tensors
 
+    cfg = TrainConfig(network_dim=rank, network_alpha=alpha, **(network or {}))
     unet, _vae, te1, te2 = meta_sdxl(config_dir)
     models = {"unet": unet, "te1": te1, "te2": te2} if text_encoders else {"unet": unet}
     generator = torch.Generator().manual_seed(seed)
     for component, model in models.items():
-        targets = UNET_LORA_TARGETS if component == "unet" else TEXT_ENCODER_LORA_TARGETS
-        model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets)))
-        for module in model.modules():
-            if not isinstance(module, LoraLayer):
-                continue
-            down, up = module.lora_A[ADAPTER], module.lora_B[ADAPTER]
-            for layer in (down, up):
-                layer.to_empty(device="cpu")
-            with torch.no_grad():
-                down.weight.copy_(torch.randn(down.weight.shape, generator=generator) / math.sqrt(down.in_features))
-                up.weight.copy_(torch.randn(up.weight.shape, generator=generator) * up_std)
-    return collect_lora_weights(models, alpha, UNetLayout.from_config(unet.config))
+        if component == "unet":
+            add_network(model, cfg, UNET_LORA_TARGETS, UNET_CONV_TARGETS)
+        else:
+            add_network(model, cfg, TEXT_ENCODER_LORA_TARGETS)
+        for name, param in list(model.named_parameters()):
+            if param.requires_grad:  # a meta tensor: replaced by a real parameter in its owner
+                owner, _, leaf = name.rpartition(".")
+                value = _random_factor(name, param.shape, generator, up_std)
+                model.get_submodule(owner)._parameters[leaf] = torch.nn.Parameter(value)
+    return collect_network_tensors(models, UNetLayout.from_config(unet.config))
+
+
+def _random_factor(name: str, shape: torch.Size, generator: torch.Generator, up_std: float) -> torch.Tensor:
+    if name.endswith(MAGNITUDE):
+        return torch.ones(shape)
+    if any(part in name for part in (".lora_B.", ".hada_w2_b.", ".lokr_w1.")):
+        return torch.randn(shape, generator=generator) * up_std
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
 
 
 def main(argv: list[str] | None = None) -> None:

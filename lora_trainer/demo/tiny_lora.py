@@ -16,7 +16,8 @@ def write_tiny_lora(diffusers_dir: str | Path, path: str | Path, *, seed: int, e
     from peft import LoraConfig
 
     from lora_trainer.runs.layout import parse_lora_stem
-    from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
+    from lora_trainer.train.export import lora_metadata, save_lora
+    from lora_trainer.train.network import collect_network_tensors
     from lora_trainer.train.sgm_names import UNET_LORA_TARGETS, UNetLayout
 
     path = Path(path)
@@ -27,7 +28,7 @@ def write_tiny_lora(diffusers_dir: str | Path, path: str | Path, *, seed: int, e
         for name, p in unet.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, scale)
-    tensors = collect_lora_weights({"unet": unet}, alpha, UNetLayout.from_config(unet.config))
+    tensors = collect_network_tensors({"unet": unet}, UNetLayout.from_config(unet.config))
     meta = lora_metadata(output_name=parse_lora_stem(path.stem)[0], network_dim=rank, network_alpha=alpha,
                          epoch=seed if epoch is None else epoch, steps=seed if step is None else step,
                          num_train_images=8, resolution=(64, 64), learning_rate=1e-4, unet_lr=1e-4,

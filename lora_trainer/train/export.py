@@ -16,29 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from peft.tuners.lora import LoraLayer
 from safetensors.torch import save
 
 from lora_trainer.fsutil import atomic_open
-from lora_trainer.train.sgm_names import SDXL_UNET_LAYOUT, UNetLayout, kohya_lora_name
 
 ADAPTER = "default"
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
-
-
-def collect_lora_weights(models: Mapping[str, torch.nn.Module], alpha: float,
-                         unet_layout: UNetLayout = SDXL_UNET_LAYOUT) -> dict[str, torch.Tensor]:
-    """`models` maps a kohya component ("unet", "te1", "te2") to a model carrying peft LoRA layers."""
-    tensors: dict[str, torch.Tensor] = {}
-    for component, model in models.items():
-        for module_name, module in model.named_modules():
-            if not isinstance(module, LoraLayer) or ADAPTER not in module.lora_A:
-                continue
-            key = kohya_lora_name(component, module_name, unet_layout)
-            tensors[f"{key}.lora_down.weight"] = module.lora_A[ADAPTER].weight.detach()
-            tensors[f"{key}.lora_up.weight"] = module.lora_B[ADAPTER].weight.detach()
-            tensors[f"{key}.alpha"] = torch.tensor(float(alpha))
-    return tensors
 
 
 def file_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, str]:

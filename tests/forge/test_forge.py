@@ -339,6 +339,47 @@ def test_our_loras_are_listed_and_load_with_every_key(forge):
     assert _our_errors(forge.log()) == []
 
 
+NETWORK_TYPES = {  # name -> the TrainConfig network settings of a file Forge must load whole
+    "forgetest_loha": {"LoRA_type": "LyCORIS/LoHa", "conv_dim": 2, "conv_alpha": 1.0},
+    "forgetest_lokr": {"LoRA_type": "LyCORIS/LoKr", "factor": 8},
+    "forgetest_dora": {"dora_wd": True},
+}
+
+
+def test_loha_lokr_and_dora_files_load_in_forge_with_every_key(forge):
+    """Each network type, written as a run writes it (network.collect_network_tensors, ss_network_*
+    metadata), is applied by Forge to every layer it names and changes the image."""
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.train.network import module_stems, network_metadata
+
+    folder = forge.workspace / "forgetest" / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for seed, (name, network) in enumerate(NETWORK_TYPES.items(), start=10):
+        tensors = random_lora_tensors(Path(FORGE_DIR) / SDXL_CONFIG, rank=RANK, alpha=RANK / 2, text_encoders=False,
+                                      seed=seed, network=network)
+        metadata = lora_metadata(
+            output_name=name, network_dim=RANK, network_alpha=RANK / 2, epoch=1, steps=1, num_train_images=1,
+            resolution=(1024, 1024), learning_rate=1e-4, unet_lr=1e-4, text_encoder_lr=None, optimizer="AdamW",
+            lr_scheduler="constant", model_name="random-sdxl.safetensors", training_started_at=time.time(),
+            tag_frequency={}, bucket_info={})
+        metadata.update(network_metadata(TrainConfig(network_dim=RANK, **network)))
+        path = save_lora(folder / f"{name}.safetensors", tensors, metadata, save_precision="fp16")
+        publish_lora(path, forge.lora_dir, project_subfolder("forgetest"))
+        expected[name] = len(module_stems(tensors))
+    forge.post("/sdapi/v1/refresh-loras")
+    base = forge.txt2img("a photo of a woman", "without LoRA (network types)")
+    for name, modules in expected.items():
+        before = len(forge.log())
+        image = forge.txt2img(f"a photo of a woman <lora:{name}:1>", f"with {name}")
+        log = forge.log()[before:]
+        assert "mismatch" not in log and "unmatched keys" not in log and "ERROR" not in log, log
+        assert re.search(rf"\[LORA\] Loaded \S*{name}\.safetensors for \w+-UNet with {modules} keys at weight "
+                         r"1\.0 \(skipped 0 keys\)", log), log
+        assert not np.array_equal(image, base), f"{name} did not change the image"
+    assert _our_errors(forge.log()) == []
+
+
 def test_the_review_panel_renders_a_grid_of_two_epochs_through_forge(forge):
     """The Review tab's own path inside Forge (ReviewPanel.start_render with ForgeHost): a 2-epoch x
     1-prompt grid with its baseline, on the full-size random SDXL at 256 px, 2 steps. Every LoRA cell

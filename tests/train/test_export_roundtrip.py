@@ -14,7 +14,8 @@ from lora_trainer.config.presets import load_preset
 from lora_trainer.train.buckets import Bucketer
 from lora_trainer.train.cache import LatentCache
 from lora_trainer.train.data import scan_training_folder
-from lora_trainer.train.export import collect_lora_weights, lora_metadata, save_lora
+from lora_trainer.train.export import lora_metadata, save_lora
+from lora_trainer.train.network import collect_network_tensors
 from lora_trainer.train.sgm_names import (
     TEXT_ENCODER_LORA_TARGETS,
     UNET_LORA_TARGETS,
@@ -62,7 +63,7 @@ def test_diffusers_load_lora_weights_reproduces_the_trained_model(tiny_sdxl, tmp
                     p.normal_(0, 0.2)
     expected = unet_output(trained)
 
-    tensors = collect_lora_weights(models, ALPHA, UNetLayout.from_config(trained.unet.config))
+    tensors = collect_network_tensors(models, UNetLayout.from_config(trained.unet.config))
     save_lora(tmp_path / "t.safetensors", tensors, metadata(), save_precision="float")
 
     loaded = pipeline(tiny_sdxl)
@@ -118,3 +119,29 @@ def test_training_lowers_the_loss_on_the_training_set(tiny_sdxl, tmp_path):
     after = fixed_noise_loss(base, img)
     assert after < 0.97 * before, (before, after)
     assert set(load_file(result.final_file)) == set(load_file(result.saved_files[0]))
+
+
+def test_diffusers_reproduces_a_lora_with_convolutions(tiny_sdxl, tmp_path):
+    """conv_dim: the ResNet and sampler convolutions' LoRA (conv alpha != conv rank) round-trips through
+    diffusers' kohya reader like the attention layers'."""
+    from lora_trainer.config import TrainConfig
+    from lora_trainer.train.network import UNET_CONV_TARGETS, add_network
+
+    trained = pipeline(tiny_sdxl)
+    add_network(trained.unet, TrainConfig(network_dim=RANK, network_alpha=ALPHA, conv_dim=2, conv_alpha=3.0),
+                UNET_LORA_TARGETS, UNET_CONV_TARGETS)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, p in trained.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    expected = unet_output(trained)
+    tensors = collect_network_tensors({"unet": trained.unet}, UNetLayout.from_config(trained.unet.config))
+    conv_downs = [k for k, v in tensors.items() if k.endswith("lora_down.weight") and v.dim() == 4]
+    assert conv_downs and all(tensors[k].shape[0] == 2 for k in conv_downs)
+    save_lora(tmp_path / "c.safetensors", tensors, metadata(), save_precision="float")
+
+    loaded = pipeline(tiny_sdxl)
+    loaded.load_lora_weights(str(tmp_path), weight_name="c.safetensors")
+    got = unet_output(loaded)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
