@@ -205,7 +205,10 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     batches = TrainingBatches.prepare(cfg, model, accelerator, events)
     weight_dtype = _weight_dtype(cfg)
     train_te = cfg.train_text_encoder
-    model.unet.requires_grad_(False).to(device, weight_dtype)
+    # The U-Net reaches the GPU only once its network is attached, its frozen weights are in their
+    # final dtype (fp8_base) and the captions are encoded: the text encoders and the U-Net are never
+    # on the card together unless the encoders train (train/vram.py's set-up peak).
+    model.unet.requires_grad_(False).to(weight_dtype)
     for te in (model.text_encoder_1, model.text_encoder_2):
         te.requires_grad_(False).to(device, weight_dtype if train_te else torch.float32)
 
@@ -225,12 +228,13 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
                 p.data = p.data.to(lora_dtype)
     if cfg.fp8_base:
         store_frozen_weights_in_fp8(model.unet)
+    batches.build_text_cache(model, train_te)
+    model.unet.to(device)  # no dtype: float8 weights, adapters and norms keep theirs
     if cfg.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
         if train_te:
             model.text_encoder_1.gradient_checkpointing_enable()
             model.text_encoder_2.gradient_checkpointing_enable()
-    batches.build_text_cache(model, train_te)
     validator = Validator(cfg, batches, model.noise_scheduler) if batches.validation else None
 
     # --- optimizer, schedule -------------------------------------------------------------------

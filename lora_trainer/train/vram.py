@@ -910,19 +910,16 @@ def _vae_encode_peak(config_dir: str, width: int, height: int, dtype: torch.dtyp
 def _setup_bytes(cfg: TrainConfig, config_dir: str, models: _Models, width: int, height: int,
                  lora_bytes: int) -> tuple[int, str]:
     """(peak, what holds it) of the set-up (trainer._run): the latents are encoded with only the VAE on
-    the GPU; then the U-Net and both text encoders are moved there (the encoders in fp32 when they are
-    frozen, to encode the captions once and leave) and the adapters added. fp8_base converts the U-Net
-    after it arrived, so its full-precision weights count here."""
+    the GPU; then the captions with only the text encoders there (fp32 when frozen); the U-Net arrives
+    after, with its adapters and in its final dtype (fp8_base converts it on the CPU), which the
+    training step's own figure covers."""
     from lora_trainer.train.batches import vae_dtype
 
     vae_dt = vae_dtype(cfg)
     latents = models.vae_params * _itemsize(vae_dt) + _vae_encode_peak(config_dir, width, height, vae_dt)
     weight = _itemsize(_weight_dtype(cfg))
     encoders = models.te_params * (weight if cfg.train_text_encoder else 4)
-    together = models.unet_params * weight + lora_bytes + encoders
-    what = ("caching text-encoder outputs" if not cfg.train_text_encoder else "moving the models to the GPU")
     phases = [(latents, "caching latents (the VAE encodes one image)"),
-              (together, f"{what} (the U-Net{' before fp8_base converts it' if cfg.fp8_base else ''} and both "
-                         f"{'fp32 ' if not cfg.train_text_encoder else ''}text encoders on the GPU together)")]
+              (encoders, "encoding the captions (both text encoders on the GPU)")]
     peak, note = max(phases)
     return peak + CUDA_CONTEXT_BYTES + int(FRAGMENTATION * peak), note

@@ -23,6 +23,19 @@ def message(text: str, error: bool = False, refresh_cards: bool = False) -> str:
     return f'<div class="lora-trainer-message lora-trainer-{kind}"{mark}>{escape(text)}</div>'
 
 
+def memory_line(summary: str | None, note: str = "", gpu_name: str | None = None, fixes: list[str] = ()) -> str:
+    """The Train panel's memory estimate: the figure, the GPU it is for, and what would make it fit."""
+    if summary is None:
+        return f'<div class="lora-trainer-memory">GPU memory: {escape(note)}</div>'
+    where = f" ({escape(gpu_name)})" if gpu_name else " (no CUDA GPU here: compare it with the card you train on)"
+    parts = [f"<b>GPU memory</b>: {escape(summary)}{where}"]
+    if fixes:
+        items = "".join(f"<li>{escape(fix)}</li>" for fix in fixes)
+        parts.append(f"<div>To fit, change one of:</div><ul>{items}</ul>")
+    error = " lora-trainer-error" if fixes else ""
+    return f'<div class="lora-trainer-memory{error}">{"".join(parts)}</div>'
+
+
 def job_line(text: str, done: int, total: int, running: bool, error: bool = False) -> str:
     """A background job's line: while it runs, a progress bar (done of total) before its text."""
     line = message(text, error=error)

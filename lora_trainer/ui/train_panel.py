@@ -40,6 +40,8 @@ from lora_trainer.runs.runner import (
 )
 from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
 from lora_trainer.runs.tensorboard import TensorBoardError
+from lora_trainer.train.model import ModelLoadError, find_config_dir
+from lora_trainer.train.vram import estimate_training_memory, fixes_to_fit
 from lora_trainer.ui import render
 from lora_trainer.ui.form import FIELDS, FormField, form_values, settings_from_form
 
@@ -98,6 +100,7 @@ class TrainPanel:
         # the unnamed ones, and finds none). So each page's project is kept here, by session.
         self._pages: OrderedDict[str, _Page] = OrderedDict()
         self._pages_lock = threading.Lock()
+        self._sdxl_config_dir: Path | None = None
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> TrainPanel:
@@ -111,6 +114,8 @@ class TrainPanel:
         output_name = saved["output_name"] if saved else self._output_name(self.project.value) or KOHYA_OUTPUT_NAME
         values = form_values({**start, "output_name": output_name})
         self.fields = self._settings(values)
+        # The peak GPU memory these settings need, before Start (train/vram.py); filled on page load.
+        self.memory = gr.HTML(elem_id="lora_trainer_memory")
         self.output_name = self.fields[[f.key for f in FIELDS].index("output_name")]
         keep_out_of_forge_ui_config(self.project, self.repeats, self.new_project, self.output_name, self.preset)
         first_status = self._status(self.project.value)  # the page shows the first project's run at once
@@ -231,6 +236,10 @@ class TrainPanel:
                                    [output_name, self.use_name_button, self.message])
         self.stop_button.click(self.stop, None, [self.message]).then(**self._refresh_event())
         self.timer.tick(**self._refresh_event())
+        memory_inputs = [self.base, *self.fields]
+        gr.on([c.change for c in self.fields], self.estimate_memory,
+              memory_inputs, [self.memory], show_progress="hidden", trigger_mode="always_last")
+        self._memory_inputs = memory_inputs
         self.tensorboard_button.click(self.start_tensorboard, [self.project], [self.tensorboard_link])
 
     def _refresh_event(self) -> dict[str, Any]:
@@ -253,6 +262,33 @@ class TrainPanel:
         """The tab is built once (at WebUI start); a page opened later must show the project as it is
         now: runs finished since, settings saved since."""
         self._open_project_event(blocks.load)
+        blocks.load(self.estimate_memory, self._memory_inputs, [self.memory], show_progress="hidden")
+
+    # --- callbacks: the memory estimate -----------------------------------------------------------
+    def estimate_memory(self, base, *values) -> str:
+        """The expected peak GPU memory of a training step with the form's settings and, on a machine
+        with a CUDA GPU, whether it fits and which change would make it fit."""
+        try:
+            config = TrainConfig.from_dict(settings_from_form(base, list(values)))
+        except (ConfigError, ValueError) as e:
+            return render.memory_line(None, f"no estimate until the settings are valid: {e}")
+        config_dir = self._config_dir()
+        if config_dir is None:
+            return render.memory_line(None, "no estimate: SDXL's config folder is not on this machine yet "
+                                            "(it comes with the first training or with Forge)")
+        gpu = training_gpu()
+        estimate = estimate_training_memory(config, config_dir)
+        fixes = fixes_to_fit(config, config_dir, gpu[0]) if gpu else []
+        return render.memory_line(estimate.summary(gpu[0] if gpu else None), gpu_name=gpu[1] if gpu else None,
+                                  fixes=fixes)
+
+    def _config_dir(self) -> Path | None:
+        if self._sdxl_config_dir is None:
+            try:
+                self._sdxl_config_dir = self.host.sdxl_config_dir() or find_config_dir(allow_download=False)
+            except ModelLoadError:
+                return None
+        return self._sdxl_config_dir
 
     # --- callbacks: project and model -----------------------------------------------------------
     def open_project(self, name: str | None, preset: str | None, request: gr.Request = None):
@@ -559,6 +595,16 @@ class TrainPanel:
     def _model_updates(self, model: str) -> tuple[Any, str]:
         choices, listed, path, note = self._model_choice(model)
         return gr.update(choices=choices, value=listed, info=note), path
+
+
+def training_gpu() -> tuple[int, str] | None:
+    """(total bytes, name) of the GPU a run would train on (the first CUDA device), or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    properties = torch.cuda.get_device_properties(0)
+    return int(properties.total_memory), str(properties.name)
 
 
 def _same_file(a: str, b: str) -> bool:
