@@ -1,4 +1,5 @@
-"""`python -m lora_trainer train --config my.json [--resume DIR]` and `... stop --config my.json`."""
+"""`python -m lora_trainer train --config my.json [--resume DIR]`, `... stop --config my.json` and
+`... memory --config my.json` (the GPU memory a run needs, before it starts)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,22 @@ def register(subparsers) -> None:
                       "where the flag goes)")
     stop.set_defaults(func=run_stop)
 
+    memory = subparsers.add_parser(
+        "memory", help="estimate the GPU memory a training run needs, before starting it",
+        description="The expected peak GPU memory of a training step with these settings (and of the set-up "
+        "before it), by what holds it; on a machine with a CUDA GPU, whether it fits and the single setting "
+        "changes that make it fit. Nothing is loaded: the estimate builds the models without weights.")
+    memory.add_argument("--config", required=True, type=Path, help="our JSON config ('-' reads it from stdin)")
+    memory.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for `train`")
+    memory.add_argument("--model-config-dir", default=None, help="SDXL's diffusers config folder (as for `train`)")
+    memory.add_argument("--gpu-gib", type=float, default=None,
+                        help="judge against a GPU of this many GiB instead of this machine's first CUDA GPU")
+    memory.add_argument("--json", action="store_true", help="print one JSON object (what the Train panel reads)")
+    memory.set_defaults(func=run_memory)
+
 
 def load_config(path: Path, overrides: list[str]) -> TrainConfig:
-    cfg = TrainConfig.from_json(path)
+    cfg = TrainConfig.from_dict(json.load(sys.stdin)) if str(path) == "-" else TrainConfig.from_json(path)
     changes = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -173,6 +187,59 @@ def run_stop(args: argparse.Namespace) -> int:
     print(f"stop requested: wrote {flag}\nThe run with output_name {cfg.output_name!r} saves and exits after "
           "its current step (a run started later ignores this flag).")
     return 0
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    report = memory_report(args)
+    if args.json:
+        print(json.dumps(report))
+        return 0 if report["error"] is None else 1
+    if report["error"] is not None:
+        print(f"error: {report['error']}", file=sys.stderr)
+        return 1
+    gpu = f" ({report['gpu_name']})" if report["gpu_name"] else ""
+    print(f"GPU memory: {report['summary']}{gpu}")
+    for fix in report["fixes"]:
+        print(f"  to fit: {fix}")
+    return 0
+
+
+def memory_report(args: argparse.Namespace) -> dict:
+    """{"summary", "total_bytes", "gpu_name", "gpu_bytes", "fixes", "error"} for `memory`."""
+    report = {"summary": None, "total_bytes": None, "gpu_name": None, "gpu_bytes": None, "fixes": [], "error": None}
+    try:
+        cfg = load_config(args.config, args.set)
+    except (ConfigError, ValueError) as e:  # ValueError: stdin that is not JSON
+        report["error"] = f"{args.config}: {e}"
+        return report
+    from lora_trainer.train.model import ModelLoadError, find_config_dir
+    from lora_trainer.train.vram import estimate_training_memory, fixes_to_fit
+
+    try:
+        config_dir = find_config_dir(args.model_config_dir, allow_download=False)
+    except ModelLoadError:
+        report["error"] = ("SDXL's config folder is not on this machine yet (it comes with the first training "
+                           "or with Forge; or pass --model-config-dir)")
+        return report
+    if args.gpu_gib is not None:
+        gpu = (int(args.gpu_gib * 2**30), f"{args.gpu_gib:g} GiB GPU")
+    else:
+        gpu = training_gpu()
+    estimate = estimate_training_memory(cfg, config_dir)
+    report.update(summary=estimate.summary(gpu[0] if gpu else None), total_bytes=estimate.total_bytes)
+    if gpu:
+        report.update(gpu_bytes=gpu[0], gpu_name=gpu[1], fixes=fixes_to_fit(cfg, config_dir, gpu[0]))
+    return report
+
+
+def training_gpu() -> tuple[int, str] | None:
+    """(total bytes, name) of the GPU a run would train on (the first CUDA device), or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    properties = torch.cuda.get_device_properties(0)
+    return int(properties.total_memory), str(properties.name)
 
 
 def print_event(event: dict) -> None:

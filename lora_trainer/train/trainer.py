@@ -199,8 +199,9 @@ def _run(cfg: TrainConfig, accelerator: Accelerator, events: EventLog, stop: Sto
     torch.manual_seed(cfg.seed)
 
     # --- data, model, caches -------------------------------------------------------------------
+    # As stored (fp16 for most files): exact, and half the RAM of float32 until the casts below.
     model = load_sdxl(cfg.pretrained_model_name_or_path, config_dir=model_config_dir, vae=cfg.vae,
-                      device="cpu")
+                      device="cpu", dtype=None)
     _set_attention(model.unet, cfg, events)
     batches = TrainingBatches.prepare(cfg, model, accelerator, events)
     weight_dtype = _weight_dtype(cfg)

@@ -38,10 +38,9 @@ from lora_trainer.runs.runner import (
     load_project_settings,
     tensorboard_command,
 )
+from lora_trainer.runs.memory import MemoryEstimator
 from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
 from lora_trainer.runs.tensorboard import TensorBoardError
-from lora_trainer.train.model import ModelLoadError, find_config_dir
-from lora_trainer.train.vram import estimate_training_memory, fixes_to_fit
 from lora_trainer.ui import render
 from lora_trainer.ui.form import FIELDS, FormField, form_values, settings_from_form
 
@@ -100,7 +99,7 @@ class TrainPanel:
         # the unnamed ones, and finds none). So each page's project is kept here, by session.
         self._pages: OrderedDict[str, _Page] = OrderedDict()
         self._pages_lock = threading.Lock()
-        self._sdxl_config_dir: Path | None = None
+        self.memory_estimator = MemoryEstimator(host.trainer_command())
 
     # --- layout ---------------------------------------------------------------------------------
     def build(self) -> TrainPanel:
@@ -267,28 +266,15 @@ class TrainPanel:
     # --- callbacks: the memory estimate -----------------------------------------------------------
     def estimate_memory(self, base, *values) -> str:
         """The expected peak GPU memory of a training step with the form's settings and, on a machine
-        with a CUDA GPU, whether it fits and which change would make it fit."""
+        with a CUDA GPU, whether it fits and which change would make it fit (runs/memory.py)."""
         try:
-            config = TrainConfig.from_dict(settings_from_form(base, list(values)))
+            settings = TrainConfig.from_dict(settings_from_form(base, list(values))).to_dict()
         except (ConfigError, ValueError) as e:
             return render.memory_line(None, f"no estimate until the settings are valid: {e}")
-        config_dir = self._config_dir()
-        if config_dir is None:
-            return render.memory_line(None, "no estimate: SDXL's config folder is not on this machine yet "
-                                            "(it comes with the first training or with Forge)")
-        gpu = training_gpu()
-        estimate = estimate_training_memory(config, config_dir)
-        fixes = fixes_to_fit(config, config_dir, gpu[0]) if gpu else []
-        return render.memory_line(estimate.summary(gpu[0] if gpu else None), gpu_name=gpu[1] if gpu else None,
-                                  fixes=fixes)
-
-    def _config_dir(self) -> Path | None:
-        if self._sdxl_config_dir is None:
-            try:
-                self._sdxl_config_dir = self.host.sdxl_config_dir() or find_config_dir(allow_download=False)
-            except ModelLoadError:
-                return None
-        return self._sdxl_config_dir
+        report = self.memory_estimator.estimate(settings, self.host.sdxl_config_dir())
+        if report.summary is None:
+            return render.memory_line(None, f"no estimate: {report.error}")
+        return render.memory_line(report.summary, gpu_name=report.gpu_name, fixes=report.fixes)
 
     # --- callbacks: project and model -----------------------------------------------------------
     def open_project(self, name: str | None, preset: str | None, request: gr.Request = None):
@@ -595,16 +581,6 @@ class TrainPanel:
     def _model_updates(self, model: str) -> tuple[Any, str]:
         choices, listed, path, note = self._model_choice(model)
         return gr.update(choices=choices, value=listed, info=note), path
-
-
-def training_gpu() -> tuple[int, str] | None:
-    """(total bytes, name) of the GPU a run would train on (the first CUDA device), or None."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    properties = torch.cuda.get_device_properties(0)
-    return int(properties.total_memory), str(properties.name)
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -52,6 +52,26 @@ def test_loaded_model_is_frozen_with_fp32_vae_and_sdxl_noise_schedule(tiny_sdxl)
     assert model.model_name == tiny_sdxl.diffusers_dir.name
 
 
+def test_a_single_file_loads_in_the_dtype_it_stores_its_weights_in(tiny_sdxl, tmp_path, from_folder):
+    """An fp16 checkpoint (most SDXL files) loads as fp16, value for value, and not as float32 first:
+    a full SDXL held as float32 next to the file needs over 13 GiB of RAM."""
+    from safetensors.torch import save_file
+
+    from lora_trainer.train.model import stored_dtype
+
+    half = tmp_path / "half.safetensors"
+    save_file({k: v.half() for k, v in load_file(str(tiny_sdxl.single_file)).items()}, str(half))
+    assert stored_dtype(half) == torch.float16 and stored_dtype(tiny_sdxl.single_file) == torch.float32
+
+    model = load_sdxl(str(half), config_dir=str(tiny_sdxl.config_dir), dtype=None)
+    assert model.unet.dtype == torch.float16 and model.text_encoder_1.dtype == torch.float16
+    assert model.vae.dtype == torch.float32
+    stored = {k: v.half() for k, v in _parameters(from_folder.unet).items()}
+    assert all(torch.equal(v, stored[k]) for k, v in _parameters(model.unet).items())
+    # the default still gives float32, the same values
+    assert load_sdxl(str(half), config_dir=str(tiny_sdxl.config_dir)).unet.dtype == torch.float32
+
+
 def test_tensor_only_ckpt_pickle_loads(tiny_sdxl, tmp_path, from_folder):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": load_file(str(tiny_sdxl.single_file)), "global_step": 10}, ckpt)

@@ -142,7 +142,9 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             page.wait_for_selector(".lora-trainer-float:visible")
             assert "with its corrected mask" in page.inner_text(".lora-trainer-float")
             page.screenshot(path="/tmp/dataset_flow_mask_window.png")
-            page.click(".lora-trainer-float")
+            # a click closes it (dispatched: under load the box can reach its 8 s and hide itself
+            # between playwright's visibility check and its click)
+            page.dispatch_event(".lora-trainer-float", "click")
             page.wait_for_selector(".lora-trainer-float", state="hidden")
             page.set_viewport_size({"width": 1280, "height": 2400})
             assert painted < 200 and Image.open(mask_file).getpixel((204, 82)) >= 250  # painted white: subject

@@ -28,10 +28,9 @@ def form(settings: dict, **changes) -> list:
     return values
 
 
-def test_the_line_follows_the_settings_and_says_what_makes_a_run_fit(tmp_path, tiny_sdxl, monkeypatch):
+def test_the_line_follows_the_settings_and_says_what_makes_a_run_fit(tmp_path, tiny_sdxl):
     panel = panel_for(tmp_path, tiny_sdxl.config_dir)
     settings = dict(PRESETS["Realistic character (guide) - NVIDIA"])
-    monkeypatch.setattr(tp, "training_gpu", lambda: None)
     line = panel.estimate_memory(settings, *form(settings))
     assert "GPU memory" in line and "no CUDA GPU here" in line
     # a larger batch needs more (the tiny model's activations are small: compare in bytes, not the line)
@@ -43,19 +42,34 @@ def test_the_line_follows_the_settings_and_says_what_makes_a_run_fit(tmp_path, t
     assert eight.total_bytes > one.total_bytes
 
     # on a GPU too small for it: the verdict and the changes that fit, each with its figure
-    tight = one.total_bytes - 1
-    monkeypatch.setattr(tp, "training_gpu", lambda: (tight, "Test GPU 4 GB"))
+    panel.memory_estimator.gpu_gib = round((one.total_bytes - 2**20) / GIB, 6)
     line = panel.estimate_memory(settings, *form(settings, train_batch_size=1))
-    assert "does not fit in" in line and "(Test GPU 4 GB)" in line and "To fit, change one of" in line
+    assert "does not fit in" in line and "GiB GPU)" in line and "To fit, change one of" in line
     assert re.search(r"<li>[^<]+: about [\d.]+ GiB", line), line
     # ... and one large enough
-    monkeypatch.setattr(tp, "training_gpu", lambda: (80 * GIB, "Test GPU 80 GB"))
+    panel.memory_estimator.gpu_gib = 80
     assert "fits in 80.0 GiB" in panel.estimate_memory(settings, *form(settings))
 
 
-def test_invalid_settings_get_the_reason_instead_of_a_figure(tmp_path, tiny_sdxl, monkeypatch):
+def test_the_estimate_runs_outside_the_ui_process_once_per_settings(tmp_path, tiny_sdxl, monkeypatch):
+    """The estimate is a `memory` process (the WebUI's process does not import the trainer for it:
+    tests/test_rooms.py), and a page load with unchanged settings does not start another one."""
+    import subprocess
+
     panel = panel_for(tmp_path, tiny_sdxl.config_dir)
-    monkeypatch.setattr(tp, "training_gpu", lambda: None)
+    started = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: started.append(command) or real_run(command, **kw))
+    settings = dict(PRESETS["Low VRAM (8 GB)"])
+    first = panel.estimate_memory(settings, *form(settings))
+    assert panel.estimate_memory(settings, *form(settings)) == first
+    assert len(started) == 1 and started[0][-6:-1] == ["memory", "--json", "--config", "-", "--model-config-dir"]
+    panel.estimate_memory(settings, *form(settings, network_dim=4))
+    assert len(started) == 2
+
+
+def test_invalid_settings_get_the_reason_instead_of_a_figure(tmp_path, tiny_sdxl):
+    panel = panel_for(tmp_path, tiny_sdxl.config_dir)
     settings = dict(PRESETS["Low VRAM (8 GB)"])
     values = form(settings)
     values[[f.key for f in FIELDS].index("network_dim")] = 0
@@ -63,8 +77,30 @@ def test_invalid_settings_get_the_reason_instead_of_a_figure(tmp_path, tiny_sdxl
 
 
 def test_without_the_config_folder_the_line_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     panel = panel_for(tmp_path, None)
-    monkeypatch.setattr(tp, "find_config_dir", lambda **kw: (_ for _ in ()).throw(tp.ModelLoadError("none")))
     settings = dict(PRESETS["Low VRAM (8 GB)"])
     line = html.unescape(panel.estimate_memory(settings, *form(settings)))
     assert "SDXL's config folder is not on this machine yet" in line
+
+
+def test_the_memory_command_prints_the_estimate_and_the_fixes(tmp_path, tiny_sdxl):
+    """`python -m lora_trainer memory` for headless users: the same figure, and what makes it fit."""
+    import json
+    import subprocess
+    import sys
+
+    from lora_trainer.host import subprocess_env
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(dict(PRESETS["Realistic character (guide) - NVIDIA"])))
+    command = [sys.executable, "-m", "lora_trainer", "memory", "--config", str(config),
+               "--model-config-dir", str(tiny_sdxl.config_dir)]
+    done = subprocess.run([*command, "--gpu-gib", "0.001"], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "does not fit in 0.0 GiB (0.001 GiB GPU)" in done.stdout and "to fit:" in done.stdout
+    done = subprocess.run([*command, "--set", "network_dim=0"], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=300)
+    assert done.returncode == 1 and "network_dim = 0" in done.stderr

@@ -120,13 +120,18 @@ def page(browser, ui_url):
     context.close()
 
 
-def open_page(context, url: str, init_script: str = ""):
+def open_page(context, url: str, init_script: str = "", replace=None, timeout_ms: float = 30_000):
+    """A page on the UI (`replace`: a page to close first, so a page left behind does not poll the
+    server and load the 2 CPUs for the rest of the test)."""
+    if replace is not None:
+        replace.close()
     page = context.new_page()
     page.set_default_timeout(30_000)
     if init_script:
         page.add_init_script(init_script)
-    page.goto(url)
-    page.get_by_role("tab", name="Train").click()
+    page.goto(url, timeout=timeout_ms)
+    # while a CPU run takes both cores, a page can take a minute to appear
+    page.get_by_role("tab", name="Train").click(timeout=timeout_ms)
     page.wait_for_selector("#lora_trainer_start")
     # The page-load event (the project as it is now) has answered: until then gradio keeps its
     # invisible progress text inside the outputs, and innerText would include it.
@@ -395,7 +400,7 @@ def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts
     shutil.copy(tiny_sdxl.single_file, workspace / "models" / "tiny_sdxl.safetensors")
     for name in ("alpha", "beta"):  # alpha is listed first: a page opens on it
         make_character_dataset(workspace / name / "img", name=name, count=8, size=64, repeats=1, seed=0)
-    servers = []
+    servers, pages = [], []
     context = browser.new_context(viewport={"width": 1280, "height": 1600})
     context.route(lambda url: not url.startswith("http://127.0.0.1"), lambda route: route.abort())
 
@@ -406,7 +411,8 @@ def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts
             servers[-1].wait(timeout=30)
         server, url = start_ui(workspace, tiny_sdxl.config_dir, tmp_path / f"ui{len(servers)}.log")
         servers.append(server)
-        return open_page(context, url)
+        pages[:] = [open_page(context, url, replace=pages[0] if pages else None, timeout_ms=120_000)]
+        return pages[0]
 
     try:
         page = restart_ui()
@@ -419,7 +425,7 @@ def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts
         page.click("#lora_trainer_start")
         wait_for_status(page, "epoch 1/500, step ")
 
-        page = open_page(context, page.url)  # a reload in the middle of the run
+        page = open_page(context, page.url, replace=page, timeout_ms=120_000)  # a new page in the middle of the run
         wait_for_status(page, "Busy")  # on alpha
         assert "training in project beta (beta): epoch " in text_of(page, "lora_trainer_status")
         assert "Idle" in text_of(page, "lora_trainer_status")  # alpha's own state
