@@ -24,7 +24,7 @@ kohya's code is not in this repository and runs in its own venv:
     .venv/bin/python benchmarks/bench_vs_kohya.py \\
         --sdxl-config-dir <forge>/backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0 \\
         --checkpoint /tmp/random-sdxl.safetensors --kohya-dir /tmp/sd-scripts \\
-        --kohya-python /tmp/kohya-venv/bin/python --ours-load fp16 --repeats 4 --steps 8 --profile
+        --kohya-python /tmp/kohya-venv/bin/python --repeats 4 --steps 8 --profile
 
 The config folder is the only input from outside (Forge ships it; any diffusers SDXL base folder with
 its tokenizers works): our loader needs it for a single file, and kohya reads its two CLIP tokenizers
@@ -72,9 +72,7 @@ KOHYA_TOKENIZERS = {"tokenizer": "openai_clip-vit-large-patch14",
                     "tokenizer_2": "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k"}
 
 # Run inside each training process. kohya: records the time of every update of its "steps" tqdm bar
-# (the script runs unmodified through runpy). Ours with the fp16 load (see --ours-load): the checkpoint
-# is loaded in its own dtype (fp16) instead of float32, which changes no weight value (the U-Net is then
-# cast to the training dtype and the text encoders to float32, as without it) but not the steps.
+# (the script runs unmodified through runpy). Ours runs unmodified too.
 RUNNER = r'''
 import atexit, json, os, runpy, sys, time
 steps_file, kind, target = sys.argv[1:4]
@@ -110,38 +108,8 @@ if kind == "kohya":
     atexit.register(_dump)
     runpy.run_path(target, run_name="__main__")
 else:
-    if kind == "ours-fp16-load":
-        sys.path.insert(0, os.environ["BENCH_DIR"])
-        from bench_vs_kohya import load_in_file_dtype
-        load_in_file_dtype()
     runpy.run_module(target, run_name="__main__", alter_sys=True)
 '''
-
-
-def load_in_file_dtype() -> None:
-    """Patch our loader, in this process only, to keep the fp16 checkpoint's dtype while loading: diffusers'
-    `from_single_file` gets `torch_dtype=float16` (it otherwise materializes every part in float32 while it
-    still holds the whole checkpoint) and the trainer's `load_sdxl` call gets `dtype=float16` (it otherwise
-    casts U-Net and text encoders to float32 before the trainer casts the U-Net to its training dtype)."""
-    import torch
-    from diffusers import StableDiffusionXLPipeline
-
-    import lora_trainer.train.trainer as trainer
-
-    original_load = trainer.load_sdxl
-
-    def load_sdxl(*args, **kwargs):
-        kwargs.setdefault("dtype", torch.float16)
-        return original_load(*args, **kwargs)
-
-    trainer.load_sdxl = load_sdxl
-    original_single_file = StableDiffusionXLPipeline.from_single_file.__func__
-
-    def from_single_file(cls, *args, **kwargs):
-        kwargs.setdefault("torch_dtype", torch.float16)
-        return original_single_file(cls, *args, **kwargs)
-
-    StableDiffusionXLPipeline.from_single_file = classmethod(from_single_file)
 
 
 @dataclass
@@ -158,6 +126,7 @@ class Run:
     killed: str = ""
     log: Path | None = None
     step_times: list[float] = field(default_factory=list)
+
 
 
 def setup_kohya_venv(venv: Path) -> Path:
@@ -317,8 +286,7 @@ def run_ours(work: Path, index: int, checkpoint: Path, img_root: Path, args) -> 
     config = ours_config(work, name, checkpoint, img_root, args, args.steps)
     runner = work / "_runner.py"
     runner.write_text(RUNNER, encoding="utf-8")
-    kind = "ours-fp16-load" if args.ours_load == "fp16" else "ours"
-    cmd = [sys.executable, str(runner), str(work / f"{name}.steps.json"), kind, "lora_trainer",
+    cmd = [sys.executable, str(runner), str(work / f"{name}.steps.json"), "ours", "lora_trainer",
            "train", "--config", str(config), "--model-config-dir", str(args.sdxl_config_dir)]
     env = {**base_env(work), "PYTHONPATH": str(args.ours_root)}
     run = Run(name, "ours")
@@ -426,14 +394,12 @@ class StepTimer:
                                          indent=1), encoding="utf-8")
 
 
-def profile_worker(config: Path, model_config_dir: str, out: Path, fp16_load: bool, profile_step: int) -> None:
+def profile_worker(config: Path, model_config_dir: str, out: Path, profile_step: int) -> None:
     """In a process of its own: our `train()` with a StepTimer around the parts of its steps."""
     import lora_trainer.train.trainer as trainer
     from lora_trainer.config import TrainConfig
     from lora_trainer.train.batches import TrainingBatches
 
-    if fp16_load:
-        load_in_file_dtype()
     timer = StepTimer(profile_step)
     timer.patch_accelerate()
     TrainingBatches.load = timer.wrap("batch load", TrainingBatches.load)
@@ -484,7 +450,7 @@ def run_profiles(work: Path, checkpoint: Path, img_root: Path, args) -> dict[str
     config = ours_config(work, "ours-profile", checkpoint, img_root, args, steps)
     out = work / "ours-profile.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--profile-worker", str(config), str(out),
-           "--sdxl-config-dir", str(args.sdxl_config_dir), "--ours-load", args.ours_load,
+           "--sdxl-config-dir", str(args.sdxl_config_dir),
            "--ours-root", str(args.ours_root), "--profile-step", str(steps - 1)]
     run = Run("ours-profile", "ours")
     run_watched(run, cmd, {**base_env(work), "PYTHONPATH": str(args.ours_root)}, work, work / "ours-profile.log",
@@ -574,7 +540,7 @@ def report(runs: list[Run], args) -> None:
     print(f"\nfull-size SDXL (random weights), {args.count} images of {args.resolution}px, {args.steps} steps per run, "
           f"rank {args.rank} alpha {args.rank}, U-Net only, batch 1, AdamW 1e-4, clip 1.0, cached latents and "
           f"text-encoder outputs, SDPA, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
-          f"{precision}, seed {args.seed}; ours loads {args.ours_load}; {os.cpu_count()} CPUs visible")
+          f"{precision}, seed {args.seed}; {os.cpu_count()} CPUs visible")
     header = (f"{'run':<10}{'steps':>6}{'wall s':>9}{'steady s/step':>15}{'median step s':>15}{'min step s':>12}"
               f"{'peak RSS MiB':>14}{'peak anon MiB':>15}")
     print(header)
@@ -628,10 +594,6 @@ def main(argv: list[str] | None = None) -> int:
                         "unless --sdxl-config-dir is given too")
     parser.add_argument("--ours-root", type=Path, default=ROOT,
                         help="the checkout whose lora_trainer/ runs as ours (default: this one)")
-    parser.add_argument("--ours-load", choices=("as-is", "fp16"), default="as-is",
-                        help="as-is: our trainer unchanged (on full-size SDXL its load holds ~14 GiB of anonymous "
-                        "memory and ~21 GB RSS); fp16: load in the file's dtype (see load_in_file_dtype), same "
-                        "weights and steps, much less memory while loading")
     parser.add_argument("--count", type=int, help="synthetic images (default: --steps, so a run is one epoch)")
     parser.add_argument("--resolution", type=int, default=64, choices=(64, 96, 128), help="square px (default 64)")
     parser.add_argument("--steps", type=int, default=4, help="steps per run (default 4; steady = steps 2..N)")
@@ -653,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(args.ours_root.resolve()))
     if args.profile_worker:
         profile_worker(*args.profile_worker[:1], str(args.sdxl_config_dir), args.profile_worker[1],
-                       args.ours_load == "fp16", args.profile_step)
+                       args.profile_step)
         return 0
     if args.setup_kohya_venv:
         args.kohya_python = setup_kohya_venv(args.setup_kohya_venv)
@@ -680,8 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             ours = run_ours(work, index, checkpoint, img_root, args)
             runs.append(ours)
             if ours.killed:
-                print(f"  ours was {ours.killed}: rerun with --ours-load fp16 (or --max-anon-gib 0 on a machine "
-                      "with more than 24 GB)")
+                print(f"  ours was {ours.killed}: rerun with --max-anon-gib 0 on a machine with more than 24 GB")
                 break
             runs.append(run_kohya(work, index, checkpoint, img_root, args))
             print(f"  s/step: ours {fmt(runs[-2].steady_s_per_step, '.2f')}, kohya {fmt(runs[-1].steady_s_per_step, '.2f')}",

@@ -28,6 +28,7 @@ from lora_trainer.host import Host, confine_path
 from lora_trainer.project import Project, list_projects, open_project
 from lora_trainer.runs.follow import RunStatus
 from lora_trainer.runs.lora_files import next_free_output_name
+from lora_trainer.runs.memory import MemoryEstimator
 from lora_trainer.runs.runner import (
     KOHYA_OUTPUT_NAME,
     DatasetChanged,
@@ -38,7 +39,6 @@ from lora_trainer.runs.runner import (
     load_project_settings,
     tensorboard_command,
 )
-from lora_trainer.runs.memory import MemoryEstimator
 from lora_trainer.runs.tensorboard import SERVERS as TENSORBOARDS
 from lora_trainer.runs.tensorboard import TensorBoardError
 from lora_trainer.ui import render
