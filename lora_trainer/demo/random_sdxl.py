@@ -25,6 +25,7 @@ import torch
 
 from lora_trainer.fsutil import atomic_open
 from lora_trainer.train.dora import MAGNITUDE
+from lora_trainer.train.model import meta_sdxl
 from lora_trainer.train.sgm_names import (
     TEXT_ENCODER_LORA_TARGETS,
     UNET_LORA_TARGETS,
@@ -33,20 +34,6 @@ from lora_trainer.train.sgm_names import (
 )
 
 _SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
-
-
-def meta_sdxl(config_dir: str | Path):
-    """U-Net, VAE and both text encoders of the config folder, on the meta device (no weights)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config_dir = Path(config_dir)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir / "unet"))
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae"))
-        te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder"))
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(config_dir / "text_encoder_2"))
-    return unet, vae, te1, te2
 
 
 def checkpoint_shapes(config_dir: str | Path) -> dict[str, tuple[int, ...]]:

@@ -157,6 +157,20 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
+def meta_sdxl(config_dir: str | Path):
+    """U-Net, VAE and both text encoders of the config folder, on the meta device (no weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config_dir = Path(config_dir)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae"))
+        te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder"))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(config_dir / "text_encoder_2"))
+    return unet, vae, te1, te2
+
+
 def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a `.safetensors` (header only) or tensors-only pickle checkpoint."""
     if path.suffix.lower() == ".safetensors":

@@ -262,17 +262,9 @@ class _Models:
 
 @functools.lru_cache(maxsize=4)
 def _models(config_dir: str) -> _Models:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from lora_trainer.train.model import check_config_dir, meta_sdxl
 
-    from lora_trainer.train.model import check_config_dir
-
-    folder = check_config_dir(config_dir)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
-        te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+    unet, vae, te1, te2 = meta_sdxl(check_config_dir(config_dir))
     fp8 = sum(m.weight.numel() for m in unet.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d))
     total = sum(p.numel() for p in unet.parameters())
     return _Models(unet=unet, te1=te1, te2=te2, vae=vae, unet_params=total, unet_fp8_params=fp8,
