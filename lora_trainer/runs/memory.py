@@ -52,7 +52,7 @@ class MemoryEstimator:
                 self._answers.move_to_end(key)
                 return self._answers[key]
             report = _ask(command, stdin)
-            if report.error is None or report.summary is not None:
+            if report.summary is not None:  # not a failure that may pass (a config folder found later)
                 self._answers[key] = report
                 while len(self._answers) > KEPT_ANSWERS:
                     self._answers.popitem(last=False)

@@ -228,7 +228,8 @@ def memory_report(args: argparse.Namespace) -> dict:
     estimate = estimate_training_memory(cfg, config_dir)
     report.update(summary=estimate.summary(gpu[0] if gpu else None), total_bytes=estimate.total_bytes)
     if gpu:
-        report.update(gpu_bytes=gpu[0], gpu_name=gpu[1], fixes=fixes_to_fit(cfg, config_dir, gpu[0]))
+        fixes = [] if estimate.fits(gpu[0]) else fixes_to_fit(cfg, config_dir, gpu[0])
+        report.update(gpu_bytes=gpu[0], gpu_name=gpu[1], fixes=fixes)
     return report
 
 
