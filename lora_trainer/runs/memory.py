@@ -18,6 +18,17 @@ from lora_trainer.host import subprocess_env
 
 TIMEOUT_S = 300  # the first estimate of a full-size SDXL on a busy 2-core machine takes ~30 s
 KEPT_ANSWERS = 64
+# Settings that change what a run learns or where it writes, never what it holds on the GPU: a form that
+# changes only these (epochs, a name, a learning rate) keeps its answer instead of asking again.
+NOT_MEMORY = frozenset({
+    "output_dir", "logging_dir", "output_name", "training_comment", "seed", "learning_rate", "unet_lr",
+    "text_encoder_lr", "loraplus_lr_ratio", "lr_scheduler", "lr_warmup", "lr_warmup_steps",
+    "lr_scheduler_num_cycles", "lr_scheduler_power", "max_grad_norm", "max_train_epochs", "max_train_steps",
+    "save_every_n_epochs", "save_precision", "noise_offset", "multires_noise_iterations",
+    "multires_noise_discount", "min_snr_gamma", "debiased_estimation_loss", "loss_type", "huber_schedule",
+    "huber_c", "keep_tokens", "caption_dropout_rate", "caption_dropout_every_n_epochs", "flip_aug",
+    "validation_seed", "validate_every_n_epochs", "ema_update_every", "ema_save",
+})
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class MemoryEstimator:
         if self.gpu_gib is not None:
             command += ["--gpu-gib", str(self.gpu_gib)]
         stdin = json.dumps(settings, sort_keys=True)
-        key = json.dumps([command, stdin])
+        key = json.dumps([command, {k: v for k, v in settings.items() if k not in NOT_MEMORY}], sort_keys=True)
         with self._lock:  # one estimate at a time: each is a few seconds of both cores
             if key in self._answers:
                 self._answers.move_to_end(key)

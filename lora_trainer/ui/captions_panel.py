@@ -454,15 +454,19 @@ class CaptionsPanel:
     def select_tag(self, project_name, folder, event: gr.SelectData):
         """The images that have the clicked tag are selected, and the tag goes in the Tags field (for
         Remove / Replace on them)."""
-        row = event.index[0] if isinstance(event.index, (list, tuple)) else None
+        row, column = event.index if isinstance(event.index, (list, tuple)) else (None, None)
         try:
             captions = captions_of(Path(folder))
             table = frequency_rows(captions, project_groups(self._open(project_name)))
         except (OSError, TypeError, ValueError) as e:
             return gr.update(), gr.update(), render.message(str(e), error=True)
-        if row is None or not 0 <= row < len(table):
+        clicked = getattr(event, "value", None)
+        if column == 0 and isinstance(clicked, str) and clicked.strip():
+            tag = clicked.strip()  # the tag the user clicked, even if the folder changed since the table was drawn
+        elif row is not None and 0 <= row < len(table):
+            tag = table[row][0]
+        else:
             return gr.update(), gr.update(), ""
-        tag = table[row][0]
         names = images_with_tag(captions, tag)
         return (gr.update(value=names), tag,
                 render.message(f"selected the {len(names)} images tagged {tag!r}; the tag is in Tags"))

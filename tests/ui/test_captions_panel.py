@@ -72,6 +72,10 @@ def test_a_click_in_the_frequency_table_selects_the_images_with_that_tag(tmp_pat
     selection, tags, message = panel.select_tag("hero", str(project.train_images), SimpleNamespace(index=[1, 0]))
     assert selection["value"] == ["000.png", "001.png"] and "2 images tagged &#x27;smile&#x27;" in message
     assert tags == "smile"  # ready for Remove / Replace
+    # the tag clicked counts, not its row: the table on the page may be older than the folder
+    selection, tags, message = panel.select_tag("hero", str(project.train_images),
+                                                SimpleNamespace(index=[0, 0], value="red hair"))
+    assert tags == "red hair" and selection["value"] == ["000.png"], selection
 
 
 def test_one_images_caption_is_saved_and_its_tokens_counted(tmp_path, project, tiny_sdxl):
@@ -208,7 +212,7 @@ def test_tag_select_remove_edit_and_train_sees_the_captions(tmp_path, tiny_sdxl)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(tt.CHROMIUM), args=tt.CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 2400})
+            context = tt.new_context(browser, viewport={"width": 1280, "height": 2400})
             context.route(lambda u: not u.startswith("http://127.0.0.1"), lambda route: route.abort())
             page = context.new_page()
             page.set_default_timeout(30_000)
@@ -226,7 +230,12 @@ def test_tag_select_remove_edit_and_train_sees_the_captions(tmp_path, tiny_sdxl)
             assert all(tags[0] == "hero" for tags in captions.values()), captions
 
             # the first tag after the trigger word, as the table lists it: a click selects its images
-            table = page.locator("#lora_trainer_captions_frequency table.table tbody tr")  # (not gradio's sizing copy)
+            listed = [row[0] for row in cp.frequency_rows(cp.captions_of(project.train_images))]
+            page.wait_for_function(  # the table drawn from the tagged folder (not gradio's sizing copy)
+                "tags => JSON.stringify([...document.querySelectorAll("
+                "'#lora_trainer_captions_frequency table.table tbody tr td:first-child')]"
+                ".map(td => td.innerText.trim())) === JSON.stringify(tags)", arg=listed)
+            table = page.locator("#lora_trainer_captions_frequency table.table tbody tr")
             row = next(i for i in range(table.count()) if table.nth(i).locator("td").first.inner_text() != "hero")
             tag = table.nth(row).locator("td").first.inner_text().strip()
             table.nth(row).locator("td").first.click()

@@ -66,6 +66,10 @@ def test_the_estimate_runs_outside_the_ui_process_once_per_settings(tmp_path, ti
     assert len(started) == 1 and started[0][-6:-1] == ["memory", "--json", "--config", "-", "--model-config-dir"]
     panel.estimate_memory(settings, *form(settings, network_dim=4))
     assert len(started) == 2
+    # epochs, a name or a learning rate change nothing on the GPU: the answer is kept
+    again = panel.estimate_memory(settings, *form(settings, network_dim=4, max_train_epochs=7, output_name="other",
+                                                  learning_rate=0.0002))
+    assert len(started) == 2 and "GPU memory" in again
 
 
 def test_invalid_settings_get_the_reason_instead_of_a_figure(tmp_path, tiny_sdxl):
