@@ -380,6 +380,9 @@ def open_review(browser, url: str):
     page.get_by_role("tab", name="Review").click()
     page.wait_for_function("document.querySelector('#lora_trainer_review_project input').value === 'hero'")
     page.wait_for_function("document.querySelectorAll('#lora_trainer_review_epochs input').length === 2")
+    # Both the page load and the tab's click refresh the panel: a field typed into before the later one
+    # answers would be reset by it (gradio marks the outputs of an event in flight as pending).
+    page.wait_for_function("!document.querySelector('#lora_trainer_review_prompts .pending')")
     return context, page
 
 

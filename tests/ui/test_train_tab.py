@@ -26,21 +26,16 @@ from lora_trainer.project import Project
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                  "--disable-component-update", "--disable-sync"]
-# The Dataset panel's mask editor (gradio's ImageEditor, pixi.js) draws its WebGL canvas at every
-# animation frame, 60 times a second, even when hidden. Without a GPU, Chromium's software GL then
-# takes both cores of this machine (measured: 175% CPU on an idle page) and starves the UI server and
-# the trainer under test. The pages of the tests get one animation frame a second (idle page: 24%).
-FEW_FRAMES = """
-window.requestAnimationFrame = (callback) => setTimeout(() => callback(performance.now()), 1000);
-window.cancelAnimationFrame = (id) => clearTimeout(id);
-"""
+# Noticed: the Dataset panel's mask editor (gradio's ImageEditor, pixi.js) draws its WebGL canvas at every
+# animation frame even when hidden; without a GPU, Chromium's software GL takes both cores (175% CPU on
+# an idle page). Fewer frames (requestAnimationFrame slowed to 1 a second) broke gradio's form values in
+# tests/ui/test_review_panel.py, so the pages keep their real frame rate.
 
 
 def new_context(browser, **options):
-    """A browser context whose pages draw few animation frames (FEW_FRAMES)."""
-    context = browser.new_context(**options)
-    context.add_init_script(FEW_FRAMES)
-    return context
+    """A browser context for the UI's pages (one place for what every test's context needs)."""
+    return browser.new_context(**options)
+
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed "
