@@ -455,17 +455,17 @@ class CaptionsPanel:
         """The images that have the clicked tag are selected, and the tag goes in the Tags field (for
         Remove / Replace on them)."""
         row, column = event.index if isinstance(event.index, (list, tuple)) else (None, None)
+        clicked = getattr(event, "value", None)
         try:
             captions = captions_of(Path(folder))
-            table = frequency_rows(captions, project_groups(self._open(project_name)))
+            if column == 0 and isinstance(clicked, str) and clicked.strip():
+                tag = clicked.strip()  # the tag clicked, even if the folder changed since the table was drawn
+            else:
+                table = frequency_rows(captions, project_groups(self._open(project_name)))
+                tag = table[row][0] if row is not None and 0 <= row < len(table) else None
         except (OSError, TypeError, ValueError) as e:
             return gr.update(), gr.update(), render.message(str(e), error=True)
-        clicked = getattr(event, "value", None)
-        if column == 0 and isinstance(clicked, str) and clicked.strip():
-            tag = clicked.strip()  # the tag the user clicked, even if the folder changed since the table was drawn
-        elif row is not None and 0 <= row < len(table):
-            tag = table[row][0]
-        else:
+        if tag is None:
             return gr.update(), gr.update(), ""
         names = images_with_tag(captions, tag)
         return (gr.update(value=names), tag,

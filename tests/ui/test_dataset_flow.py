@@ -49,7 +49,7 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(tt.CHROMIUM), args=tt.CHROMIUM_ARGS)
-            context = tt.new_context(browser, viewport={"width": 1280, "height": 2400})
+            context = browser.new_context(viewport={"width": 1280, "height": 2400})
             context.route(lambda u: not u.startswith("http://127.0.0.1"), lambda route: route.abort())
             page = context.new_page()
             page.set_default_timeout(30_000)

@@ -372,7 +372,7 @@ def browser():
 
 
 def open_review(browser, url: str):
-    context = tt.new_context(browser, viewport={"width": 1280, "height": 2000})
+    context = browser.new_context(viewport={"width": 1280, "height": 2000})
     context.route(lambda u: not u.startswith("http://127.0.0.1"), lambda route: route.abort())
     page = context.new_page()
     page.set_default_timeout(30_000)

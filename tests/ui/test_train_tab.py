@@ -28,13 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 # Noticed: the Dataset panel's mask editor (gradio's ImageEditor, pixi.js) draws its WebGL canvas at every
 # animation frame even when hidden; without a GPU, Chromium's software GL takes both cores (175% CPU on
-# an idle page). Fewer frames (requestAnimationFrame slowed to 1 a second) broke gradio's form values in
-# tests/ui/test_review_panel.py, so the pages keep their real frame rate.
-
-
-def new_context(browser, **options):
-    """A browser context for the UI's pages (one place for what every test's context needs)."""
-    return browser.new_context(**options)
+# an idle page), which slows every browser test here.
 
 
 pytestmark = [pytest.mark.slow,
@@ -122,7 +116,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, ui_url):
-    context = new_context(browser, viewport={"width": 1280, "height": 1600})
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui_url.rstrip("/"))
     # Nothing leaves the machine (gradio's page asks for web fonts and a CDN script).
     context.route(lambda url: not url.startswith("http://127.0.0.1"), lambda route: route.abort())
@@ -414,7 +408,7 @@ def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts
     for name in ("alpha", "beta"):  # alpha is listed first: a page opens on it
         make_character_dataset(workspace / name / "img", name=name, count=8, size=64, repeats=1, seed=0)
     servers, pages = [], []
-    context = new_context(browser, viewport={"width": 1280, "height": 1600})
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
     context.route(lambda url: not url.startswith("http://127.0.0.1"), lambda route: route.abort())
 
     def restart_ui():
