@@ -319,7 +319,7 @@ class DatasetPanel:
         self._closeups_box()
         self._edits_box()
         keep_out_of_forge_ui_config(self.project, self.paths, self.selection, self.excluded, self.compare_name,
-                                    self.edit_name, self.crop_name, self.mask_editor, self.picker)
+                                    self.edit_name, self.crop_name, self.mask_target, self.picker)
         self.timer = gr.Timer(POLL_INTERVAL_S)
         self._wire()
         return self
@@ -401,16 +401,33 @@ class DatasetPanel:
                                              elem_id="lora_trainer_dataset_compare_mask")
             with gr.Row():
                 self.mask_button = gr.Button("Correct the mask", elem_id="lora_trainer_dataset_mask_edit")
-                self.mask_apply = gr.Button("Apply the painted mask", variant="primary",
-                                            elem_id="lora_trainer_dataset_mask_apply")
                 self.refill_button = gr.Button("Fill with the colour above (same mask)",
                                                elem_id="lora_trainer_dataset_refill")
-            self.mask_editor = gr.ImageEditor(
-                type="pil", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png", height=560,
-                brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff", color_mode="fixed"),
-                eraser=gr.Eraser(), interactive=True, elem_id="lora_trainer_dataset_mask_editor",
-                label="The photo, its background tinted: paint white where the subject is, black where the "
-                      "background is (the eraser takes a stroke back)")
+            # The image whose mask is being painted ("": none). The editor exists only while it is set:
+            # gradio's ImageEditor redraws its WebGL canvas every frame, hidden or not (1.8 cores of a
+            # browser without a GPU, on every open WebUI page).
+            self.mask_target = gr.Textbox("", visible=False, elem_id="lora_trainer_dataset_mask_target")
+            gr.render([self.project, self.mask_target], triggers=[self.mask_target.change])(self._mask_editor)
+
+    def _mask_editor(self, project_name, target):
+        """The editor, its Apply and Close, for the image named in mask_target (nothing when none)."""
+        if not target:
+            return
+        value, message = self.edit_mask(project_name, target)
+        if value is None:  # gone since it was opened: the reason where the editor would be
+            gr.HTML(message)
+            return
+        with gr.Row():
+            apply = gr.Button("Apply the painted mask", variant="primary", elem_id="lora_trainer_dataset_mask_apply")
+            close = gr.Button("Close the editor", elem_id="lora_trainer_dataset_mask_close")
+        editor = gr.ImageEditor(
+            value=value, type="pil", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png",
+            height=560, interactive=True, elem_id="lora_trainer_dataset_mask_editor",
+            brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff", color_mode="fixed"),
+            eraser=gr.Eraser(), label=f"{target}, its background tinted: paint white where the subject is, black "
+                                      "where the background is (the eraser takes a stroke back)")
+        apply.click(self.apply_mask, [self.project, self.mask_target, editor], [self.message, *self.view_outputs(), editor])
+        close.click(self.close_mask_editor, None, [self.mask_target])
 
     def _rembg_info(self) -> str:
         folder = self.host.rembg_models()
@@ -494,11 +511,12 @@ class DatasetPanel:
         background = [self.bg_model, self.bg_seed, self.bg_fill_mode, self.bg_fill]
         self.bg_button.click(self.start_background, [self.project, self.selection, *background], [self.message])
         self.redo_button.click(self.redo_background, [self.project, self.compare_name, *background], [self.message])
-        self.mask_button.click(self.edit_mask, [self.project, self.compare_name], [self.mask_editor, self.message])
-        self.mask_apply.click(self.apply_mask, [self.project, self.compare_name, self.mask_editor],
-                              [self.message, *views, self.mask_editor])
-        self.refill_button.click(self.refill, [self.project, self.compare_name, self.bg_fill],
-                                 [self.message, *views, self.mask_editor])
+        self.mask_button.click(self.open_mask_editor, [self.project, self.compare_name], [self.mask_target, self.message])
+        self.refill_button.click(self.refill, [self.project, self.compare_name, self.bg_fill], [self.message, *views])
+        # what changes the image or its mask under the editor closes it
+        for changed in (self.project.input, self.compare_name.input, self.redo_button.click, self.bg_button.click,
+                        self.keep_button.click):
+            changed(self.close_mask_editor, None, [self.mask_target], show_progress="hidden")
         self.closeups_button.click(self.start_closeups, [self.project, self.selection], [self.message])
         self.closeups_gallery.select(self.select_closeup, [self.project, self.selection],
                                      [self.selection, self.closeups_gallery])
@@ -668,8 +686,9 @@ class DatasetPanel:
         job.finished = True
 
     # --- callbacks: the mask editor -----------------------------------------------------------------
-    def edit_mask(self, project_name, name):
-        """The photo from before the background, its background tinted by the mask, to paint on."""
+    def edit_mask(self, project_name, name) -> tuple[dict | None, str]:
+        """The editor's value: the photo from before the background, its background tinted by the mask, to
+        paint on (None when there is none), and the message."""
         try:
             project = self._open(project_name)
             if not name:
@@ -682,27 +701,39 @@ class DatasetPanel:
                 mask = m.convert("L")
             photo = curate.photo_before(project, image)
         except ImageProblem as e:
-            return gr.update(), render.message(f"{name}: {e.reason}", error=True)
+            return None, render.message(f"{name}: {e.reason}", error=True)
         except (ValueError, OSError) as e:
-            return gr.update(), render.message(str(e), error=True)
+            return None, render.message(str(e), error=True)
         shown = overlay(photo, mask) if photo.size == mask.size else photo
         return ({"background": shown, "layers": [], "composite": None},
                 render.message(f"{image.name}: paint white on what belongs to the subject, black on the background; "
                                "then Apply the painted mask"))
 
+    def open_mask_editor(self, project_name, name):
+        """mask_target set to the image (which builds the editor), or left as it is with the reason."""
+        value, message = self.edit_mask(project_name, name)
+        return (gr.update() if value is None else name), message
+
+    @staticmethod
+    def close_mask_editor() -> str:
+        return ""
+
     def apply_mask(self, project_name, name, editor, request: gr.Request = None):
-        """The image made again through its mask corrected by the painted strokes."""
+        """The image made again through its mask corrected by the painted strokes; the editor then shows
+        the corrected mask, to go on painting."""
         strokes = editor_strokes(editor)
         if not has_strokes(strokes):
-            return (render.message("nothing painted: click Correct the mask, then paint on the image", error=True),
+            return (render.message("nothing painted: paint on the image first", error=True),
                     *[gr.update()] * len(self.view_outputs()), gr.update())
-        return self._recomposite(project_name, name, request, strokes=strokes)
+        outputs = self._recomposite(project_name, name, request, strokes=strokes)
+        corrected = self.edit_mask(project_name, name)[0]
+        return *outputs, gr.update() if corrected is None else corrected
 
     def refill(self, project_name, name, fill, request: gr.Request = None):
         try:
             colour = hex_colour(fill)
         except ValueError as e:
-            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs()), gr.update()
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
         return self._recomposite(project_name, name, request, colour=colour)
 
     def _recomposite(self, project_name, name, request, **change):
@@ -712,11 +743,10 @@ class DatasetPanel:
                 raise ValueError("choose the image (Compare)")
             written = curate.recomposite(project, name, **change)
         except (ValueError, OSError) as e:
-            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs()), gr.update()
+            return render.message(str(e), error=True), *[gr.update()] * len(self.view_outputs())
         what = "its corrected mask" if change.get("strokes") is not None else f"the colour {change.get('colour')}"
         return (render.message(f"{written.name} made again from the photo before its background, with {what}"),
-                *self._view(list_projects(self.host.workspace()), project.name, compare=written.name, request=request),
-                self.edit_mask(project.name, written.name)[0])  # the corrected mask, to go on painting
+                *self._view(list_projects(self.host.workspace()), project.name, compare=written.name, request=request))
 
     # --- callbacks: face close-ups ------------------------------------------------------------------
     def start_closeups(self, project_name, selection):

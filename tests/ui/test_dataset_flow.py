@@ -108,6 +108,7 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             # Correct one mask with the brush: a white stroke across the padding above the figure
             compared = page.input_value("#lora_trainer_dataset_compare_name input")
             mask_file = workspace / "hero" / "masks" / compared
+            assert page.locator("#lora_trainer_dataset_mask_editor").count() == 0  # built when asked for
             page.click("#lora_trainer_dataset_mask_edit")
             tt.wait_for_text(page, "lora_trainer_dataset_message", "paint white")
             page.wait_for_function("document.querySelector('#lora_trainer_dataset_mask_editor canvas')?.width === 1024")
@@ -148,6 +149,8 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             page.wait_for_selector(".lora-trainer-float", state="hidden")
             page.set_viewport_size({"width": 1280, "height": 2400})
             assert painted < 200 and Image.open(mask_file).getpixel((204, 82)) >= 250  # painted white: subject
+            page.click("#lora_trainer_dataset_mask_close")
+            page.wait_for_selector("#lora_trainer_dataset_mask_editor", state="detached")
             page.screenshot(path="/tmp/dataset_flow_mask.png", full_page=True)
 
             # Crop one image: two clicks on its original set the box, Apply re-frames it from the original

@@ -311,12 +311,16 @@ def test_redo_with_a_fixed_fill_then_paint_the_mask_then_refill(tmp_path, projec
     out = Image.open(project.train_images / "001.png").convert("RGB")
     assert out.getpixel(background_px) == photo.getpixel(background_px)
 
-    message, *view, _ = panel.refill("hero", "001.png", "#00ff00")
+    message, *view = panel.refill("hero", "001.png", "#00ff00")
     assert "the colour (0, 255, 0)" in message
     corrected = Image.open(project.masks / "001.png").convert("L")
     gone = next((x, y) for y in range(64) for x in range(64) if corrected.getpixel((x, y)) == 0)
     assert Image.open(project.train_images / "001.png").convert("RGB").getpixel(gone) == (0, 255, 0)
     assert "no background mask" in panel.edit_mask("hero", "002.png")[1]
+    # the editor is built for the image named in mask_target; without a mask it stays shut, with the reason
+    assert panel.open_mask_editor("hero", "001.png")[0] == "001.png"
+    target, message = panel.open_mask_editor("hero", "002.png")
+    assert target == gr.update() and "no background mask" in message
     assert "#zz" in panel.refill("hero", "001.png", "#zz")[0]
 
 

@@ -124,7 +124,7 @@ def test_fields_that_follow_the_workspace_are_kept_out_of_forges_ui_config(tmp_p
               ("project", "run", "epochs", "prompts", "model", "note_epoch", "note", "rating", "chosen",
                "cell_params", "next_run", "width", "height")}
     dataset = {f"lora_trainer_dataset_{name}" for name in
-               ("project", "paths", "selection", "excluded", "compare_name", "edit_name", "crop_name", "mask_editor",
+               ("project", "paths", "selection", "excluded", "compare_name", "edit_name", "crop_name", "mask_target",
                 "picker")}
     captions = {f"lora_trainer_captions_{name}" for name in
                 ("project", "folder", "trigger", "selection", "image", "caption")}
