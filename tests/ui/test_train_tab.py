@@ -148,8 +148,13 @@ def choose(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+# An output's text as shown: while an event that writes it is pending (the status poll, every second),
+# gradio puts its invisible progress text ("0.0s", "queue: 1/1") in the element beside the content.
+SHOWN_TEXT = "(e) => (e.querySelector('.prose') || e).innerText"
+
+
 def text_of(page, elem_id: str) -> str:
-    return page.inner_text(f"#{elem_id}")
+    return page.eval_on_selector(f"#{elem_id}", SHOWN_TEXT)
 
 
 def wait_for_text(page, elem_id: str, text: str, timeout: float | None = None) -> None:
