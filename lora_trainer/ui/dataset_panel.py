@@ -46,6 +46,10 @@ from lora_trainer.ui.pages import PageStates, chosen_project
 from lora_trainer.ui.train_panel import keep_out_of_forge_ui_config
 
 POLL_INTERVAL_S = 1.0
+# The longest side of the image in the mask editor. Its canvas is drawn every frame (by the browser's
+# CPU where it has no GPU); the strokes are scaled to the mask when applied, and a brush on 512 px is finer
+# than the latent the masked loss uses (1/8 of the image).
+EDITOR_SIDE = 512
 REPORT_HEADERS = ["file", "status", "reason"]
 DEFAULT_FILL = "#808080"
 BACKGROUND_MODELS = ["u2net", "u2netp", "u2net_human_seg", "isnet-general-use", "birefnet-portrait", "silueta"]
@@ -705,6 +709,7 @@ class DatasetPanel:
         except (ValueError, OSError) as e:
             return None, render.message(str(e), error=True)
         shown = overlay(photo, mask) if photo.size == mask.size else photo
+        shown.thumbnail((EDITOR_SIDE, EDITOR_SIDE))
         return ({"background": shown, "layers": [], "composite": None},
                 render.message(f"{image.name}: paint white on what belongs to the subject, black on the background; "
                                "then Apply the painted mask"))

@@ -315,6 +315,11 @@ def test_strokes_correct_the_mask_and_the_image_is_made_again_over_its_fill(proj
     # a soft stroke blends: alpha 128 of white over a 0 mask gives 128
     half = apply_strokes(Image.new("L", (4, 4), 0), Image.new("RGBA", (4, 4), (255, 255, 255, 128)))
     assert half.getpixel((1, 1)) == 128
+    # strokes painted on the editor's smaller copy land where they were painted on the whole mask
+    left_half = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+    left_half.paste((255, 255, 255, 255), (0, 0, 256, 512))
+    scaled = apply_strokes(Image.new("L", (1024, 1024), 0), left_half)
+    assert scaled.size == (1024, 1024) and scaled.getpixel((500, 900)) == 255 and scaled.getpixel((530, 100)) == 0
 
 
 def test_recomposite_needs_a_mask_and_rebuilds_the_photo_from_sources(project, tmp_path):

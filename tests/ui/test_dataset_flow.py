@@ -129,9 +129,9 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             compared = page.input_value("#lora_trainer_dataset_compare_name input")
             mask_file = workspace / "hero" / "masks" / compared
             assert page.locator("#lora_trainer_dataset_mask_editor").count() == 0  # built when asked for
-            page.click("#lora_trainer_dataset_mask_edit")
+            page.click("#lora_trainer_dataset_mask_edit")  # the 1024 px image shown at 512 px
             tt.wait_for_text(page, "lora_trainer_dataset_message", "paint white")
-            page.wait_for_function("document.querySelector('#lora_trainer_dataset_mask_editor canvas')?.width === 1024")
+            page.wait_for_function("document.querySelector('#lora_trainer_dataset_mask_editor canvas')?.width === 512")
             canvas = page.locator("#lora_trainer_dataset_mask_editor canvas").first
             undo_enabled = "!document.querySelector('#lora_trainer_dataset_mask_editor button[aria-label=Undo]').disabled"
             for _attempt in range(5):  # a stroke made while the editor still loads its image is dropped

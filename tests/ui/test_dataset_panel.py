@@ -317,6 +317,12 @@ def test_redo_with_a_fixed_fill_then_paint_the_mask_then_refill(tmp_path, projec
     gone = next((x, y) for y in range(64) for x in range(64) if corrected.getpixel((x, y)) == 0)
     assert Image.open(project.train_images / "001.png").convert("RGB").getpixel(gone) == (0, 255, 0)
     assert "no background mask" in panel.edit_mask("hero", "002.png")[1]
+    # a large image is shown at EDITOR_SIDE (its canvas is redrawn every frame); the strokes are scaled back
+    big = Image.open(project.masks / "001.png").resize((1024, 768))
+    big.save(project.masks / "001.png")
+    Image.open(project.root / "before-background" / "001.png").resize((1024, 768)).save(
+        project.root / "before-background" / "001.png")
+    assert panel.edit_mask("hero", "001.png")[0]["background"].size == (512, 384)
     # the editor is built for the image named in mask_target; without a mask it stays shut, with the reason
     assert panel.open_mask_editor("hero", "001.png")[0] == "001.png"
     target, message = panel.open_mask_editor("hero", "002.png")
