@@ -8,6 +8,7 @@ import json
 import shlex
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 from lora_trainer.config import ConfigError, TrainConfig
@@ -59,12 +60,15 @@ def register(subparsers) -> None:
         description="The expected peak GPU memory of a training step with these settings (and of the set-up "
         "before it), by what holds it; on a machine with a CUDA GPU, whether it fits and the single setting "
         "changes that make it fit. Nothing is loaded: the estimate builds the models without weights.")
-    memory.add_argument("--config", required=True, type=Path, help="our JSON config ('-' reads it from stdin)")
+    memory.add_argument("--config", type=Path, help="our JSON config ('-' reads it from stdin)")
     memory.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for `train`")
     memory.add_argument("--model-config-dir", default=None, help="SDXL's diffusers config folder (as for `train`)")
     memory.add_argument("--gpu-gib", type=float, default=None,
                         help="judge against a GPU of this many GiB instead of this machine's first CUDA GPU")
     memory.add_argument("--json", action="store_true", help="print one JSON object (what the Train panel reads)")
+    memory.add_argument("--serve", action="store_true",
+                        help="answer one JSON request a line on stdin ({settings, model_config_dir, gpu_gib}) with "
+                        "one JSON object a line, until stdin closes (the Train panel's estimate worker)")
     memory.set_defaults(func=run_memory)
 
 
@@ -190,6 +194,11 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_memory(args: argparse.Namespace) -> int:
+    if args.serve:
+        return serve_memory()
+    if args.config is None:
+        print("error: memory needs --config (or --serve)", file=sys.stderr)
+        return 2
     report = memory_report(args)
     if args.json:
         print(json.dumps(report))
@@ -204,25 +213,56 @@ def run_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_memory() -> int:
+    """`memory --serve`: a report a line for each request line, until stdin closes. The Train panel keeps
+    one such process: torch and diffusers are imported once, not for every change of the form."""
+    answers, sys.stdout = sys.stdout, sys.stderr  # a library's print must not come between the answers
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            cfg = TrainConfig.from_dict(request["settings"])
+        except (ValueError, KeyError, TypeError, ConfigError) as e:  # the request's fault: say so, go on
+            report = _empty_report(f"the settings: {e}")
+        else:
+            try:
+                report = estimate_report(cfg, request.get("model_config_dir"), request.get("gpu_gib"))
+            except Exception as e:  # noqa: BLE001 - one estimate failing must not end the worker
+                traceback.print_exc()
+                report = _empty_report(f"{type(e).__name__}: {e}")
+        answers.write(json.dumps(report) + "\n")
+        answers.flush()
+    return 0
+
+
+def _empty_report(error: str | None = None) -> dict:
+    return {"summary": None, "total_bytes": None, "gpu_name": None, "gpu_bytes": None, "fixes": [], "error": error}
+
+
 def memory_report(args: argparse.Namespace) -> dict:
     """{"summary", "total_bytes", "gpu_name", "gpu_bytes", "fixes", "error"} for `memory`."""
-    report = {"summary": None, "total_bytes": None, "gpu_name": None, "gpu_bytes": None, "fixes": [], "error": None}
     try:
         cfg = load_config(args.config, args.set)
     except (ConfigError, ValueError) as e:  # ValueError: stdin that is not JSON
-        report["error"] = f"{args.config}: {e}"
-        return report
+        return _empty_report(f"{args.config}: {e}")
+    return estimate_report(cfg, args.model_config_dir, args.gpu_gib)
+
+
+def estimate_report(cfg: TrainConfig, model_config_dir: str | None, gpu_gib: float | None) -> dict:
+    """The estimate for `cfg`, judged against `gpu_gib` (None: this machine's first CUDA GPU, if any)."""
     from lora_trainer.train.model import ModelLoadError, find_config_dir
     from lora_trainer.train.vram import estimate_training_memory, fixes_to_fit
 
+    report = _empty_report()
     try:
-        config_dir = find_config_dir(args.model_config_dir, allow_download=False)
+        config_dir = find_config_dir(model_config_dir, allow_download=False)
     except ModelLoadError:
         report["error"] = ("SDXL's config folder is not on this machine yet (it comes with the first training "
                            "or with Forge; or pass --model-config-dir)")
         return report
-    if args.gpu_gib is not None:
-        gpu = (int(args.gpu_gib * 2**30), f"{args.gpu_gib:g} GiB GPU")
+    if gpu_gib is not None:
+        gpu = (int(gpu_gib * 2**30), f"{gpu_gib:g} GiB GPU")
     else:
         gpu = training_gpu()
     estimate = estimate_training_memory(cfg, config_dir)

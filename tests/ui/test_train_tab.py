@@ -70,15 +70,15 @@ def workspace(tmp_path_factory, tiny_sdxl, write_lora):
     return root
 
 
-def start_ui(workspace: Path, config_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_ui(workspace: Path, config_dir: Path, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`python -m lora_trainer ui` on a free port, serving; in its own process group (with any trainer
-    it starts), which `end_ui` ends."""
+    it starts), which `end_ui` ends. `env`: more variables for it and its trainers."""
     port = free_port()
     command = [sys.executable, "-m", "lora_trainer", "ui", "--dir", str(workspace),
                "--model-config-dir", str(config_dir), "--port", str(port)]
     with open(log, "wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env=subprocess_env({"GRADIO_ANALYTICS_ENABLED": "False"}))
+                                  env=subprocess_env({"GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}))
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_serving(url, server, log)
@@ -421,7 +421,9 @@ def test_a_run_keeps_its_status_and_name_across_reloads_projects_and_ui_restarts
         if servers:
             servers[-1].send_signal(signal.SIGTERM)
             servers[-1].wait(timeout=30)
-        server, url = start_ui(workspace, tiny_sdxl.config_dir, tmp_path / f"ui{len(servers)}.log")
+        # the trainer trains through the whole test: one core for it, the other for the UI and browser
+        server, url = start_ui(workspace, tiny_sdxl.config_dir, tmp_path / f"ui{len(servers)}.log",
+                               env={"OMP_NUM_THREADS": "1"})
         servers.append(server)
         pages[:] = [open_page(context, url, replace=pages[0] if pages else None, timeout_ms=120_000)]
         return pages[0]
