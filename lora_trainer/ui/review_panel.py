@@ -508,8 +508,10 @@ class ReviewPanel:
         files = run_files(project.model, run) if run else []
         run_dir = run_dir_of(project.log, run) if run else None
         candidates = candidates_for(run_dir)
-        if not (prompts or "").strip():
-            prompts = "\n".join(project_captions(project))
+        # The page's own prompts are left as they are: a refresh that answers while the user types (the
+        # page's load and the tab's select both refresh) would put back the text it was sent.
+        typed = bool((prompts or "").strip())
+        prompts = gr.update() if typed else "\n".join(project_captions(project))
         epochs = sorted({f.epoch for f in files})
         notes, notes_md = self._notes(run_dir, run)
         first = epochs[0] if epochs else None

@@ -335,6 +335,11 @@ def test_runs_side_by_side_in_the_panel_follow_the_project(tmp_path, write_lora)
     assert panel.refresh("b", None, "")[epochs] == gr.update()
     _saved_run(second, write_lora, "solo", STAMP, 100, {1: 0.4, 2: 0.35, 3: 0.3})
     assert len(panel.refresh("b", None, "")[epochs]["choices"]) == 3
+    # ... and leaves the prompts the page holds (a refresh answering while the user types would put back
+    # the text it was sent); empty prompts get the project's captions
+    prompts = outputs.index(panel.prompts)
+    assert panel.refresh("b", None, "a prompt being typed")[prompts] == gr.update()
+    assert isinstance(panel.refresh("b", None, "")[prompts], str)
 
 
 # --- in the browser ----------------------------------------------------------------------------------
