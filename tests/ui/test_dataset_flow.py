@@ -55,6 +55,39 @@ def settled_box(page, locator) -> dict:
     return box
 
 
+EDITOR = "#lora_trainer_dataset_mask_editor"
+PROGRESS_SHOWN = "document.querySelectorAll('.wrap.full:not(.hide), .wrap.minimal:not(.hide)').length === 0"
+
+
+def paint_white_stroke_at_the_top(page) -> None:
+    """A white stroke across the top of the editor's image (the padding above the figure), drawn again
+    until it is held and landed where aimed: the page lays itself out again while the editor and the
+    outputs of the click that opened it arrive, and a stroke aimed at a box that moved meanwhile lands
+    lower (a CI run's stroke fell just below the top fifth) or on the Apply button above."""
+    canvas = page.locator(f"{EDITOR} canvas").first
+    undo = f"document.querySelector('{EDITOR} button[aria-label=Undo]')"
+    for _attempt in range(6):
+        page.wait_for_function(PROGRESS_SHOWN)  # no output of the page is still on its way
+        canvas.scroll_into_view_if_needed()  # the mouse reaches only what is in the window
+        box = settled_box(page, canvas)
+        y = box["y"] + box["height"] * 0.08
+        page.mouse.move(box["x"] + box["width"] * 0.05, y)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(box["x"] + box["width"] * (0.05 + step * 0.02), y)
+        page.mouse.up()
+        stayed = canvas.bounding_box() == box
+        try:
+            page.wait_for_function(f"!{undo}.disabled", timeout=3000)  # the editor holds a stroke
+        except Exception:  # noqa: BLE001 - playwright's timeout: the stroke was dropped, draw it again
+            continue
+        if stayed:
+            return
+        page.click(f"{EDITOR} button[aria-label=Undo]")  # it may have landed elsewhere: take it back
+        page.wait_for_function(f"{undo}.disabled")
+    raise AssertionError("the mask editor never held a stroke drawn where it was aimed")
+
+
 def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
     if not tt.CHROMIUM.exists():
         pytest.skip(f"{tt.CHROMIUM} is not installed")
@@ -132,22 +165,7 @@ def test_a_new_user_goes_from_photos_to_a_trained_lora(tmp_path, tiny_sdxl):
             page.click("#lora_trainer_dataset_mask_edit")  # the 1024 px image shown at 512 px
             tt.wait_for_text(page, "lora_trainer_dataset_message", "paint white")
             page.wait_for_function("document.querySelector('#lora_trainer_dataset_mask_editor canvas')?.width === 512")
-            canvas = page.locator("#lora_trainer_dataset_mask_editor canvas").first
-            undo_enabled = "!document.querySelector('#lora_trainer_dataset_mask_editor button[aria-label=Undo]').disabled"
-            for _attempt in range(5):  # a stroke made while the editor still loads its image is dropped
-                canvas.scroll_into_view_if_needed()  # the mouse reaches only what is in the window
-                area = settled_box(page, canvas)
-                y = area["y"] + area["height"] * 0.08
-                page.mouse.move(area["x"] + area["width"] * 0.05, y)
-                page.mouse.down()
-                for step in range(1, 21):
-                    page.mouse.move(area["x"] + area["width"] * (0.05 + step * 0.02), y)
-                page.mouse.up()
-                try:
-                    page.wait_for_function(undo_enabled, timeout=3000)  # the editor holds a stroke
-                    break
-                except Exception:  # noqa: BLE001 - playwright's timeout: draw it again
-                    continue
+            paint_white_stroke_at_the_top(page)
             painted = subject_pixels_above_the_figure(mask_file)  # the tiny segmenter's guess
             # in a smaller window the panel's message line is out of view: a copy floats at the bottom
             page.set_viewport_size({"width": 1280, "height": 900})
