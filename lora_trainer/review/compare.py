@@ -1,5 +1,5 @@
 """A project's runs side by side: per output name its settings, epochs, loss, chosen epoch and rating,
-which settings differ between the runs, the guide's advice for the next run, and what changed in the
+the epoch its last scored grid suggests (with that epoch's likeness and adherence), which settings differ between the runs, the guide's advice for the next run, and what changed in the
 training folder since a run.
 
 A run is an output name with a saved config (`<model>/<output_name>.json`) or LoRA files in model/;
@@ -18,6 +18,7 @@ from lora_trainer.config.settings import ConfigError, TrainConfig
 from lora_trainer.project import Project
 from lora_trainer.review.candidates import epoch_losses_from_events
 from lora_trainer.review.notes import NotesError, chosen_epoch, load_notes
+from lora_trainer.review.scores import ColumnScore, GridScores, load_scores
 from lora_trainer.runs import layout
 from lora_trainer.runs.follow import read_events
 from lora_trainer.runs.layout import RunFiles
@@ -47,6 +48,12 @@ class RunSummary:
     train_data_dir: Path  # the project's training folder (img/)
     modified: float = 0.0  # its newest file's modification time
     problems: list[str] = field(default_factory=list)
+    scores: GridScores | None = None  # its last scored review grid's epoch scores
+
+    @property
+    def scored(self) -> ColumnScore | None:
+        """The suggested epoch's scores (likeness, adherence, leakage), when a grid was scored."""
+        return self.scores.column(self.scores.pick) if self.scores and self.scores.pick is not None else None
 
 
 def _newest_run_dir(log_dir: Path, output_name: str) -> Path | None:
@@ -98,10 +105,16 @@ def _summary(project: Project, name: str, settings: dict | None, epochs: list[in
         except NotesError as e:
             problems = [*problems, str(e)]
         modified = max(modified, _mtime(layout.events_file(run_dir)))
+    scores = None
+    if run_dir is not None:
+        try:
+            scores = load_scores(layout.scores_file(run_dir))
+        except (OSError, ValueError) as e:
+            problems = [*problems, str(e)]
     best = losses.get(best_epoch) if losses else None
     state_dir = RunFiles(project.model, name).state_dir
     return RunSummary(name, settings or {}, epochs, final, best, best_epoch, chosen, rating, note, run_dir,
-                      state_dir, project.img, modified, problems)
+                      state_dir, project.img, modified, problems, scores)
 
 
 def project_runs(project: Project) -> list[RunSummary]:
@@ -148,8 +161,12 @@ def next_run_settings(run: RunSummary, rank_factor: float = RANK_FACTORS[0]) -> 
         raise ValueError(f"run {run.output_name!r} has no saved settings ({run.output_name}.json in model/)")
     settings = dict(run.settings)
     reasons = []
-    base, why = ((run.chosen_epoch, "the chosen epoch") if run.chosen_epoch is not None
-                 else (run.best_epoch, "the epoch with the lowest loss"))
+    if run.chosen_epoch is not None:
+        base, why = run.chosen_epoch, "the chosen epoch"
+    elif run.scores is not None and run.scores.pick is not None:
+        base, why = run.scores.pick, "the epoch the grid's scores suggest"
+    else:
+        base, why = run.best_epoch, "the epoch with the lowest loss"
     current = settings.get("max_train_epochs", TrainConfig.max_train_epochs)
     if base is not None:
         epochs = base + EPOCH_MARGIN

@@ -118,7 +118,7 @@ def load_grid_spec(png_path: str | Path) -> GridSpec:
 
 # --- drawing -------------------------------------------------------------------------------------
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.truetype("DejaVuSans.ttf", size)
     except OSError:
@@ -130,7 +130,7 @@ def _line_height(font) -> int:
     return bottom + 3
 
 
-def _text_width(font, text: str) -> float:
+def text_width(font, text: str) -> float:
     left, top, right, bottom = font.getbbox(text) if text else (0, 0, 0, 0)
     return right
 
@@ -143,15 +143,15 @@ def wrap(text: str, font, width: int, max_lines: int | None = None) -> list[str]
         line = ""
         for word in paragraph.split():
             candidate = f"{line} {word}" if line else word
-            if _text_width(font, candidate) <= width:
+            if text_width(font, candidate) <= width:
                 line = candidate
                 continue
             if line:
                 lines.append(line)
             line = ""
-            while _text_width(font, word) > width and len(word) > 1:
+            while text_width(font, word) > width and len(word) > 1:
                 cut = len(word) - 1
-                while cut > 1 and _text_width(font, word[:cut]) > width:
+                while cut > 1 and text_width(font, word[:cut]) > width:
                     cut -= 1
                 lines.append(word[:cut])
                 word = word[cut:]
@@ -160,7 +160,7 @@ def wrap(text: str, font, width: int, max_lines: int | None = None) -> list[str]
     if max_lines is not None and len(lines) > max_lines:
         lines = lines[:max_lines]
         last = lines[-1]
-        while last and _text_width(font, last + "…") > width:
+        while last and text_width(font, last + "…") > width:
             last = last[:-1]
         lines[-1] = last + "…"
     return lines
@@ -236,7 +236,7 @@ def grid_layout(spec: GridSpec, cells: dict, font=None) -> tuple[GridLayout, obj
     """The layout of `spec`'s grid for these cells, and the font its labels are drawn with."""
     cell_w, cell_h = _cell_size(spec, cells)
     if font is None:
-        font = _font(max(12, min(40, cell_w // 28)))
+        font = label_font(max(12, min(40, cell_w // 28)))
     line = _line_height(font)
     pad = max(2, line // 4)
     label_w = max(120, min(cell_w, 480))
@@ -255,7 +255,7 @@ def _draw_lines(draw: ImageDraw.ImageDraw, box, lines: list[str], font, fill, li
     for text in lines:
         if y + line_h > bottom + line_h // 2:
             break
-        x = left + 4 if not center else left + max(0, int((right - left - _text_width(font, text)) // 2))
+        x = left + 4 if not center else left + max(0, int((right - left - text_width(font, text)) // 2))
         draw.text((x, y), text, font=font, fill=fill)
         y += line_h
 

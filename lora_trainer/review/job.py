@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lora_trainer.review.grid import infotext, save_grid
 from lora_trainer.review.live import LiveGrid
 from lora_trainer.review.render import GridResult, Renders, render_grid
 from lora_trainer.review.saved import GRID_NAME, SavedGrid, new_grid_folder
+from lora_trainer.review.scores import GridScores
 from lora_trainer.review.spec import GridSpec
 
 
@@ -62,6 +64,15 @@ class GridJob:
     version: int = 0  # how many times the grid was saved
     folder: Path | None = None
     result: GridResult | None = None  # the cells' render times (benchmarks)
+    # Scoring (review/scoring.py): the scorer is made in the job's thread on its first save, so that
+    # loading the tagger and the face models never holds up the page.
+    make_scorer: Callable[[], Any] | None = None
+    run_dir: Path | None = None  # where the run keeps its copy of the scores
+    scorer: Any = None
+    scores: GridScores | None = None
+    chart: Path | None = None
+    score_error: str = ""
+    score_seconds: float = 0.0  # time spent scoring (benchmarks)
 
     def __post_init__(self):
         if self.spec is not None:
@@ -111,6 +122,25 @@ class GridJob:
             self.version += 1
         except Exception as e:
             self.error = (self.error + "; " if self.error else "") + f"could not save the grid: {e}"
+            return
+        self._score(files.grid)
+
+    def _score(self, grid_png: Path) -> None:
+        """Score the cells rendered since the last save; a scoring failure is reported, the grid kept."""
+        if self.make_scorer is None or self.score_error:
+            return
+        from lora_trainer.review.scoring import save_scores
+
+        started = time.monotonic()
+        try:
+            if self.scorer is None:
+                self.scorer = self.make_scorer()
+            self.scores = self.scorer.score(self.spec, dict(self.cells))
+            self.chart = save_scores(self.scores, grid_png, self.run_dir)
+            self.version += 1
+        except Exception as e:  # a model that fails on an image, a full disk: the grid stands without scores
+            self.score_error = f"scoring stopped: {e}"
+        self.score_seconds += time.monotonic() - started
 
     def status(self) -> str:
         mode = f"{self.live.reason}; " if self.live is not None and self.live.reason and not self.finished else ""
@@ -127,4 +157,6 @@ class GridJob:
             parts.append(f"ended: {self.error}")
         if self.saved:
             parts.append(f"saved {self.saved.grid}")
+        if self.score_error:
+            parts.append(self.score_error)
         return ", ".join(parts)

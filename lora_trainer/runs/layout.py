@@ -30,6 +30,7 @@ from pathlib import Path
 LORA_SUFFIX = ".safetensors"
 LOCK_SUFFIX = ".lock"
 EVENTS_FILE = "events.jsonl"
+SCORES_FILE = "epoch_scores.json"  # in a run folder: the epoch scores of its newest scored review grid
 PROGRESS_FILE = "progress.json"  # inside the state folder: counters and the run folder's name
 _RUN_STAMP_FORMAT = "%Y%m%d%H%M%S"
 _RUN_STAMP = re.compile(r"(?P<stamp>\d{14})(-(?P<n>[2-9]|[1-9]\d+))?")
@@ -267,6 +268,10 @@ def claim_run_folder(logging_dir: str | Path, output_name: str, started: float) 
 
 def events_file(run_dir: Path) -> Path:
     return Path(run_dir) / EVENTS_FILE
+
+
+def scores_file(run_dir: Path) -> Path:
+    return Path(run_dir) / SCORES_FILE
 
 
 # --- events --------------------------------------------------------------------------------------

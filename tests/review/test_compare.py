@@ -120,6 +120,25 @@ def test_next_run_without_a_chosen_epoch_uses_the_best_loss(project, two_runs):
     assert (settings["network_dim"], settings["network_alpha"]) == (18, 9.0)
 
 
+def test_next_run_without_a_chosen_epoch_uses_the_scored_pick_before_the_loss(project, two_runs):
+    from lora_trainer.review.scores import ColumnScore, GridScores, scores_json_text
+    from lora_trainer.runs.layout import scores_file
+
+    old, _new = two_runs
+    save_note(old, 4, chosen=False)
+    columns = [ColumnScore(f"epoch {e}", e, False, 2, 0, 0.1 * e, 0.8, 0.0) for e in (2, 5)]
+    scores_file(old).write_text(scores_json_text(GridScores(columns, [], 5, "epoch 5: the closest face")))
+    hero = next(r for r in compare.project_runs(project) if r.output_name == "hero")
+    assert hero.chosen_epoch is None and hero.best_epoch == 3
+    assert hero.scored.epoch == 5 and hero.scored.likeness == pytest.approx(0.5)
+    settings, reasons = compare.next_run_settings(hero)
+    assert settings["max_train_epochs"] == 7
+    assert reasons[0] == "max_train_epochs 8 -> 7: the epoch the grid's scores suggest was 5, plus 2 to spare (a shorter run)"
+    scores_file(old).write_text("{ not json")
+    damaged = next(r for r in compare.project_runs(project) if r.output_name == "hero")
+    assert damaged.scores is None and any("damaged epoch scores" in p for p in damaged.problems)
+
+
 def test_dataset_changes_since_a_run(project, write_lora, two_runs):
     make_character_dataset(project.img, name="p", count=3, size=32, repeats=1, seed=0)
     hero = next(r for r in compare.project_runs(project) if r.output_name == "hero")

@@ -154,9 +154,9 @@ def test_nothing_rendered_uses_the_settings_size():
 
 
 def test_wrap_keeps_within_width():
-    font = G._font(12)
+    font = G.label_font(12)
     lines = G.wrap("a " * 40 + "averyveryverylongwordthatdoesnotfitanywhere", font, 60)
-    assert all(G._text_width(font, line) <= 60 for line in lines)
+    assert all(G.text_width(font, line) <= 60 for line in lines)
     assert G.wrap("one two three four five six seven", font, 30, max_lines=2)[-1].endswith("…")
 
 

@@ -239,7 +239,7 @@ def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write
     assert "stopping after" in panel.stop_render()
     host.go.release()
     _wait(lambda: panel._job.finished)
-    status, grid, gallery, errors, params, *buttons = panel.poll()
+    status, grid, gallery, errors, chart, scores, params, *buttons = panel.poll()
     assert "cell 4/6" in status and "stopped" in status and "saved" in status
     saved = sorted((project.root / "review" / "hero").glob("*/grid.png"))
     assert len(saved) == 1 and str(saved[0]) in status
@@ -248,7 +248,8 @@ def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write
     assert "Seed: 1" in gallery[1][1] and "<lora:published-hero-000001:1>" in gallery[2][1]
     assert "seed 2" in errors and "the host cannot load it" in errors
     assert params == "" and all(b["interactive"] is False for b in buttons)  # nothing picked yet
-    assert panel.poll()[1:] == ({"__type__": "update"},) * 7  # the page shows it already
+    assert chart is None and scores == ""  # not scored: the Render call did not ask for it
+    assert panel.poll()[1:] == ({"__type__": "update"},) * 9  # the page shows it already
     assert "no grid is rendering" in panel.stop_render()
 
 
@@ -282,6 +283,11 @@ def test_runs_table_marks_the_settings_that_changed(tmp_path, write_lora):
     _saved_run(project, write_lora, "hero_v2", "20260102120000", 200, {1: 0.3, 2: 0.25}, network_dim=24,
                network_alpha=12, max_train_epochs=3)
     save_note(old, 2, rating=4, note="good | likeness", chosen=True)
+    from lora_trainer.review.scores import ColumnScore, GridScores, scores_json_text
+    from lora_trainer.runs.layout import scores_file
+
+    scored = [ColumnScore(f"epoch {e}", e, False, 2, 0, li, ad, 0.0) for e, li, ad in [(1, 0.4, 0.9), (3, 0.55, 0.8)]]
+    scores_file(old).write_text(scores_json_text(GridScores(scored, [], 3, "epoch 3: the closest face")))
     grid = project.review / "hero" / "20260101-120000" / "grid.png"
     grid.parent.mkdir(parents=True)
     Image.new("RGB", (900, 300), (200, 10, 10)).save(grid)
@@ -293,10 +299,11 @@ def test_runs_table_marks_the_settings_that_changed(tmp_path, write_lora):
     with Image.open(io.BytesIO(base64.b64decode(thumbnails["hero"].split(",", 1)[1]))) as small:
         assert small.size == (2 * rp.THUMBNAIL_PX, round(2 * rp.THUMBNAIL_PX / 3))
     table = rp.runs_table(project_runs(project), thumbnails).splitlines()
-    assert table[0] == ("| run | network_dim | network_alpha | epochs | final loss | best loss (epoch) | chosen "
-                        "| rating | note | grid |")
-    assert table[2] == "| hero_v2 | **24** | **12** | 1, 2 | 0.2500 | 0.2500 (2) |  |  |  |  |"
-    assert table[3].startswith("| hero | 32 | 16 | 1-3 | 0.1500 | 0.1000 (2) | 2 | ★★★★ | good \\| likeness | "
+    assert table[0] == ("| run | network_dim | network_alpha | epochs | final loss | best loss (epoch) "
+                        "| scored pick (likeness, adherence) | chosen | rating | note | grid |")
+    assert table[2] == "| hero_v2 | **24** | **12** | 1, 2 | 0.2500 | 0.2500 (2) |  |  |  |  |  |"
+    assert table[3].startswith("| hero | 32 | 16 | 1-3 | 0.1500 | 0.1000 (2) | 3 (0.55, 0.80) | 2 | ★★★★ "
+                               "| good \\| likeness | "
                                f'<img src="{thumbnails["hero"]}" alt="last grid of hero" width="160"> |')
     assert len(table) == 4
     assert "No runs in this project yet" in rp.runs_table([])
@@ -421,6 +428,9 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         page.fill("#lora_trainer_review_prompts textarea", prompts[0])
         page.fill("#lora_trainer_review_seeds textarea", "1, 2")
         set_number(page, "lora_trainer_review_steps", "2")
+        assert page.locator("#lora_trainer_review_score input").is_checked()  # scored unless unticked
+        page.click("#lora_trainer_review_scoring_box button")
+        page.fill("#lora_trainer_review_tagger textarea", "tiny-demo")
         page.click("#lora_trainer_review_render")
         tt.wait_for_text(page, "lora_trainer_review_message", "rendering 4 cells")
         page.wait_for_function("document.getElementById('lora_trainer_review_progress').innerText"
@@ -445,6 +455,12 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         page.wait_for_function("!document.querySelector('#lora_trainer_review_errors .pending')")
         page.wait_for_function("document.getElementById('lora_trainer_review_errors').innerText.trim() === ''",
                                timeout=10_000)
+        # Scored beside the grid: the chart, the table with the tiny model's faceless cells counted
+        page.wait_for_selector("#lora_trainer_review_chart img")
+        tt.wait_for_text(page, "lora_trainer_review_scores", "no face found in the renders")
+        scores_text = tt.text_of(page, "lora_trainer_review_scores")
+        assert "2/2" in scores_text and "adherence: WD14 tagger tiny-demo" in scores_text, scores_text
+        assert grids[0].with_suffix(".scores.png").is_file() and grids[0].with_suffix(".scores.json").is_file()
         page.screenshot(path=str(tmp_path / "review_grid.png"), full_page=True)
         shutil.copy(tmp_path / "review_grid.png", "/tmp/review_grid.png")
 
@@ -491,8 +507,13 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
     try:
         context, page = open_review(browser, url)
         tt.wait_for_text(page, "lora_trainer_review_notes", "sharp eyes, good hair")
-        # The last grid is shown again, its cells still to be picked.
+        # The last grid is shown again with its scores, its cells still to be picked; its suggestion
+        # comes first among the candidates.
         page.wait_for_selector("#lora_trainer_review_grid img")
+        page.wait_for_selector("#lora_trainer_review_chart img")
+        assert "no face found in the renders" in tt.text_of(page, "lora_trainer_review_scores")
+        candidates = tt.text_of(page, "lora_trainer_review_candidates")
+        assert candidates.startswith("Suggested: epoch ") and "(measured on the last scored grid)" in candidates
         page.wait_for_function("document.querySelectorAll('#lora_trainer_review_gallery img').length >= 5")
         page.locator("#lora_trainer_review_gallery .thumbnail-item").nth(1).click()
         page.wait_for_function("document.querySelector('#lora_trainer_review_cell_params textarea').value"
