@@ -253,6 +253,50 @@ def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write
     assert "no grid is rendering" in panel.stop_render()
 
 
+class _FaceHost(_SlowHost):
+    """Renders at once: the astronaut's face with a LoRA, the cameraman's without (scikit-image's photos)."""
+
+    def render(self, job):
+        from skimage import data
+
+        if job.lora is None:
+            return Image.fromarray(data.camera()).convert("RGB")
+        return Image.fromarray(data.astronaut())
+
+
+def test_a_scored_grid_shows_its_chart_and_its_pick_leads_the_candidates(tmp_path, write_lora):
+    pytest.importorskip("skimage")
+    from skimage import data
+
+    project = Project(tmp_path / "p", "p").create()
+    Image.fromarray(data.astronaut()).save(project.train_images / "a.png")
+    (project.train_images / "a.txt").write_text("p, 1girl, solo\n")
+    for epoch in (1, 2):
+        write_lora(project.model, f"hero-{epoch:06d}", 100 + epoch, ss_output_name="hero", ss_epoch=str(epoch),
+                   ss_steps=str(4 * epoch))
+    _write_events(project.log / f"hero{STAMP}", {1: 0.3, 2: 0.1})  # the loss's candidate: epoch 2
+    panel = rp.ReviewPanel(_FaceHost(tmp_path), _Runner(active=False))
+    loras = [str(project.model / "hero-000001.safetensors")]
+    panel.start_render("p", "hero", loras, True, "p, 1girl", "", "1", "", 2, 5, "Euler", 16, 16, "m",
+                       score=True, tagger="tiny-demo")
+    _wait(lambda: panel._job.finished, timeout=60)
+    status, grid, gallery, errors, chart, scores, *_ = panel.poll()
+    assert panel._job.score_error == "" and "saved" in status
+    assert chart.endswith("grid.scores.png") and Path(chart).is_file()
+    assert "Suggested: epoch 1: the closest face (likeness 1.00) among epoch 1" in scores, scores
+    assert "| no LoRA | 0.2" in scores  # the cameraman: another face
+    assert "adherence: WD14 tagger" in scores and "tiny-wd14-tagger" in scores and "Training faces: 1 of 1 images." in scores
+    # the scored pick comes before the loss's candidates, and is ticked with them
+    candidates = rp.candidates_for(project.log / f"hero{STAMP}")
+    assert [c.epoch for c in candidates][:2] == [1, 2]
+    assert candidates[0].reason.endswith("(measured on the last scored grid)")
+    # Score the grid shown again, with a face models folder that has none: named, the tags still measured
+    chart2, text, candidates_md, message = panel.score_shown("tiny-demo", str(tmp_path))
+    assert "scored 2 cells" in message and "likeness not measured:" in text and str(tmp_path) in text
+    assert "no face found in the renders" in text  # nothing measured the faces this time
+    assert candidates_md.startswith("Suggested: epoch 1: no face found")
+
+
 def test_notes_table():
     from lora_trainer.review.notes import EpochNotes
 
@@ -459,7 +503,7 @@ def test_render_a_grid_rate_an_epoch_and_see_it_after_a_restart(browser, workspa
         page.wait_for_selector("#lora_trainer_review_chart img")
         tt.wait_for_text(page, "lora_trainer_review_scores", "no face found in the renders")
         scores_text = tt.text_of(page, "lora_trainer_review_scores")
-        assert "2/2" in scores_text and "adherence: WD14 tagger tiny-demo" in scores_text, scores_text
+        assert "2/2" in scores_text and "adherence: WD14 tagger" in scores_text, scores_text
         assert grids[0].with_suffix(".scores.png").is_file() and grids[0].with_suffix(".scores.json").is_file()
         page.screenshot(path=str(tmp_path / "review_grid.png"), full_page=True)
         shutil.copy(tmp_path / "review_grid.png", "/tmp/review_grid.png")
