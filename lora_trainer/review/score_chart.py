@@ -22,12 +22,14 @@ GRID = (225, 225, 225)
 MEASURES = (
     ("face likeness (higher: closer)", lambda c: c.likeness, None),
     ("prompt adherence (share of prompted tags found)", lambda c: c.adherence, (0.0, 1.0)),
-    ("leaked training tags per image", lambda c: c.leakage, None),
-    ("loss", lambda c: c.loss, None),
+    ("leaked training tags per image", lambda c: c.leakage, "from zero"),
+    ("loss (validation, else training)", lambda c: c.loss, None),
 )
 
 
 def _range(values: list[float], fixed) -> tuple[float, float]:
+    if fixed == "from zero":  # a count: 0 at the bottom, at least 1 at the top
+        return 0.0, max(1.0, max(values) * 1.1)
     if fixed is not None:
         return fixed
     low, high = min(values), max(values)
@@ -51,7 +53,7 @@ def score_chart(scores: GridScores) -> Image.Image:
     height = MARGIN_TOP + max(1, len(strips)) * STRIP_HEIGHT + MARGIN_BOTTOM
     chart = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     draw = ImageDraw.Draw(chart)
-    title = f"suggested: epoch {scores.pick}" if scores.pick is not None else "no epoch suggested"
+    title = "Epoch scores: " + (f"epoch {scores.pick} suggested" if scores.pick is not None else "no epoch suggested")
     draw.text((MARGIN_LEFT, 8), title, font=font, fill=(0, 0, 0))
     if not epochs or not strips:
         draw.text((MARGIN_LEFT, MARGIN_TOP + 20), "nothing measured", font=font, fill=AXIS)

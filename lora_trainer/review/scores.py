@@ -164,10 +164,12 @@ def summarise(spec: GridSpec, cells: dict[CellKey, CellScore], losses=None, meas
 
 def scores_table(scores: GridScores) -> str:
     """A Markdown table: one row per column of the grid."""
-    lines = ["| | likeness | no face | adherence | leaked tags | loss |", "|---|---|---|---|---|---|"]
+    kinds = {c.loss_kind for c in scores.columns if c.loss is not None}
+    loss_head = f"{kinds.pop()} loss" if len(kinds) == 1 else "loss"
+    lines = [f"| | likeness | no face | adherence | leaked tags | {loss_head} |", "|---|---|---|---|---|---|"]
     for c in scores.columns:
         name = f"**{c.name}**" if c.epoch == scores.pick and not c.baseline else c.name
-        loss = "-" if c.loss is None else f"{c.loss:.4f} ({c.loss_kind})"
+        loss = "-" if c.loss is None else f"{c.loss:.4f}" + ("" if loss_head != "loss" else f" ({c.loss_kind})")
         lines.append(f"| {name} | {_f(c.likeness)} | {c.no_face}/{c.cells} | {_f(c.adherence)} | "
                      f"{_f(c.leakage)} | {loss} |")
     return "\n".join(lines)

@@ -451,7 +451,7 @@ class ReviewPanel:
             self.grid = gr.Image(label="Grid", type="pil", format="png", interactive=False,
                                  elem_id="lora_trainer_review_grid", scale=3)
             with gr.Column(scale=2, min_width=320):
-                self.chart = gr.Image(label="Epoch scores", type="filepath", interactive=False,
+                self.chart = gr.Image(label="Epoch scores", show_label=False, type="filepath", interactive=False,
                                       elem_id="lora_trainer_review_chart")
                 self.scores = gr.Markdown(elem_id="lora_trainer_review_scores",
                                           elem_classes="lora-trainer-review-scores")

@@ -156,3 +156,7 @@ def test_scores_read_back_from_json_and_png(tmp_path):
         load_scores(tmp_path / "bad.json")
     table = scores_table(scores)
     assert "| **epoch 1** | 0.30 | 0/4 | 0.80 |" in table and "| no LoRA | 0.10 |" in table
+    assert table.splitlines()[0].endswith("| loss |")  # no loss: no kind in the header
+    mixed = GridScores([ColumnScore("epoch 1", 1, False, 1, 0, None, None, None, 0.5, "validation"),
+                        ColumnScore("epoch 2", 2, False, 1, 0, None, None, None, 0.25, "training")], [], None, "")
+    assert scores_table(mixed).splitlines()[2].endswith("| 0.5000 (validation) |")

@@ -112,7 +112,7 @@ def test_score_command_on_a_tiny_model_grid(tiny_sdxl, tmp_path, capsys):
     assert [line.split(" | ")[0].strip("|* ") for line in table[1:]] == ["no LoRA", "epoch 1", "epoch 2"]
     # the tiny model paints no face: counted and shown, never a likeness
     assert all(" | - | 2/2 | " in line for line in table[1:]), table
-    assert "0.2000 (validation)" in table[3]
+    assert table[0].endswith("| validation loss |") and table[3].endswith("| 0.2000 |")
     assert lines[-1] == f"chart: {out / 'hero.scores.png'}"
     scores = load_scores(grid)
     assert all(c.no_face == c.cells == 2 and c.likeness is None for c in scores.columns)
