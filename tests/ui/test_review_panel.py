@@ -792,3 +792,27 @@ def test_while_the_run_trains_its_grid_is_live_and_grows_a_column_per_saved_epoc
     assert [c.label for c in panel._job.spec.columns] == ["no LoRA", "epoch 1", "epoch 2"]
     assert sorted(p.name for p in (project.review / "hero").iterdir()) == [folder.name]  # one grid, grown
     assert host.published == [("hero-000001.safetensors", "p"), ("hero-000002.safetensors", "p")]
+
+
+def test_a_live_grid_is_scored_after_each_column(tmp_path, write_lora):
+    project = Project(tmp_path / "p", "p").create()
+    host = _LiveHost(tmp_path)
+    runner = _Runner(active=True, project="p", output_name="hero")
+    panel = rp.ReviewPanel(host, runner)
+    write_lora(project.model, "hero-000001", 100, ss_output_name="hero", ss_epoch="1", ss_steps="4")
+    panel.start_render("p", "hero", [], True, "1girl, red shirt", "", "1", "", 2, 5, "Euler", 16, 16, "",
+                       score=True, tagger="tiny-demo")
+    for _ in range(2):
+        host.go.release()
+    _wait(lambda: panel._job.scores is not None and len(panel._job.scores.columns) == 2, timeout=30)
+    assert [c.name for c in panel._job.scores.columns] == ["no LoRA", "epoch 1"]
+    assert panel._job.scores.pick == 1
+    write_lora(project.model, "hero-000002", 200, ss_output_name="hero", ss_epoch="2", ss_steps="8")
+    host.go.release()
+    _wait(lambda: len(panel._job.scores.columns) == 3, timeout=30)
+    assert sorted(panel._job.scorer.cells) == [(0, 0, 0), (0, 0, 1), (0, 0, 2)]  # each cell measured once
+    runner.active = False
+    _wait(lambda: panel._job.finished)
+    assert panel._job.score_error == ""
+    status, grid, gallery, errors, chart, scores, *_ = panel.poll()
+    assert chart.endswith("grid.scores.png") and "epoch 2 |" in scores
