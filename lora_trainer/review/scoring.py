@@ -82,7 +82,10 @@ class GridScorer:
 
     @classmethod
     def load(cls, project: Project, run_dir: Path | None = None, tagger: str = DEFAULT_MODEL,
-             face_models: str | Path | None = None, download: bool = False) -> GridScorer:
+             face_models: str | Path | None = None, download: bool = False,
+             cache_dir: str | Path | None = None) -> GridScorer:
+        """A scorer with what can be found (see the module docstring); `cache_dir`: the hub cache the
+        tagger is read from (the host's, as the Captions panel uses; None: huggingface-hub's default)."""
         measured: dict[str, str] = {}
         faces = tags = None
         try:
@@ -91,7 +94,7 @@ class GridScorer:
         except FaceModelsMissing as e:
             measured["likeness"] = NOT_MEASURED + str(e)
         try:
-            tags = TagReader(Tagger(resolve_model(tagger, local_files_only=not download)))
+            tags = TagReader(Tagger(resolve_model(tagger, cache_dir=cache_dir, local_files_only=not download)))
             measured["adherence"] = tags.tagger.describe()
         except (OSError, ValueError, RuntimeError) as e:  # ModelNotFoundError is an OSError
             measured["adherence"] = NOT_MEASURED + str(e)

@@ -659,7 +659,8 @@ class ReviewPanel:
         if score:
             job.run_dir = run_dir_of(project.log, run)
             job.make_scorer = functools.partial(GridScorer.load, project, job.run_dir, (tagger or "").strip()
-                                                or DEFAULT_MODEL, (face_models or "").strip() or None)
+                                                or DEFAULT_MODEL, (face_models or "").strip() or None,
+                                                cache_dir=self.host.hub_cache())
         with self._lock:
             if self._job is not None and not self._job.finished:
                 return render.message("a grid is rendering already: wait for it, or Stop it", error=True)
@@ -758,7 +759,7 @@ class ReviewPanel:
             run = saved.grid.parent.parent.name
             run_dir = run_dir_of(project.log, run)
             scorer = GridScorer.load(project, run_dir, (tagger or "").strip() or DEFAULT_MODEL,
-                                     (face_models or "").strip() or None)
+                                     (face_models or "").strip() or None, cache_dir=self.host.hub_cache())
             cells = {}
             for key, path in saved.cells.items():
                 with Image.open(path) as image:

@@ -5,6 +5,7 @@ saved PNG, rate an epoch and find the rating again after a UI restart."""
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import shutil
@@ -196,6 +197,9 @@ class _SlowHost:
     def checkpoints(self):
         return []
 
+    def hub_cache(self):
+        return self.root / "hub"  # the host's Hugging Face cache (Forge's models/diffusers)
+
     def publish_lora(self, path, project):
         self.published.append((Path(path).name, project))
         return f"published-{Path(path).stem}"
@@ -295,6 +299,10 @@ def test_a_scored_grid_shows_its_chart_and_its_pick_leads_the_candidates(tmp_pat
     assert "scored 2 cells" in message and "likeness not measured:" in text and str(tmp_path) in text
     assert "no face found in the renders" in text  # nothing measured the faces this time
     assert candidates_md.startswith("Suggested: epoch 1: no face found")
+    # a hub tagger is looked for in the host's cache (as the Captions panel does), not downloaded
+    _chart, text, _candidates, message = panel.score_shown(rp.DEFAULT_MODEL, "")
+    assert f"adherence not measured: WD14 tagger '{rp.DEFAULT_MODEL}' is not in the Hugging Face cache " \
+           f"({tmp_path / 'hub'})" in html.unescape(text), text
 
 
 def test_notes_table():
