@@ -64,15 +64,20 @@ class GridJob:
     version: int = 0  # how many times the grid was saved
     folder: Path | None = None
     result: GridResult | None = None  # the cells' render times (benchmarks)
-    # Scoring (review/scoring.py): the scorer is made in the job's thread on its first save, so that
-    # loading the tagger and the face models never holds up the page.
+    # Scoring (review/scoring.py): a thread of its own measures each cell while the next one renders
+    # (the host renders on the GPU, scoring is CPU work); the scores are saved with each save of the
+    # grid. The scorer is made in that thread, so loading its models never holds up a page.
     make_scorer: Callable[[], Any] | None = None
     run_dir: Path | None = None  # where the run keeps its copy of the scores
     scorer: Any = None
     scores: GridScores | None = None
     chart: Path | None = None
     score_error: str = ""
-    score_seconds: float = 0.0  # time spent scoring (benchmarks)
+    score_seconds: float = 0.0  # time spent measuring (benchmarks)
+    score_wait_seconds: float = 0.0  # of it, time the grid's saves waited for (benchmarks)
+    _score_lock: threading.Lock = field(default_factory=threading.Lock)
+    _score_wake: threading.Event = field(default_factory=threading.Event)
+    _scoring: threading.Thread | None = None
 
     def __post_init__(self):
         if self.spec is not None:
@@ -105,6 +110,18 @@ class GridJob:
     def _on_cell(self, done: int, total: int, key, result) -> None:
         self.cells[key] = result
         self.done, self.total = done, total
+        if self.make_scorer is not None:
+            self._score_wake.set()
+            if self._scoring is None:
+                self._scoring = threading.Thread(target=self._score_while_rendering, daemon=True,
+                                                 name="lora-trainer-scoring")
+                self._scoring.start()
+
+    def _score_while_rendering(self) -> None:
+        while not self.finished and not self.score_error:
+            if self._score_wake.wait(0.5):
+                self._score_wake.clear()
+                self._measure()
 
     def _on_column(self, spec: GridSpec, cells: dict) -> None:
         self.spec = spec
@@ -125,22 +142,35 @@ class GridJob:
             return
         self._score(files.grid)
 
+    def _measure(self) -> None:
+        """Measure the cells not measured yet (one thread at a time: each cell is measured once)."""
+        if self.spec is None or self.make_scorer is None or self.score_error:
+            return
+        with self._score_lock:
+            started = time.monotonic()
+            try:
+                if self.scorer is None:
+                    self.scorer = self.make_scorer()
+                self.scores = self.scorer.score(self.spec, dict(self.cells))
+            except Exception as e:  # a model that fails on an image: the grid stands without scores
+                self.score_error = f"scoring stopped: {e}"
+            self.score_seconds += time.monotonic() - started
+
     def _score(self, grid_png: Path) -> None:
-        """Score the cells rendered since the last save; a scoring failure is reported, the grid kept."""
-        if self.make_scorer is None or self.score_error:
+        """The saved grid's scores: the cells not measured yet, then the files; a failure is reported."""
+        if self.make_scorer is None:
             return
         from lora_trainer.review.scoring import save_scores
 
         started = time.monotonic()
-        try:
-            if self.scorer is None:
-                self.scorer = self.make_scorer()
-            self.scores = self.scorer.score(self.spec, dict(self.cells))
-            self.chart = save_scores(self.scores, grid_png, self.run_dir)
-            self.version += 1
-        except Exception as e:  # a model that fails on an image, a full disk: the grid stands without scores
-            self.score_error = f"scoring stopped: {e}"
-        self.score_seconds += time.monotonic() - started
+        self._measure()
+        if self.scores is not None and not self.score_error:
+            try:
+                self.chart = save_scores(self.scores, grid_png, self.run_dir)
+                self.version += 1
+            except Exception as e:  # a full disk: the grid stands without its scores
+                self.score_error = f"scoring stopped: {e}"
+        self.score_wait_seconds += time.monotonic() - started
 
     def status(self) -> str:
         mode = f"{self.live.reason}; " if self.live is not None and self.live.reason and not self.finished else ""

@@ -258,11 +258,12 @@ def test_a_stopped_grid_keeps_its_cells_and_lists_the_failed_one(tmp_path, write
 
 
 class _FaceHost(_SlowHost):
-    """Renders at once: the astronaut's face with a LoRA, the cameraman's without (scikit-image's photos)."""
+    """The astronaut's face with a LoRA, the cameraman's without (scikit-image's photos), each after `go`."""
 
     def render(self, job):
         from skimage import data
 
+        self.go.acquire(timeout=10)
         if job.lora is None:
             return Image.fromarray(data.camera()).convert("RGB")
         return Image.fromarray(data.astronaut())
@@ -279,10 +280,16 @@ def test_a_scored_grid_shows_its_chart_and_its_pick_leads_the_candidates(tmp_pat
         write_lora(project.model, f"hero-{epoch:06d}", 100 + epoch, ss_output_name="hero", ss_epoch=str(epoch),
                    ss_steps=str(4 * epoch))
     _write_events(project.log / f"hero{STAMP}", {1: 0.3, 2: 0.1})  # the loss's candidate: epoch 2
-    panel = rp.ReviewPanel(_FaceHost(tmp_path), _Runner(active=False))
+    host = _FaceHost(tmp_path)
+    panel = rp.ReviewPanel(host, _Runner(active=False))
     loras = [str(project.model / "hero-000001.safetensors")]
     panel.start_render("p", "hero", loras, True, "p, 1girl", "", "1", "", 2, 5, "Euler", 16, 16, "m",
                        score=True, tagger="tiny-demo")
+    host.go.release()
+    # the first cell is measured while the second waits to render
+    _wait(lambda: panel._job.scorer is not None and len(panel._job.scorer.cells) == 1, timeout=60)
+    assert not panel._job.finished and panel._job.done == 1
+    host.go.release()
     _wait(lambda: panel._job.finished, timeout=60)
     status, grid, gallery, errors, chart, scores, *_ = panel.poll()
     assert panel._job.score_error == "" and "saved" in status
