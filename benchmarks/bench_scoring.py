@@ -75,13 +75,66 @@ def scoring_seconds(cells, tagger: str, work: Path) -> tuple[float, float, float
     return statistics.median(whole), statistics.median(faces), statistics.median(tags)
 
 
+def vit_model():
+    from transformers import ViTConfig, ViTModel
+
+    return ViTModel(ViTConfig(image_size=448, patch_size=16), add_pooling_layer=False).eval()
+
+
+def overlap_seconds(cells, tagger: str, work: Path, render_s: float, vit: bool) -> tuple[float, float]:
+    """(grid seconds without scoring, with scoring) for a grid whose host takes `render_s` a cell and
+    leaves the CPU idle meanwhile, as a GPU render does (a sleep); `vit`: the tagger also runs a
+    ViT-B/16 at 448 px per image, the real tagger's work."""
+    import torch
+
+    from lora_trainer.project import Project
+    from lora_trainer.review.job import GridJob
+    from lora_trainer.review.scoring import GridScorer
+    from lora_trainer.review.spec import Column, GridSpec, LoraRef, Row
+
+    project = Project(work / "overlap", "overlap").create()
+    cells[0].save(project.train_images / "a.png")
+    columns = [Column(f"epoch {e}", LoraRef(work / f"p-{e:06d}.safetensors", f"p-{e:06d}"), epoch=e)
+               for e in range(1, len(cells) + 1)]
+    spec = GridSpec(columns, [Row("a", "p, 1girl, red shirt, smile")], [1])
+    images = {c.lora.name: image for c, image in zip(columns, cells)}
+    for column in columns:  # the grid checks that each LoRA file is there
+        column.lora.path.write_bytes(b"")
+
+    class GpuLikeHost:
+        def render(self, job):
+            time.sleep(render_s)
+            return images[job.lora.name]
+
+    scorer = GridScorer.load(project, None, tagger)
+    scorer.score(spec, {(0, 0, 0): cells[0]})  # warm-up, then forget the cell
+    scorer.cells.clear()
+    if vit:
+        model, pixels, read = vit_model(), torch.randn(1, 3, 448, 448), scorer.tags.read
+
+        def read_like_the_real_tagger(batch):
+            with torch.inference_mode():
+                for _ in batch:
+                    model(pixel_values=pixels)
+            return read(batch)
+
+        scorer.tags.read = read_like_the_real_tagger
+    seconds = []
+    for make_scorer in (None, lambda: scorer):
+        job = GridJob(0, project, f"run{len(seconds)}", spec=spec, make_scorer=make_scorer)
+        start = time.perf_counter()
+        job.run(GpuLikeHost())
+        seconds.append(time.perf_counter() - start)
+        assert not job.score_error, job.score_error
+    return seconds[0], seconds[1]
+
+
 def vit_proxy_seconds(repeats: int = 3) -> float:
     """One forward of a ViT-B/16 at 448 px (wd-vit-tagger-v3's architecture, random weights) in torch
     on the CPU: what the real tagger costs per cell here, where it cannot be downloaded."""
     import torch
-    from transformers import ViTConfig, ViTModel
 
-    model = ViTModel(ViTConfig(image_size=448, patch_size=16), add_pooling_layer=False).eval()
+    model = vit_model()
     pixels = torch.randn(1, 3, 448, 448)
     times = []
     with torch.inference_mode():
@@ -115,14 +168,17 @@ def render_seconds(checkpoint: str, config_dir: str, size: int, steps: int, full
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a real-size SDXL single-file checkpoint")
-    parser.add_argument("--sdxl-config-dir", required=True)
+    parser.add_argument("--checkpoint", help="a real-size SDXL single-file checkpoint")
+    parser.add_argument("--sdxl-config-dir")
     parser.add_argument("--tagger", default=str(BENCH_TAGGER))
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=2, help="extra steps measured to get the time of one")
     parser.add_argument("--full-steps", type=int, default=20, help="a cell's steps (Forge's default: 20)")
     parser.add_argument("--cells", type=int, default=6)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--render-seconds", type=float, default=None,
+                        help="instead of rendering: a host that takes this long a cell with the CPU idle (a GPU "
+                             "render), and the grid's time with and without scoring")
     parser.add_argument("--vit-proxy", action="store_true",
                         help="also time a ViT-B/16 at 448 px in torch (the real tagger's size) on the CPU")
     args = parser.parse_args()
@@ -135,13 +191,22 @@ def main() -> int:
     if proxy is not None:
         print(f"  a ViT-B/16 at 448 px (wd-vit-tagger-v3's size) on this CPU: {proxy:.3f} s a cell; "
               f"scoring with it about {score - tags + proxy:.3f} s")
+    if args.render_seconds is not None:
+        with tempfile.TemporaryDirectory() as work:
+            cells = face_cells(args.cells, args.size)
+            for vit in (False, True) if args.vit_proxy else (False,):
+                plain, scored = overlap_seconds(cells, args.tagger, Path(work) / str(vit), args.render_seconds, vit)
+                print(f"grid of {args.cells} cells at {args.render_seconds:g} s a cell"
+                      f"{' (tagger with ViT-B/16 448 px work)' if vit else ''}: {plain:.2f} s without scoring, "
+                      f"{scored:.2f} s with: +{(scored - plain) / plain:.2%}")
+        return 0
     print(f"render at {args.size} px:")
     full, per_step, one = render_seconds(args.checkpoint, args.sdxl_config_dir, args.size, args.steps,
                                          args.full_steps, args.device)
     print(f"  1 step {one:.1f} s, each further step {per_step:.1f} s: a {args.full_steps}-step cell {full:.1f} s")
-    print(f"scoring / render per cell: {score / full:.2%} (target: under 5% on GPU renders)")
+    print(f"scoring / render per cell: {score / full:.3%} (target: under 5% on GPU renders)")
     if proxy is not None:
-        print(f"with the real tagger's size: {(score - tags + proxy) / full:.2%}")
+        print(f"with the real tagger's size: {(score - tags + proxy) / full:.3%}")
     return 0
 
 

@@ -322,11 +322,11 @@ def _save_png(image: Image.Image, target: Path, text: dict[str, str]) -> None:
 
 
 def save_grid(spec: GridSpec, cells: dict[tuple[int, int, int], Image.Image | str], folder: str | Path,
-              name: str) -> GridFiles:
+              name: str, extra_text: dict[str, str] | None = None) -> GridFiles:
     """Write the grid as `<folder>/<name>.png` (the first cell's infotext as its "parameters", like
     the WebUI's own X/Y plot, and the spec as JSON) and every rendered cell as
-    `<folder>/<name>/s<seed index>_r<row>_c<column>.png` with its own infotext. Each file is written
-    atomically (never half a PNG)."""
+    `<folder>/<name>/s<seed index>_r<row>_c<column>.png` with its own infotext. `extra_text`: more text
+    chunks for the grid PNG (its epoch scores). Each file is written atomically (never half a PNG)."""
     folder = Path(folder)
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"not a file name for a grid: {name!r}")
@@ -343,5 +343,6 @@ def save_grid(spec: GridSpec, cells: dict[tuple[int, int, int], Image.Image | st
     grid_path = folder / f"{name}.png"
     first = jobs[(0, 0, 0)]
     _save_png(compose_grid(spec, cells), grid_path,
-              {PARAMETERS_CHUNK: infotext(first), SPEC_CHUNK: json.dumps(spec_to_json(spec), ensure_ascii=False)})
+              {PARAMETERS_CHUNK: infotext(first), SPEC_CHUNK: json.dumps(spec_to_json(spec), ensure_ascii=False),
+               **(extra_text or {})})
     return GridFiles(grid=grid_path, cells_dir=cells_dir, cells=written)

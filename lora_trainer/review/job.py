@@ -19,6 +19,7 @@ from lora_trainer.review.live import LiveGrid
 from lora_trainer.review.render import GridResult, Renders, render_grid
 from lora_trainer.review.saved import GRID_NAME, SavedGrid, new_grid_folder
 from lora_trainer.review.scores import GridScores
+from lora_trainer.review.scoring import png_text, save_scores
 from lora_trainer.review.spec import GridSpec
 
 
@@ -130,17 +131,23 @@ class GridJob:
     def _save(self) -> None:
         if self.spec is None or not self.cells:
             return
+        scores = self._scores_now()
         try:
             self.folder = self.folder or new_grid_folder(self.project.review, self.output_name)
-            files = save_grid(self.spec, dict(self.cells), self.folder, GRID_NAME)
+            files = save_grid(self.spec, dict(self.cells), self.folder, GRID_NAME,
+                              png_text(scores) if scores is not None else None)
             saved = SavedGrid.from_files(self.spec, files)
             self.gallery = gallery_items(saved, self.cells)  # a live grid saves after every column
             self.saved = saved
-            self.version += 1
         except Exception as e:
             self.error = (self.error + "; " if self.error else "") + f"could not save the grid: {e}"
             return
-        self._score(files.grid)
+        if scores is not None:
+            try:
+                self.chart = save_scores(scores, files.grid, self.run_dir, in_grid=False)
+            except Exception as e:  # a full disk: the grid stands without its scores
+                self.score_error = f"scoring stopped: {e}"
+        self.version += 1
 
     def _measure(self) -> None:
         """Measure the cells not measured yet (one thread at a time: each cell is measured once)."""
@@ -156,21 +163,14 @@ class GridJob:
                 self.score_error = f"scoring stopped: {e}"
             self.score_seconds += time.monotonic() - started
 
-    def _score(self, grid_png: Path) -> None:
-        """The saved grid's scores: the cells not measured yet, then the files; a failure is reported."""
+    def _scores_now(self) -> GridScores | None:
+        """The scores of every cell rendered so far (the save waits for the cells not measured yet)."""
         if self.make_scorer is None:
-            return
-        from lora_trainer.review.scoring import save_scores
-
+            return None
         started = time.monotonic()
         self._measure()
-        if self.scores is not None and not self.score_error:
-            try:
-                self.chart = save_scores(self.scores, grid_png, self.run_dir)
-                self.version += 1
-            except Exception as e:  # a full disk: the grid stands without its scores
-                self.score_error = f"scoring stopped: {e}"
         self.score_wait_seconds += time.monotonic() - started
+        return None if self.score_error else self.scores
 
     def status(self) -> str:
         mode = f"{self.live.reason}; " if self.live is not None and self.live.reason and not self.finished else ""

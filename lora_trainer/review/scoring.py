@@ -132,19 +132,26 @@ class GridScorer:
         return CellScore(key, faces, likeness, adherence, leaked, missed)
 
 
-def save_scores(scores: GridScores, grid_png: Path, run_dir: Path | None = None) -> Path:
-    """Write the scores beside the grid (`<grid>.scores.json`, the chart as `<grid>.scores.png`), into the grid PNG's
-    text, and with the run; each file atomically. The chart's path."""
+def save_scores(scores: GridScores, grid_png: Path, run_dir: Path | None = None, in_grid: bool = True) -> Path:
+    """Write the scores beside the grid (`<grid>.scores.json`, the chart as `<grid>.scores.png`), into the
+    grid PNG's text (`in_grid`; a grid saved with them already has them: `png_text`), and with the run;
+    each file atomically. The chart's path."""
     grid_png = Path(grid_png)
     text = scores_json_text(scores)
     write_text_atomic(scores_json_of(grid_png), text)
     chart = chart_of(grid_png)
     with atomic_path(chart) as tmp:
         score_chart(scores).save(tmp, format="PNG")
-    _add_png_text(grid_png, SCORES_CHUNK, text)
+    if in_grid:
+        _add_png_text(grid_png, SCORES_CHUNK, text)
     if run_dir is not None:
         write_text_atomic(layout.scores_file(run_dir), text)
     return chart
+
+
+def png_text(scores: GridScores) -> dict[str, str]:
+    """The text chunk a grid PNG carries its scores in (for `save_grid`'s `extra_text`)."""
+    return {SCORES_CHUNK: scores_json_text(scores)}
 
 
 def _add_png_text(png: Path, key: str, value: str) -> None:
