@@ -310,7 +310,8 @@ def cell_file_name(s: int, r: int, c: int) -> str:
     return f"s{s}_r{r}_c{c}.png"
 
 
-def _save_png(image: Image.Image, target: Path, text: dict[str, str]) -> None:
+def save_png_with_text(image: Image.Image, target: Path, text: dict[str, str]) -> None:
+    """`image` as a PNG with these text chunks (iTXt for non-ASCII), written atomically."""
     info = PngInfo()
     for key, value in text.items():
         if value.isascii():
@@ -337,12 +338,12 @@ def save_grid(spec: GridSpec, cells: dict[tuple[int, int, int], Image.Image | st
         value = cells.get(key)
         if isinstance(value, Image.Image):
             path = cells_dir / cell_file_name(*key)
-            _save_png(value if value.mode in ("RGB", "RGBA", "L") else value.convert("RGB"), path,
+            save_png_with_text(value if value.mode in ("RGB", "RGBA", "L") else value.convert("RGB"), path,
                       {PARAMETERS_CHUNK: infotext(job)})
             written[key] = path
     grid_path = folder / f"{name}.png"
     first = jobs[(0, 0, 0)]
-    _save_png(compose_grid(spec, cells), grid_path,
+    save_png_with_text(compose_grid(spec, cells), grid_path,
               {PARAMETERS_CHUNK: infotext(first), SPEC_CHUNK: json.dumps(spec_to_json(spec), ensure_ascii=False),
                **(extra_text or {})})
     return GridFiles(grid=grid_path, cells_dir=cells_dir, cells=written)

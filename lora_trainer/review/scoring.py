@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from lora_trainer.captions.files import read_caption
 from lora_trainer.captions.models import DEFAULT_MODEL, resolve_model
@@ -22,6 +21,7 @@ from lora_trainer.images import list_images
 from lora_trainer.project import Project
 from lora_trainer.review.adherence import TagReader, check_tags, training_tags
 from lora_trainer.review.candidates import epoch_losses_from_events, validation_losses_from_events
+from lora_trainer.review.grid import save_png_with_text
 from lora_trainer.review.identity import (
     DatasetFaces,
     FaceEmbedder,
@@ -161,11 +161,4 @@ def _add_png_text(png: Path, key: str, value: str) -> None:
         chunks = dict(getattr(image, "text", {}) or {})
         pixels = image.copy()
     chunks[key] = value
-    info = PngInfo()
-    for name, text in chunks.items():
-        if text.isascii():
-            info.add_text(name, text)
-        else:
-            info.add_itxt(name, text)
-    with atomic_path(png) as tmp:
-        pixels.save(tmp, format="PNG", pnginfo=info)
+    save_png_with_text(pixels, png, chunks)
