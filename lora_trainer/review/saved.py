@@ -22,6 +22,11 @@ class SavedGrid:
     spec: GridSpec
     cells: dict[CellKey, Path]  # the rendered cells on disk (a failed or unrendered cell has none)
 
+    @property
+    def output_name(self) -> str:
+        """The run the grid is of: `<review>/<output_name>/<stamp>/grid.png`."""
+        return self.grid.parent.parent.name
+
     def job(self, key: CellKey) -> RenderJob:
         return {(s, r, c): job for s, r, c, job in self.spec.cells()}[key]
 

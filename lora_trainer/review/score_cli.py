@@ -30,12 +30,11 @@ def register(subparsers) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from PIL import Image
 
     from lora_trainer.project import project_root_of
     from lora_trainer.review.saved import load_saved_grid
     from lora_trainer.review.scores import is_measured, scores_table
-    from lora_trainer.review.scoring import GridScorer, save_scores
+    from lora_trainer.review.scoring import GridScorer, score_saved_grid
 
     try:
         if not args.train_data_dir.is_dir():
@@ -55,13 +54,8 @@ def run_score(args: argparse.Namespace) -> int:
     if not any(is_measured(how) for how in scorer.measured.values()):
         print("error: nothing can be measured (see above)", file=sys.stderr)
         return 2
-    cells = {}
-    for key, path in saved.cells.items():
-        with Image.open(path) as image:
-            cells[key] = image.convert("RGB")
     try:
-        scores = scorer.score(saved.spec, cells)
-        chart = save_scores(scores, args.grid, args.run_dir)
+        scores, chart = score_saved_grid(scorer, saved)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from lora_trainer.review.identity import (
     dataset_faces,
     find_face_models,
 )
+from lora_trainer.review.saved import SavedGrid
 from lora_trainer.review.score_chart import score_chart
 from lora_trainer.review.scores import (
     NOT_MEASURED,
@@ -130,6 +131,17 @@ class GridScorer:
             adherence, leaked = check.adherence, check.leaked
             missed = tuple(t for t in check.prompted if t not in check.found)
         return CellScore(key, faces, likeness, adherence, leaked, missed)
+
+
+def score_saved_grid(scorer: GridScorer, saved: SavedGrid) -> tuple[GridScores, Path]:
+    """Score every cell of a grid saved before (read from its files) and save the scores with it and
+    with the scorer's run. (The scores and the chart's path.)"""
+    cells = {}
+    for key, path in saved.cells.items():
+        with Image.open(path) as image:
+            cells[key] = image.convert("RGB")
+    scores = scorer.score(saved.spec, cells)
+    return scores, save_scores(scores, saved.grid, scorer.run_dir)
 
 
 def save_scores(scores: GridScores, grid_png: Path, run_dir: Path | None = None, in_grid: bool = True) -> Path:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from lora_trainer.captions.models import DEFAULT_MODEL
 from lora_trainer.host import Host, confine_path, looks_like_path
@@ -56,7 +55,7 @@ from lora_trainer.review.scores import (
     run_scores,
     scores_table,
 )
-from lora_trainer.review.scoring import GridScorer, chart_of, save_scores, scores_json_of
+from lora_trainer.review.scoring import GridScorer, chart_of, score_saved_grid, scores_json_of
 from lora_trainer.review.spec import Column, GridSpec, LoraRef, RenderError, RenderJob, RenderSettings, Row
 from lora_trainer.runs.follow import read_events
 from lora_trainer.runs.layout import EVENTS_FILE, run_folder_order
@@ -756,21 +755,15 @@ class ReviewPanel:
             return *keep, render.message("a grid is rendering: its cells are scored as they come", error=True)
         try:
             project = self._open(page.project)
-            run = saved.grid.parent.parent.name
-            run_dir = run_dir_of(project.log, run)
+            run_dir = run_dir_of(project.log, saved.output_name)
             scorer = GridScorer.load(project, run_dir, (tagger or "").strip() or DEFAULT_MODEL,
                                      (face_models or "").strip() or None, cache_dir=self.host.hub_cache())
-            cells = {}
-            for key, path in saved.cells.items():
-                with Image.open(path) as image:
-                    cells[key] = image.convert("RGB")
-            scores = scorer.score(saved.spec, cells)
-            chart = save_scores(scores, saved.grid, run_dir)
+            scores, chart = score_saved_grid(scorer, saved)
         except (ValueError, OSError) as e:
             return *keep, render.message(f"could not score {saved.grid}: {e}", error=True)
         candidates = candidates_text(candidates_for(run_dir))
         return (str(chart), scores_text(scores), candidates,
-                render.message(f"scored {len(cells)} cells of {saved.grid}"))
+                render.message(f"scored {len(saved.cells)} cells of {saved.grid}"))
 
     # --- callbacks: a picked cell ---------------------------------------------------------------
     def pick_cell(self, event: gr.SelectData, request: gr.Request = None):
