@@ -1,6 +1,7 @@
 """A project's runs side by side: per output name its settings, epochs, loss, chosen epoch and rating,
-the epoch its last scored grid suggests (with that epoch's likeness and adherence), which settings differ between the runs, the guide's advice for the next run, and what changed in the
-training folder since a run.
+the epoch its last scored grid suggests (with that epoch's likeness and adherence), which settings
+differ between the runs, the guide's advice for the next run, and what changed in the training folder
+since a run.
 
 A run is an output name with a saved config (`<model>/<output_name>.json`) or LoRA files in model/;
 its loss, notes and chosen epoch come from its newest run folder (`<log>/<output_name><stamp>[-N]`).
